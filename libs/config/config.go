@@ -1,0 +1,209 @@
+// Package config reads Latchkey's configuration from LATCHKEY_* environment variables
+// and command-line flags (a flag wins over its variable), as DESIGN.md section 10 lists.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults bind to loopback, so a development stack is never reachable from outside.
+const (
+	DefaultGRPCAddr       = "127.0.0.1:7400"
+	DefaultHTTPAddr       = "127.0.0.1:7480"
+	DefaultEmbeddedNATS   = "127.0.0.1:4223"
+	DefaultRunnerContexts = 4
+	DefaultRunnerPool     = "default"
+)
+
+// Config is the configuration of every service and of `latchkey dev`. Fields that hold
+// secrets are redacted by LogValue and String.
+type Config struct {
+	// NATSURL is the NATS server to use; empty runs an embedded server (dev only).
+	NATSURL string
+	// RedisURL is the Redis server for caches; empty uses an in-process cache.
+	RedisURL string
+	// DataDir holds the embedded NATS store, generated keys and the dev API key.
+	DataDir string
+	// GRPCAddr is where the gRPC API listens.
+	GRPCAddr string
+	// HTTPAddr is where health, metrics and the recorder page listen.
+	HTTPAddr string
+	// EmbeddedNATSAddr is where the embedded NATS server listens.
+	EmbeddedNATSAddr string
+	// VaultKeys is the master key ring, "v1:base64key,v2:base64key" (secret).
+	VaultKeys string
+	// VaultKeyFile is a file holding VaultKeys, used when VaultKeys is empty.
+	VaultKeyFile string
+	// InternalToken authenticates the services to each other (secret).
+	InternalToken string
+	// AdminKey is the bootstrap key that manages projects (secret).
+	AdminKey string
+	// ChromiumPath is the browser binary; empty auto-detects.
+	ChromiumPath string
+	// RunnerContexts bounds the browser contexts a runner keeps open.
+	RunnerContexts int
+	// RunnerPool is the pool whose tasks a runner takes (lk.tasks.<pool>).
+	RunnerPool string
+	// RegistryAddr, VaultAddr and SchedulerAddr are where services reach each other
+	// when run apart (`latchkey serve`). Empty means this process's own gRPC listener.
+	RegistryAddr  string
+	VaultAddr     string
+	SchedulerAddr string
+	// LogLevel is debug, info, warn or error.
+	LogLevel string
+	// LogFormat is text or json.
+	LogFormat string
+	// ShutdownTimeout bounds the whole ordered shutdown.
+	ShutdownTimeout time.Duration
+}
+
+// Secret is a string that never prints itself.
+const redacted = "[REDACTED]"
+
+// LogValue implements slog.LogValuer, masking secrets.
+func (c Config) LogValue() slog.Value {
+	mask := func(s string) string {
+		if s == "" {
+			return ""
+		}
+		return redacted
+	}
+	return slog.GroupValue(
+		slog.String("nats_url", redactURL(c.NATSURL)),
+		slog.String("redis_url", redactURL(c.RedisURL)),
+		slog.String("data_dir", c.DataDir),
+		slog.String("grpc_addr", c.GRPCAddr),
+		slog.String("http_addr", c.HTTPAddr),
+		slog.String("vault_keys", mask(c.VaultKeys)),
+		slog.String("vault_key_file", c.VaultKeyFile),
+		slog.String("internal_token", mask(c.InternalToken)),
+		slog.String("admin_key", mask(c.AdminKey)),
+		slog.String("chromium_path", c.ChromiumPath),
+		slog.Int("runner_contexts", c.RunnerContexts),
+		slog.String("runner_pool", c.RunnerPool),
+		slog.String("registry_addr", c.RegistryAddr),
+		slog.String("vault_addr", c.VaultAddr),
+		slog.String("scheduler_addr", c.SchedulerAddr),
+		slog.String("log_level", c.LogLevel),
+		slog.String("log_format", c.LogFormat),
+	)
+}
+
+// String implements fmt.Stringer without secrets.
+func (c Config) String() string { return c.LogValue().String() }
+
+// GoString keeps %#v from printing secrets.
+func (c Config) GoString() string { return c.String() }
+
+// redactURL removes a password from a URL such as redis://user:pass@host.
+func redactURL(u string) string {
+	at := strings.LastIndex(u, "@")
+	scheme := strings.Index(u, "://")
+	if at < 0 || scheme < 0 || at < scheme {
+		return u
+	}
+	creds := u[scheme+3 : at]
+	if i := strings.Index(creds, ":"); i >= 0 {
+		return u[:scheme+3] + creds[:i] + ":" + redacted + u[at:]
+	}
+	return u
+}
+
+// Env is the environment as a lookup function, so tests need not touch os.Environ.
+type Env func(key string) (string, bool)
+
+// OSEnv reads the process environment.
+func OSEnv(key string) (string, bool) { return os.LookupEnv(key) }
+
+// MapEnv is an Env over a map, for tests.
+func MapEnv(m map[string]string) Env {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+// Register declares one flag per field on fs, each defaulting to its LATCHKEY_* variable
+// from env, then to the built-in default. It returns the Config the flags fill on Parse.
+func Register(fs *flag.FlagSet, env Env) *Config {
+	c := &Config{}
+	str := func(p *string, name, envKey, def, usage string) {
+		if v, ok := env(envKey); ok && v != "" {
+			def = v
+		}
+		fs.StringVar(p, name, def, usage+" ($"+envKey+")")
+	}
+	str(&c.NATSURL, "nats-url", "LATCHKEY_NATS_URL", "", "NATS server URL; empty runs an embedded server")
+	str(&c.RedisURL, "redis-url", "LATCHKEY_REDIS_URL", "", "Redis URL for caches; empty uses an in-process cache")
+	str(&c.DataDir, "data-dir", "LATCHKEY_DATA_DIR", defaultDataDir(env), "data directory (embedded NATS store, dev keys)")
+	str(&c.GRPCAddr, "grpc-addr", "LATCHKEY_GRPC_ADDR", DefaultGRPCAddr, "gRPC listen address")
+	str(&c.HTTPAddr, "http-addr", "LATCHKEY_HTTP_ADDR", DefaultHTTPAddr, "HTTP listen address (health, metrics, recorder)")
+	str(&c.EmbeddedNATSAddr, "embedded-nats-addr", "LATCHKEY_EMBEDDED_NATS_ADDR", DefaultEmbeddedNATS, "embedded NATS listen address")
+	str(&c.VaultKeys, "vault-keys", "LATCHKEY_VAULT_KEYS", "", "vault master keys, \"v1:base64,...\"")
+	str(&c.VaultKeyFile, "vault-key-file", "LATCHKEY_VAULT_KEY_FILE", "", "file holding the vault master keys")
+	str(&c.InternalToken, "internal-token", "LATCHKEY_INTERNAL_TOKEN", "", "token services use to authenticate each other")
+	str(&c.AdminKey, "admin-key", "LATCHKEY_ADMIN_KEY", "", "bootstrap admin key")
+	str(&c.ChromiumPath, "chromium-path", "LATCHKEY_CHROMIUM_PATH", "", "Chromium binary; empty auto-detects")
+	str(&c.RunnerPool, "runner-pool", "LATCHKEY_RUNNER_POOL", DefaultRunnerPool, "runner pool to take tasks from")
+	str(&c.RegistryAddr, "registry-addr", "LATCHKEY_REGISTRY_ADDR", "", "session-registry gRPC address (default: grpc-addr)")
+	str(&c.VaultAddr, "vault-addr", "LATCHKEY_VAULT_ADDR", "", "credential-vault gRPC address (default: grpc-addr)")
+	str(&c.SchedulerAddr, "scheduler-addr", "LATCHKEY_SCHEDULER_ADDR", "", "scheduler gRPC address (default: grpc-addr)")
+	str(&c.LogLevel, "log-level", "LATCHKEY_LOG_LEVEL", "info", "log level: debug, info, warn, error")
+	str(&c.LogFormat, "log-format", "LATCHKEY_LOG_FORMAT", "text", "log format: text or json")
+
+	contexts := DefaultRunnerContexts
+	if v, ok := env("LATCHKEY_RUNNER_CONTEXTS"); ok && v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			contexts = n
+		}
+	}
+	fs.IntVar(&c.RunnerContexts, "runner-contexts", contexts, "browser contexts a runner keeps open ($LATCHKEY_RUNNER_CONTEXTS)")
+	shutdown := 15 * time.Second
+	if v, ok := env("LATCHKEY_SHUTDOWN_TIMEOUT"); ok && v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			shutdown = d
+		}
+	}
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", shutdown, "deadline of the ordered shutdown ($LATCHKEY_SHUTDOWN_TIMEOUT)")
+	return c
+}
+
+func defaultDataDir(env Env) string {
+	if home, ok := env("HOME"); ok && home != "" {
+		return filepath.Join(home, ".latchkey")
+	}
+	return ".latchkey"
+}
+
+// Validate reports every problem with c at once, each naming the flag to fix.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.GRPCAddr == "" {
+		errs = append(errs, errors.New("-grpc-addr is empty"))
+	}
+	if c.HTTPAddr == "" {
+		errs = append(errs, errors.New("-http-addr is empty"))
+	}
+	if c.RunnerContexts < 1 {
+		errs = append(errs, fmt.Errorf("-runner-contexts must be at least 1, got %d", c.RunnerContexts))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("-log-level must be debug, info, warn or error, got %q", c.LogLevel))
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("-log-format must be text or json, got %q", c.LogFormat))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, errors.New("-shutdown-timeout must be positive"))
+	}
+	return errors.Join(errs...)
+}
