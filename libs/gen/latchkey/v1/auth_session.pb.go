@@ -163,7 +163,10 @@ type AuthSession struct {
 	// When proactive refresh will next validate the session.
 	NextRefreshTime *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=next_refresh_time,json=nextRefreshTime,proto3" json:"next_refresh_time,omitempty"`
 	// The KV revision of this record; changes on every update.
-	Etag          uint64 `protobuf:"varint,18,opt,name=etag,proto3" json:"etag,omitempty"`
+	Etag uint64 `protobuf:"varint,18,opt,name=etag,proto3" json:"etag,omitempty"`
+	// Values the session's recipes see as .Vars (over the bundle's vars), for example the
+	// site's base URL. Not secret: credentials belong in credentials.
+	Vars          map[string]string `protobuf:"bytes,19,rep,name=vars,proto3" json:"vars,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -324,6 +327,13 @@ func (x *AuthSession) GetEtag() uint64 {
 	return 0
 }
 
+func (x *AuthSession) GetVars() map[string]string {
+	if x != nil {
+		return x.Vars
+	}
+	return nil
+}
+
 type CreateAuthSessionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Optional; generated when empty.
@@ -338,7 +348,9 @@ type CreateAuthSessionRequest struct {
 	Proxy       *Proxy            `protobuf:"bytes,6,opt,name=proxy,proto3" json:"proxy,omitempty"`
 	Refresh     *RefreshSettings  `protobuf:"bytes,7,opt,name=refresh,proto3" json:"refresh,omitempty"`
 	// Required for RECORDER.
-	Recorder      *RecorderSettings `protobuf:"bytes,8,opt,name=recorder,proto3" json:"recorder,omitempty"`
+	Recorder *RecorderSettings `protobuf:"bytes,8,opt,name=recorder,proto3" json:"recorder,omitempty"`
+	// See AuthSession.vars.
+	Vars          map[string]string `protobuf:"bytes,9,rep,name=vars,proto3" json:"vars,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -425,6 +437,13 @@ func (x *CreateAuthSessionRequest) GetRefresh() *RefreshSettings {
 func (x *CreateAuthSessionRequest) GetRecorder() *RecorderSettings {
 	if x != nil {
 		return x.Recorder
+	}
+	return nil
+}
+
+func (x *CreateAuthSessionRequest) GetVars() map[string]string {
+	if x != nil {
+		return x.Vars
 	}
 	return nil
 }
@@ -704,7 +723,7 @@ type UpdateAuthSessionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The id and the fields to change; other fields are ignored.
 	AuthSession *AuthSession `protobuf:"bytes,1,opt,name=auth_session,json=authSession,proto3" json:"auth_session,omitempty"`
-	// Paths among display_name, labels, proxy, refresh, recorder.
+	// Paths among display_name, labels, proxy, refresh, recorder, vars.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1293,7 +1312,7 @@ const file_latchkey_v1_auth_session_proto_rawDesc = "" +
 	"\bdisabled\x18\x02 \x01(\bR\bdisabled\"[\n" +
 	"\x10RecorderSettings\x12\x1b\n" +
 	"\tstart_url\x18\x01 \x01(\tR\bstartUrl\x12*\n" +
-	"\x11finish_url_prefix\x18\x02 \x01(\tR\x0ffinishUrlPrefix\"\x99\a\n" +
+	"\x11finish_url_prefix\x18\x02 \x01(\tR\x0ffinishUrlPrefix\"\x8a\b\n" +
 	"\vAuthSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -1316,10 +1335,14 @@ const file_latchkey_v1_auth_session_proto_rawDesc = "" +
 	"updateTime\x12H\n" +
 	"\x12last_validate_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\x10lastValidateTime\x12F\n" +
 	"\x11next_refresh_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextRefreshTime\x12\x12\n" +
-	"\x04etag\x18\x12 \x01(\x04R\x04etag\x1a9\n" +
+	"\x04etag\x18\x12 \x01(\x04R\x04etag\x126\n" +
+	"\x04vars\x18\x13 \x03(\v2\".latchkey.v1.AuthSession.VarsEntryR\x04vars\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd0\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a7\n" +
+	"\tVarsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xce\x05\n" +
 	"\x18CreateAuthSessionRequest\x12&\n" +
 	"\x0fauth_session_id\x18\x01 \x01(\tR\rauthSessionId\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12,\n" +
@@ -1328,11 +1351,15 @@ const file_latchkey_v1_auth_session_proto_rawDesc = "" +
 	"\x06labels\x18\x05 \x03(\v21.latchkey.v1.CreateAuthSessionRequest.LabelsEntryR\x06labels\x12(\n" +
 	"\x05proxy\x18\x06 \x01(\v2\x12.latchkey.v1.ProxyR\x05proxy\x126\n" +
 	"\arefresh\x18\a \x01(\v2\x1c.latchkey.v1.RefreshSettingsR\arefresh\x129\n" +
-	"\brecorder\x18\b \x01(\v2\x1d.latchkey.v1.RecorderSettingsR\brecorder\x1a>\n" +
+	"\brecorder\x18\b \x01(\v2\x1d.latchkey.v1.RecorderSettingsR\brecorder\x12C\n" +
+	"\x04vars\x18\t \x03(\v2/.latchkey.v1.CreateAuthSessionRequest.VarsEntryR\x04vars\x1a>\n" +
 	"\x10CredentialsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a7\n" +
+	"\tVarsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9f\x01\n" +
 	"\x19CreateAuthSessionResponse\x12;\n" +
@@ -1411,7 +1438,7 @@ func file_latchkey_v1_auth_session_proto_rawDescGZIP() []byte {
 	return file_latchkey_v1_auth_session_proto_rawDescData
 }
 
-var file_latchkey_v1_auth_session_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_latchkey_v1_auth_session_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_latchkey_v1_auth_session_proto_goTypes = []any{
 	(*RefreshSettings)(nil),                      // 0: latchkey.v1.RefreshSettings
 	(*RecorderSettings)(nil),                     // 1: latchkey.v1.RecorderSettings
@@ -1435,73 +1462,77 @@ var file_latchkey_v1_auth_session_proto_goTypes = []any{
 	(*CreateRecorderUrlRequest)(nil),             // 19: latchkey.v1.CreateRecorderUrlRequest
 	(*CreateRecorderUrlResponse)(nil),            // 20: latchkey.v1.CreateRecorderUrlResponse
 	nil,                                          // 21: latchkey.v1.AuthSession.LabelsEntry
-	nil,                                          // 22: latchkey.v1.CreateAuthSessionRequest.CredentialsEntry
-	nil,                                          // 23: latchkey.v1.CreateAuthSessionRequest.LabelsEntry
-	nil,                                          // 24: latchkey.v1.UpdateAuthSessionCredentialsRequest.CredentialsEntry
-	(*durationpb.Duration)(nil),                  // 25: google.protobuf.Duration
-	(SessionType)(0),                             // 26: latchkey.v1.SessionType
-	(SessionState)(0),                            // 27: latchkey.v1.SessionState
-	(FailureReason)(0),                           // 28: latchkey.v1.FailureReason
-	(*Proxy)(nil),                                // 29: latchkey.v1.Proxy
-	(*timestamppb.Timestamp)(nil),                // 30: google.protobuf.Timestamp
-	(*LabelSelector)(nil),                        // 31: latchkey.v1.LabelSelector
-	(*PageInfo)(nil),                             // 32: latchkey.v1.PageInfo
-	(*fieldmaskpb.FieldMask)(nil),                // 33: google.protobuf.FieldMask
+	nil,                                          // 22: latchkey.v1.AuthSession.VarsEntry
+	nil,                                          // 23: latchkey.v1.CreateAuthSessionRequest.CredentialsEntry
+	nil,                                          // 24: latchkey.v1.CreateAuthSessionRequest.LabelsEntry
+	nil,                                          // 25: latchkey.v1.CreateAuthSessionRequest.VarsEntry
+	nil,                                          // 26: latchkey.v1.UpdateAuthSessionCredentialsRequest.CredentialsEntry
+	(*durationpb.Duration)(nil),                  // 27: google.protobuf.Duration
+	(SessionType)(0),                             // 28: latchkey.v1.SessionType
+	(SessionState)(0),                            // 29: latchkey.v1.SessionState
+	(FailureReason)(0),                           // 30: latchkey.v1.FailureReason
+	(*Proxy)(nil),                                // 31: latchkey.v1.Proxy
+	(*timestamppb.Timestamp)(nil),                // 32: google.protobuf.Timestamp
+	(*LabelSelector)(nil),                        // 33: latchkey.v1.LabelSelector
+	(*PageInfo)(nil),                             // 34: latchkey.v1.PageInfo
+	(*fieldmaskpb.FieldMask)(nil),                // 35: google.protobuf.FieldMask
 }
 var file_latchkey_v1_auth_session_proto_depIdxs = []int32{
-	25, // 0: latchkey.v1.RefreshSettings.keep_alive_interval:type_name -> google.protobuf.Duration
-	26, // 1: latchkey.v1.AuthSession.type:type_name -> latchkey.v1.SessionType
-	27, // 2: latchkey.v1.AuthSession.state:type_name -> latchkey.v1.SessionState
-	28, // 3: latchkey.v1.AuthSession.state_reason:type_name -> latchkey.v1.FailureReason
+	27, // 0: latchkey.v1.RefreshSettings.keep_alive_interval:type_name -> google.protobuf.Duration
+	28, // 1: latchkey.v1.AuthSession.type:type_name -> latchkey.v1.SessionType
+	29, // 2: latchkey.v1.AuthSession.state:type_name -> latchkey.v1.SessionState
+	30, // 3: latchkey.v1.AuthSession.state_reason:type_name -> latchkey.v1.FailureReason
 	21, // 4: latchkey.v1.AuthSession.labels:type_name -> latchkey.v1.AuthSession.LabelsEntry
-	29, // 5: latchkey.v1.AuthSession.proxy:type_name -> latchkey.v1.Proxy
+	31, // 5: latchkey.v1.AuthSession.proxy:type_name -> latchkey.v1.Proxy
 	0,  // 6: latchkey.v1.AuthSession.refresh:type_name -> latchkey.v1.RefreshSettings
 	1,  // 7: latchkey.v1.AuthSession.recorder:type_name -> latchkey.v1.RecorderSettings
-	30, // 8: latchkey.v1.AuthSession.create_time:type_name -> google.protobuf.Timestamp
-	30, // 9: latchkey.v1.AuthSession.update_time:type_name -> google.protobuf.Timestamp
-	30, // 10: latchkey.v1.AuthSession.last_validate_time:type_name -> google.protobuf.Timestamp
-	30, // 11: latchkey.v1.AuthSession.next_refresh_time:type_name -> google.protobuf.Timestamp
-	26, // 12: latchkey.v1.CreateAuthSessionRequest.type:type_name -> latchkey.v1.SessionType
-	22, // 13: latchkey.v1.CreateAuthSessionRequest.credentials:type_name -> latchkey.v1.CreateAuthSessionRequest.CredentialsEntry
-	23, // 14: latchkey.v1.CreateAuthSessionRequest.labels:type_name -> latchkey.v1.CreateAuthSessionRequest.LabelsEntry
-	29, // 15: latchkey.v1.CreateAuthSessionRequest.proxy:type_name -> latchkey.v1.Proxy
-	0,  // 16: latchkey.v1.CreateAuthSessionRequest.refresh:type_name -> latchkey.v1.RefreshSettings
-	1,  // 17: latchkey.v1.CreateAuthSessionRequest.recorder:type_name -> latchkey.v1.RecorderSettings
-	2,  // 18: latchkey.v1.CreateAuthSessionResponse.auth_session:type_name -> latchkey.v1.AuthSession
-	2,  // 19: latchkey.v1.GetAuthSessionResponse.auth_session:type_name -> latchkey.v1.AuthSession
-	27, // 20: latchkey.v1.ListAuthSessionsRequest.states:type_name -> latchkey.v1.SessionState
-	31, // 21: latchkey.v1.ListAuthSessionsRequest.label_selector:type_name -> latchkey.v1.LabelSelector
-	2,  // 22: latchkey.v1.ListAuthSessionsResponse.auth_sessions:type_name -> latchkey.v1.AuthSession
-	32, // 23: latchkey.v1.ListAuthSessionsResponse.page_info:type_name -> latchkey.v1.PageInfo
-	2,  // 24: latchkey.v1.UpdateAuthSessionRequest.auth_session:type_name -> latchkey.v1.AuthSession
-	33, // 25: latchkey.v1.UpdateAuthSessionRequest.update_mask:type_name -> google.protobuf.FieldMask
-	2,  // 26: latchkey.v1.UpdateAuthSessionResponse.auth_session:type_name -> latchkey.v1.AuthSession
-	24, // 27: latchkey.v1.UpdateAuthSessionCredentialsRequest.credentials:type_name -> latchkey.v1.UpdateAuthSessionCredentialsRequest.CredentialsEntry
-	2,  // 28: latchkey.v1.ImportStorageStateResponse.auth_session:type_name -> latchkey.v1.AuthSession
-	30, // 29: latchkey.v1.CreateRecorderUrlResponse.expire_time:type_name -> google.protobuf.Timestamp
-	3,  // 30: latchkey.v1.AuthSessionService.CreateAuthSession:input_type -> latchkey.v1.CreateAuthSessionRequest
-	5,  // 31: latchkey.v1.AuthSessionService.GetAuthSession:input_type -> latchkey.v1.GetAuthSessionRequest
-	7,  // 32: latchkey.v1.AuthSessionService.ListAuthSessions:input_type -> latchkey.v1.ListAuthSessionsRequest
-	9,  // 33: latchkey.v1.AuthSessionService.UpdateAuthSession:input_type -> latchkey.v1.UpdateAuthSessionRequest
-	11, // 34: latchkey.v1.AuthSessionService.UpdateAuthSessionCredentials:input_type -> latchkey.v1.UpdateAuthSessionCredentialsRequest
-	13, // 35: latchkey.v1.AuthSessionService.DeleteAuthSession:input_type -> latchkey.v1.DeleteAuthSessionRequest
-	15, // 36: latchkey.v1.AuthSessionService.ImportStorageState:input_type -> latchkey.v1.ImportStorageStateRequest
-	17, // 37: latchkey.v1.AuthSessionService.ExportStorageState:input_type -> latchkey.v1.ExportStorageStateRequest
-	19, // 38: latchkey.v1.AuthSessionService.CreateRecorderUrl:input_type -> latchkey.v1.CreateRecorderUrlRequest
-	4,  // 39: latchkey.v1.AuthSessionService.CreateAuthSession:output_type -> latchkey.v1.CreateAuthSessionResponse
-	6,  // 40: latchkey.v1.AuthSessionService.GetAuthSession:output_type -> latchkey.v1.GetAuthSessionResponse
-	8,  // 41: latchkey.v1.AuthSessionService.ListAuthSessions:output_type -> latchkey.v1.ListAuthSessionsResponse
-	10, // 42: latchkey.v1.AuthSessionService.UpdateAuthSession:output_type -> latchkey.v1.UpdateAuthSessionResponse
-	12, // 43: latchkey.v1.AuthSessionService.UpdateAuthSessionCredentials:output_type -> latchkey.v1.UpdateAuthSessionCredentialsResponse
-	14, // 44: latchkey.v1.AuthSessionService.DeleteAuthSession:output_type -> latchkey.v1.DeleteAuthSessionResponse
-	16, // 45: latchkey.v1.AuthSessionService.ImportStorageState:output_type -> latchkey.v1.ImportStorageStateResponse
-	18, // 46: latchkey.v1.AuthSessionService.ExportStorageState:output_type -> latchkey.v1.ExportStorageStateResponse
-	20, // 47: latchkey.v1.AuthSessionService.CreateRecorderUrl:output_type -> latchkey.v1.CreateRecorderUrlResponse
-	39, // [39:48] is the sub-list for method output_type
-	30, // [30:39] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	32, // 8: latchkey.v1.AuthSession.create_time:type_name -> google.protobuf.Timestamp
+	32, // 9: latchkey.v1.AuthSession.update_time:type_name -> google.protobuf.Timestamp
+	32, // 10: latchkey.v1.AuthSession.last_validate_time:type_name -> google.protobuf.Timestamp
+	32, // 11: latchkey.v1.AuthSession.next_refresh_time:type_name -> google.protobuf.Timestamp
+	22, // 12: latchkey.v1.AuthSession.vars:type_name -> latchkey.v1.AuthSession.VarsEntry
+	28, // 13: latchkey.v1.CreateAuthSessionRequest.type:type_name -> latchkey.v1.SessionType
+	23, // 14: latchkey.v1.CreateAuthSessionRequest.credentials:type_name -> latchkey.v1.CreateAuthSessionRequest.CredentialsEntry
+	24, // 15: latchkey.v1.CreateAuthSessionRequest.labels:type_name -> latchkey.v1.CreateAuthSessionRequest.LabelsEntry
+	31, // 16: latchkey.v1.CreateAuthSessionRequest.proxy:type_name -> latchkey.v1.Proxy
+	0,  // 17: latchkey.v1.CreateAuthSessionRequest.refresh:type_name -> latchkey.v1.RefreshSettings
+	1,  // 18: latchkey.v1.CreateAuthSessionRequest.recorder:type_name -> latchkey.v1.RecorderSettings
+	25, // 19: latchkey.v1.CreateAuthSessionRequest.vars:type_name -> latchkey.v1.CreateAuthSessionRequest.VarsEntry
+	2,  // 20: latchkey.v1.CreateAuthSessionResponse.auth_session:type_name -> latchkey.v1.AuthSession
+	2,  // 21: latchkey.v1.GetAuthSessionResponse.auth_session:type_name -> latchkey.v1.AuthSession
+	29, // 22: latchkey.v1.ListAuthSessionsRequest.states:type_name -> latchkey.v1.SessionState
+	33, // 23: latchkey.v1.ListAuthSessionsRequest.label_selector:type_name -> latchkey.v1.LabelSelector
+	2,  // 24: latchkey.v1.ListAuthSessionsResponse.auth_sessions:type_name -> latchkey.v1.AuthSession
+	34, // 25: latchkey.v1.ListAuthSessionsResponse.page_info:type_name -> latchkey.v1.PageInfo
+	2,  // 26: latchkey.v1.UpdateAuthSessionRequest.auth_session:type_name -> latchkey.v1.AuthSession
+	35, // 27: latchkey.v1.UpdateAuthSessionRequest.update_mask:type_name -> google.protobuf.FieldMask
+	2,  // 28: latchkey.v1.UpdateAuthSessionResponse.auth_session:type_name -> latchkey.v1.AuthSession
+	26, // 29: latchkey.v1.UpdateAuthSessionCredentialsRequest.credentials:type_name -> latchkey.v1.UpdateAuthSessionCredentialsRequest.CredentialsEntry
+	2,  // 30: latchkey.v1.ImportStorageStateResponse.auth_session:type_name -> latchkey.v1.AuthSession
+	32, // 31: latchkey.v1.CreateRecorderUrlResponse.expire_time:type_name -> google.protobuf.Timestamp
+	3,  // 32: latchkey.v1.AuthSessionService.CreateAuthSession:input_type -> latchkey.v1.CreateAuthSessionRequest
+	5,  // 33: latchkey.v1.AuthSessionService.GetAuthSession:input_type -> latchkey.v1.GetAuthSessionRequest
+	7,  // 34: latchkey.v1.AuthSessionService.ListAuthSessions:input_type -> latchkey.v1.ListAuthSessionsRequest
+	9,  // 35: latchkey.v1.AuthSessionService.UpdateAuthSession:input_type -> latchkey.v1.UpdateAuthSessionRequest
+	11, // 36: latchkey.v1.AuthSessionService.UpdateAuthSessionCredentials:input_type -> latchkey.v1.UpdateAuthSessionCredentialsRequest
+	13, // 37: latchkey.v1.AuthSessionService.DeleteAuthSession:input_type -> latchkey.v1.DeleteAuthSessionRequest
+	15, // 38: latchkey.v1.AuthSessionService.ImportStorageState:input_type -> latchkey.v1.ImportStorageStateRequest
+	17, // 39: latchkey.v1.AuthSessionService.ExportStorageState:input_type -> latchkey.v1.ExportStorageStateRequest
+	19, // 40: latchkey.v1.AuthSessionService.CreateRecorderUrl:input_type -> latchkey.v1.CreateRecorderUrlRequest
+	4,  // 41: latchkey.v1.AuthSessionService.CreateAuthSession:output_type -> latchkey.v1.CreateAuthSessionResponse
+	6,  // 42: latchkey.v1.AuthSessionService.GetAuthSession:output_type -> latchkey.v1.GetAuthSessionResponse
+	8,  // 43: latchkey.v1.AuthSessionService.ListAuthSessions:output_type -> latchkey.v1.ListAuthSessionsResponse
+	10, // 44: latchkey.v1.AuthSessionService.UpdateAuthSession:output_type -> latchkey.v1.UpdateAuthSessionResponse
+	12, // 45: latchkey.v1.AuthSessionService.UpdateAuthSessionCredentials:output_type -> latchkey.v1.UpdateAuthSessionCredentialsResponse
+	14, // 46: latchkey.v1.AuthSessionService.DeleteAuthSession:output_type -> latchkey.v1.DeleteAuthSessionResponse
+	16, // 47: latchkey.v1.AuthSessionService.ImportStorageState:output_type -> latchkey.v1.ImportStorageStateResponse
+	18, // 48: latchkey.v1.AuthSessionService.ExportStorageState:output_type -> latchkey.v1.ExportStorageStateResponse
+	20, // 49: latchkey.v1.AuthSessionService.CreateRecorderUrl:output_type -> latchkey.v1.CreateRecorderUrlResponse
+	41, // [41:50] is the sub-list for method output_type
+	32, // [32:41] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_latchkey_v1_auth_session_proto_init() }
@@ -1516,7 +1547,7 @@ func file_latchkey_v1_auth_session_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_latchkey_v1_auth_session_proto_rawDesc), len(file_latchkey_v1_auth_session_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/latchkey/latchkey/libs/config"
+)
+
+const usage = `latchkey keeps browser automations logged in.
+
+Usage:
+  latchkey dev [flags]                 run every service in one process (embedded NATS)
+  latchkey serve SERVICE [flags]       run one service: registry, vault, runner or scheduler
+  latchkey version                     print the version
+
+Run "latchkey dev -h" for the flags; each flag also reads a LATCHKEY_* variable.
+`
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// run is the whole program; main only adds the signal context and the exit code.
+func run(ctx context.Context, args []string, env config.Env, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command given")
+	}
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "dev":
+		cfg, err := parseConfig("dev", rest, env, stderr)
+		if err != nil {
+			return err
+		}
+		return runDev(ctx, cfg, env, stdout, stderr)
+	case "serve":
+		if len(rest) == 0 || strings.HasPrefix(rest[0], "-") {
+			return fmt.Errorf("serve needs a service: one of %s", strings.Join(serviceNames, ", "))
+		}
+		cfg, err := parseConfig("serve "+rest[0], rest[1:], env, stderr)
+		if err != nil {
+			return err
+		}
+		return runServe(ctx, rest[0], cfg, env, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "latchkey", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+}
+
+func parseConfig(name string, args []string, env config.Env, stderr io.Writer) (*config.Config, error) {
+	fs := flag.NewFlagSet("latchkey "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg := config.Register(fs, env)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	return cfg, nil
+}

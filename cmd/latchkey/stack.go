@@ -1,0 +1,281 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"google.golang.org/grpc"
+
+	"github.com/latchkey/latchkey/libs/bus"
+	"github.com/latchkey/latchkey/libs/cache"
+	"github.com/latchkey/latchkey/libs/config"
+	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
+	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
+	vaultv1 "github.com/latchkey/latchkey/libs/gen/latchkey/vault/v1"
+	"github.com/latchkey/latchkey/libs/server"
+	"github.com/latchkey/latchkey/libs/telemetry"
+	runner "github.com/latchkey/latchkey/services/browser-runner"
+	vault "github.com/latchkey/latchkey/services/credential-vault"
+	scheduler "github.com/latchkey/latchkey/services/scheduler"
+	registry "github.com/latchkey/latchkey/services/session-registry"
+)
+
+// serviceNames are the services `latchkey serve` knows, in start order: each may
+// depend on the ones before it being reachable.
+var serviceNames = []string{"vault", "registry", "scheduler", "runner"}
+
+// service is what the stack needs of each service package.
+type service interface {
+	Register(*server.Server)
+	Start(ctx context.Context) error
+	Stop(ctx context.Context) error
+}
+
+// stack is a running set of services with everything they share. Each field is
+// released by shutdown in the reverse order of start.
+type stack struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	embedded *bus.Embedded
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	cache    *cache.Resilient
+	metrics  *telemetry.Metrics
+	tracers  []*sdktrace.TracerProvider
+	conns    []*grpc.ClientConn
+	srv      *server.Server
+	services []service // in start order
+}
+
+// startStack starts the named services in one process. With no NATS URL it runs an
+// embedded server (dev). On error everything already started is stopped again.
+func startStack(ctx context.Context, cfg *config.Config, names []string, env config.Env, log *slog.Logger) (st *stack, err error) {
+	st = &stack{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+			defer cancel()
+			st.shutdown(sctx)
+			st = nil
+		}
+	}()
+	if err := st.startNATS(ctx); err != nil {
+		return st, err
+	}
+	// go-redis logs through a package variable; route it to our logger once.
+	redis.SetLogger(cache.RedisLogger{Logger: log})
+	if st.cache, err = cache.Open(ctx, cache.Config{URL: cfg.RedisURL, Logger: log}); err != nil {
+		return st, fmt.Errorf("opening cache: %w", err)
+	}
+	if st.metrics, err = telemetry.NewMetrics("latchkey"); err != nil {
+		return st, err
+	}
+	auth := server.NewAuthenticator(cfg.InternalToken, cfg.AdminKey, nil)
+	st.srv, err = server.New(server.Options{
+		GRPCAddr: cfg.GRPCAddr, HTTPAddr: cfg.HTTPAddr, Logger: log, Auth: auth,
+		MeterProvider: st.metrics.Provider, Metrics: st.metrics.Registry, Propagator: telemetry.Propagator(),
+	})
+	if err != nil {
+		return st, err
+	}
+	for _, name := range names {
+		svc, err := st.newService(ctx, name, env)
+		if err != nil {
+			return st, fmt.Errorf("creating %s: %w", name, err)
+		}
+		svc.Register(st.srv)
+		st.services = append(st.services, svc)
+	}
+	if err := st.srv.Start(); err != nil {
+		return st, err
+	}
+	for i, svc := range st.services {
+		if err := svc.Start(ctx); err != nil {
+			return st, fmt.Errorf("starting %s: %w", names[i], err)
+		}
+	}
+	return st, nil
+}
+
+func (st *stack) startNATS(ctx context.Context) error {
+	url := st.cfg.NATSURL
+	if url == "" {
+		host, port, err := splitHostPort(st.cfg.EmbeddedNATSAddr)
+		if err != nil {
+			return fmt.Errorf("embedded nats address: %w", err)
+		}
+		st.embedded, err = bus.StartEmbedded(ctx, bus.EmbeddedConfig{
+			Host: host, Port: port, StoreDir: filepath.Join(st.cfg.DataDir, "nats"), Logger: st.log.With("component", "nats"),
+		})
+		if err != nil {
+			return err
+		}
+		url = st.embedded.ClientURL()
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var err error
+	if st.nc, st.js, err = bus.Connect(cctx, url, "latchkey", st.log); err != nil {
+		return err
+	}
+	if err := bus.Ensure(ctx, st.js, bus.Options{}); err != nil {
+		return fmt.Errorf("declaring streams and buckets: %w", err)
+	}
+	return nil
+}
+
+// tracer returns a new tracer provider for one service, flushed at shutdown.
+func (st *stack) tracer(ctx context.Context, serviceName string, env config.Env) (*sdktrace.TracerProvider, error) {
+	tp, err := telemetry.NewTracerProvider(ctx, telemetry.TraceConfig{ServiceName: serviceName, Env: env})
+	if err != nil {
+		return nil, err
+	}
+	st.tracers = append(st.tracers, tp)
+	return tp, nil
+}
+
+// dial connects the service `from` to a peer's gRPC address with the internal token,
+// tracing the client side under the caller's name.
+func (st *stack) dial(addr, from string, tp *sdktrace.TracerProvider) (*grpc.ClientConn, error) {
+	cc, err := server.Dial(addr, server.DialOptions{
+		Token: st.cfg.InternalToken, Service: from, TracerProvider: tp, Propagator: telemetry.Propagator(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	st.conns = append(st.conns, cc)
+	return cc, nil
+}
+
+func (st *stack) newService(ctx context.Context, name string, env config.Env) (service, error) {
+	cfg := st.cfg
+	svcName := map[string]string{
+		"vault": telemetry.VaultService, "registry": telemetry.RegistryService,
+		"scheduler": telemetry.SchedulerService, "runner": telemetry.RunnerService,
+	}[name]
+	if svcName == "" {
+		return nil, fmt.Errorf("unknown service %q", name)
+	}
+	tp, err := st.tracer(ctx, svcName, env)
+	if err != nil {
+		return nil, err
+	}
+	log := st.log.With("service", svcName)
+	// A peer with no address of its own runs in this process, behind our listener.
+	conn := func(addr string) (*grpc.ClientConn, error) {
+		if addr == "" {
+			addr = st.srv.GRPCAddr()
+		}
+		return st.dial(addr, svcName, tp)
+	}
+	switch name {
+	case "vault":
+		return vault.New(vault.Config{}, vault.Deps{Logger: log, Tracer: tp, JS: st.js})
+	case "registry":
+		vc, err := conn(cfg.VaultAddr)
+		if err != nil {
+			return nil, err
+		}
+		sc, err := conn(cfg.SchedulerAddr)
+		if err != nil {
+			return nil, err
+		}
+		return registry.New(registry.Config{}, registry.Deps{
+			Logger: log, Tracer: tp, JS: st.js,
+			Vault: vaultv1.NewVaultServiceClient(vc), Runs: latchkeyv1.NewRunServiceClient(sc),
+		})
+	case "scheduler":
+		rc, err := conn(cfg.RegistryAddr)
+		if err != nil {
+			return nil, err
+		}
+		vc, err := conn(cfg.VaultAddr)
+		if err != nil {
+			return nil, err
+		}
+		return scheduler.New(scheduler.Config{Pool: cfg.RunnerPool}, scheduler.Deps{
+			Logger: log, Tracer: tp, JS: st.js,
+			Registry: registryv1.NewSessionStateServiceClient(rc), Vault: vaultv1.NewVaultServiceClient(vc),
+		})
+	default: // runner
+		rc, err := conn(cfg.RegistryAddr)
+		if err != nil {
+			return nil, err
+		}
+		vc, err := conn(cfg.VaultAddr)
+		if err != nil {
+			return nil, err
+		}
+		return runner.New(runner.Config{Pool: cfg.RunnerPool, Contexts: cfg.RunnerContexts, ChromiumPath: cfg.ChromiumPath}, runner.Deps{
+			Logger: log, Tracer: tp, JS: st.js,
+			Registry: registryv1.NewSessionStateServiceClient(rc), Vault: vaultv1.NewVaultServiceClient(vc),
+		})
+	}
+}
+
+// shutdown stops everything in reverse start order under ctx's deadline: services,
+// then gRPC and HTTP, client connections, NATS (drained), the embedded server, the
+// cache, and last the tracers (flushing spans).
+func (st *stack) shutdown(ctx context.Context) {
+	var errs []error
+	for i := len(st.services) - 1; i >= 0; i-- {
+		errs = append(errs, st.services[i].Stop(ctx))
+	}
+	if st.srv != nil {
+		errs = append(errs, st.srv.Shutdown(ctx))
+	}
+	for _, cc := range st.conns {
+		errs = append(errs, cc.Close())
+	}
+	if st.nc != nil {
+		errs = append(errs, drain(ctx, st.nc))
+	}
+	if st.embedded != nil {
+		st.embedded.Shutdown()
+	}
+	if st.cache != nil {
+		errs = append(errs, st.cache.Close())
+	}
+	if st.metrics != nil {
+		errs = append(errs, st.metrics.Provider.Shutdown(ctx))
+	}
+	for _, tp := range st.tracers {
+		errs = append(errs, tp.Shutdown(ctx))
+	}
+	if err := errors.Join(errs...); err != nil {
+		st.log.Warn("shutdown was not clean", "error", err)
+	}
+}
+
+// drain drains nc, waiting until it is closed or ctx ends.
+func drain(ctx context.Context, nc *nats.Conn) error {
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return fmt.Errorf("draining nats: %w", err)
+	}
+	select {
+	case <-closed:
+		return nil
+	case <-ctx.Done():
+		nc.Close()
+		return fmt.Errorf("draining nats: %w", ctx.Err())
+	}
+}
+
+func ensureDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating data directory: %w", err)
+	}
+	return nil
+}

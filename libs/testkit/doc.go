@@ -1,0 +1,9 @@
+// Package testkit starts the real dependencies Latchkey's tests run against
+// (STYLE.md rule 15): an embedded NATS JetStream server, a private
+// redis-server, and the path of a Chromium. Every helper takes testing.TB,
+// registers its own cleanup, and fails the test, never skips it, when a tool
+// is missing: run scripts/install-deps.sh to install them.
+package testkit
+
+// installHint tells a developer how to get a missing tool.
+const installHint = "run scripts/install-deps.sh (as root or with sudo) to install the test dependencies"

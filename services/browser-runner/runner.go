@@ -1,0 +1,81 @@
+// Package runner is the browser-runner service: Chromium processes, isolated browser
+// contexts bound to AuthSessions, the recipe interpreter, and live view for
+// recordings (DESIGN.md sections 3 and 7). It has no public API: it takes tasks from
+// LK_TASKS and answers on LK_RESULTS.
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/latchkey/latchkey/libs/bus"
+	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
+	vaultv1 "github.com/latchkey/latchkey/libs/gen/latchkey/vault/v1"
+	"github.com/latchkey/latchkey/libs/server"
+)
+
+// HealthName is the runner's entry in gRPC health and /healthz.
+const HealthName = "latchkey.browser-runner"
+
+// Config configures the runner.
+type Config struct {
+	// Pool is the task pool the runner takes from (lk.tasks.<pool>).
+	Pool string
+	// Contexts bounds the browser contexts kept open.
+	Contexts int
+	// ChromiumPath is the browser binary; empty auto-detects.
+	ChromiumPath string
+}
+
+// Deps are what the runner needs from its process.
+type Deps struct {
+	Logger   *slog.Logger
+	Tracer   trace.TracerProvider
+	JS       jetstream.JetStream
+	Registry registryv1.SessionStateServiceClient
+	Vault    vaultv1.VaultServiceClient
+}
+
+// Service is the browser runner.
+type Service struct {
+	cfg  Config
+	deps Deps
+	srv  *server.Server
+}
+
+// New returns the runner service.
+func New(cfg Config, deps Deps) (*Service, error) {
+	if deps.Logger == nil || deps.Tracer == nil || deps.JS == nil || deps.Registry == nil || deps.Vault == nil {
+		return nil, errors.New("runner: logger, tracer, jetstream, registry and vault clients are required")
+	}
+	if cfg.Pool == "" || cfg.Contexts < 1 {
+		return nil, fmt.Errorf("runner: need a pool and at least one context, got pool %q and %d contexts", cfg.Pool, cfg.Contexts)
+	}
+	return &Service{cfg: cfg, deps: deps}, nil
+}
+
+// Register adds the runner's health entry to srv; it serves no gRPC API.
+func (s *Service) Register(srv *server.Server) {
+	s.srv = srv
+	srv.Track(HealthName)
+}
+
+// Start checks the task and result streams and reports the runner healthy.
+func (s *Service) Start(ctx context.Context) error {
+	if err := bus.CheckReady(ctx, s.deps.JS, bus.Needs{Streams: []string{bus.StreamTasks, bus.StreamResults}, Buckets: []string{}}); err != nil {
+		return fmt.Errorf("starting runner: %w", err)
+	}
+	s.srv.SetServing(HealthName, true)
+	return nil
+}
+
+// Stop reports the runner unhealthy.
+func (s *Service) Stop(context.Context) error {
+	s.srv.SetServing(HealthName, false)
+	return nil
+}
