@@ -1,6 +1,6 @@
 // Package services_test holds the rules that keep the four services apart: a service
 // may import libs/ and the generated API, never another service; libs/ imports no
-// service; only cmd/ wires services together.
+// service; only cmd/ and internal/stack wire services together.
 package services_test
 
 import (

@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
+	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
+	"github.com/latchkey/latchkey/internal/stack"
 	"github.com/latchkey/latchkey/libs/config"
 	"github.com/latchkey/latchkey/libs/logging"
 )
@@ -21,8 +21,8 @@ func runDev(ctx context.Context, cfg *config.Config, env config.Env, stdout, std
 	if err != nil {
 		return err
 	}
-	if err := ensureDir(cfg.DataDir); err != nil {
-		return err
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("creating data directory: %w", err)
 	}
 	if cfg.InternalToken == "" {
 		tok, _, err := devSecret(cfg.DataDir, internalTokenFile, "")
@@ -42,7 +42,7 @@ func runDev(ctx context.Context, cfg *config.Config, env config.Env, stdout, std
 		cfg.AdminKey = key
 	}
 	log.Debug("configuration", "config", *cfg)
-	st, err := startStack(ctx, cfg, serviceNames, env, log)
+	st, err := stack.Start(ctx, cfg, stack.ServiceNames, stack.Options{Env: env, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -57,26 +57,14 @@ func runDev(ctx context.Context, cfg *config.Config, env config.Env, stdout, std
   data     %s
   admin    key in %s
 Ctrl-C stops it.
-`, time.Since(began).Round(time.Millisecond), st.srv.GRPCAddr(), st.srv.HTTPAddr(), natsURL,
+`, time.Since(began).Round(time.Millisecond), st.GRPCAddr(), st.HTTPAddr(), natsURL,
 		cfg.DataDir, filepath.Join(cfg.DataDir, adminKeyFile))
 
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "stopping...")
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	st.shutdown(sctx)
+	st.Shutdown(sctx)
 	fmt.Fprintln(stdout, "stopped")
 	return nil
-}
-
-func splitHostPort(addr string) (string, int, error) {
-	host, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", 0, err
-	}
-	port, err := strconv.Atoi(p)
-	if err != nil {
-		return "", 0, fmt.Errorf("port %q: %w", p, err)
-	}
-	return host, port, nil
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/latchkey/latchkey/internal/stack"
 	"github.com/latchkey/latchkey/libs/config"
 )
 
@@ -39,7 +40,7 @@ func run(ctx context.Context, args []string, env config.Env, stdout, stderr io.W
 		return runDev(ctx, cfg, env, stdout, stderr)
 	case "serve":
 		if len(rest) == 0 || strings.HasPrefix(rest[0], "-") {
-			return fmt.Errorf("serve needs a service: one of %s", strings.Join(serviceNames, ", "))
+			return fmt.Errorf("serve needs a service: one of %s", strings.Join(stack.ServiceNames, ", "))
 		}
 		cfg, err := parseConfig("serve "+rest[0], rest[1:], env, stderr)
 		if err != nil {
@@ -53,6 +54,14 @@ func run(ctx context.Context, args []string, env config.Env, stdout, stderr io.W
 		fmt.Fprint(stdout, usage)
 		return nil
 	default:
+		if sub, ok := clientCommands()[cmd]; ok {
+			c, subArgs, err := newCLI(env, stdout, stderr, rest)
+			if err != nil {
+				return err
+			}
+			defer c.close()
+			return sub(ctx, c, subArgs)
+		}
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", cmd)
 	}

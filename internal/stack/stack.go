@@ -1,12 +1,17 @@
-package main
+// Package stack wires Latchkey's services into a running process: NATS (embedded or
+// external), JetStream streams and buckets, the cache, telemetry, one server base, and
+// the chosen services with gRPC clients to each other. `latchkey dev` and
+// `latchkey serve` use it, and so do the end-to-end tests (internal/stack/stacktest).
+package stack
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
+	"net"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -18,8 +23,8 @@ import (
 	"github.com/latchkey/latchkey/libs/bus"
 	"github.com/latchkey/latchkey/libs/cache"
 	"github.com/latchkey/latchkey/libs/config"
-	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
+	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	vaultv1 "github.com/latchkey/latchkey/libs/gen/latchkey/vault/v1"
 	"github.com/latchkey/latchkey/libs/server"
 	"github.com/latchkey/latchkey/libs/telemetry"
@@ -29,9 +34,9 @@ import (
 	registry "github.com/latchkey/latchkey/services/session-registry"
 )
 
-// serviceNames are the services `latchkey serve` knows, in start order: each may
-// depend on the ones before it being reachable.
-var serviceNames = []string{"vault", "registry", "scheduler", "runner"}
+// ServiceNames are the services a stack can run, in start order: each may depend on
+// the ones before it being reachable.
+var ServiceNames = []string{"vault", "registry", "scheduler", "runner"}
 
 // service is what the stack needs of each service package.
 type service interface {
@@ -40,9 +45,9 @@ type service interface {
 	Stop(ctx context.Context) error
 }
 
-// stack is a running set of services with everything they share. Each field is
-// released by shutdown in the reverse order of start.
-type stack struct {
+// Stack is a running set of services with everything they share. Each field is
+// released by Shutdown in the reverse order of start.
+type Stack struct {
 	cfg      *config.Config
 	log      *slog.Logger
 	embedded *bus.Embedded
@@ -52,19 +57,33 @@ type stack struct {
 	metrics  *telemetry.Metrics
 	tracers  []*sdktrace.TracerProvider
 	conns    []*grpc.ClientConn
+	exporter sdktrace.SpanExporter
 	srv      *server.Server
 	services []service // in start order
 }
 
-// startStack starts the named services in one process. With no NATS URL it runs an
+// Options are what a stack takes besides its configuration.
+type Options struct {
+	// Env looks up OTEL_* variables.
+	Env    config.Env
+	Logger *slog.Logger
+	// SpanExporter, if set, receives every service's spans (tests use an in-memory one).
+	SpanExporter sdktrace.SpanExporter
+}
+
+// Start starts the named services in one process. With no NATS URL it runs an
 // embedded server (dev). On error everything already started is stopped again.
-func startStack(ctx context.Context, cfg *config.Config, names []string, env config.Env, log *slog.Logger) (st *stack, err error) {
-	st = &stack{cfg: cfg, log: log}
+func Start(ctx context.Context, cfg *config.Config, names []string, opts Options) (st *Stack, err error) {
+	log, env := opts.Logger, opts.Env
+	if env == nil {
+		env = config.MapEnv(nil)
+	}
+	st = &Stack{cfg: cfg, log: log, exporter: opts.SpanExporter}
 	defer func() {
 		if err != nil {
 			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 			defer cancel()
-			st.shutdown(sctx)
+			st.Shutdown(sctx)
 			st = nil
 		}
 	}()
@@ -106,7 +125,7 @@ func startStack(ctx context.Context, cfg *config.Config, names []string, env con
 	return st, nil
 }
 
-func (st *stack) startNATS(ctx context.Context) error {
+func (st *Stack) startNATS(ctx context.Context) error {
 	url := st.cfg.NATSURL
 	if url == "" {
 		host, port, err := splitHostPort(st.cfg.EmbeddedNATSAddr)
@@ -134,8 +153,12 @@ func (st *stack) startNATS(ctx context.Context) error {
 }
 
 // tracer returns a new tracer provider for one service, flushed at shutdown.
-func (st *stack) tracer(ctx context.Context, serviceName string, env config.Env) (*sdktrace.TracerProvider, error) {
-	tp, err := telemetry.NewTracerProvider(ctx, telemetry.TraceConfig{ServiceName: serviceName, Env: env})
+func (st *Stack) tracer(ctx context.Context, serviceName string, env config.Env) (*sdktrace.TracerProvider, error) {
+	tc := telemetry.TraceConfig{ServiceName: serviceName, Env: env}
+	if st.exporter != nil {
+		tc.Exporters = []sdktrace.SpanExporter{st.exporter}
+	}
+	tp, err := telemetry.NewTracerProvider(ctx, tc)
 	if err != nil {
 		return nil, err
 	}
@@ -145,7 +168,7 @@ func (st *stack) tracer(ctx context.Context, serviceName string, env config.Env)
 
 // dial connects the service `from` to a peer's gRPC address with the internal token,
 // tracing the client side under the caller's name.
-func (st *stack) dial(addr, from string, tp *sdktrace.TracerProvider) (*grpc.ClientConn, error) {
+func (st *Stack) dial(addr, from string, tp *sdktrace.TracerProvider) (*grpc.ClientConn, error) {
 	cc, err := server.Dial(addr, server.DialOptions{
 		Token: st.cfg.InternalToken, Service: from, TracerProvider: tp, Propagator: telemetry.Propagator(),
 	})
@@ -156,7 +179,7 @@ func (st *stack) dial(addr, from string, tp *sdktrace.TracerProvider) (*grpc.Cli
 	return cc, nil
 }
 
-func (st *stack) newService(ctx context.Context, name string, env config.Env) (service, error) {
+func (st *Stack) newService(ctx context.Context, name string, env config.Env) (service, error) {
 	cfg := st.cfg
 	svcName := map[string]string{
 		"vault": telemetry.VaultService, "registry": telemetry.RegistryService,
@@ -222,10 +245,10 @@ func (st *stack) newService(ctx context.Context, name string, env config.Env) (s
 	}
 }
 
-// shutdown stops everything in reverse start order under ctx's deadline: services,
+// Shutdown stops everything in reverse start order under ctx's deadline: services,
 // then gRPC and HTTP, client connections, NATS (drained), the embedded server, the
 // cache, and last the tracers (flushing spans).
-func (st *stack) shutdown(ctx context.Context) {
+func (st *Stack) Shutdown(ctx context.Context) {
 	var errs []error
 	for i := len(st.services) - 1; i >= 0; i-- {
 		errs = append(errs, st.services[i].Stop(ctx))
@@ -273,9 +296,26 @@ func drain(ctx context.Context, nc *nats.Conn) error {
 	}
 }
 
-func ensureDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("creating data directory: %w", err)
+// GRPCAddr is where the stack's gRPC server listens.
+func (st *Stack) GRPCAddr() string { return st.srv.GRPCAddr() }
+
+// HTTPAddr is where the stack's HTTP server listens.
+func (st *Stack) HTTPAddr() string { return st.srv.HTTPAddr() }
+
+// NATSURL is the NATS server the stack uses (the embedded one in dev).
+func (st *Stack) NATSURL() string { return st.nc.ConnectedUrl() }
+
+// JetStream is the stack's JetStream handle, for tests that inspect streams and buckets.
+func (st *Stack) JetStream() jetstream.JetStream { return st.js }
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
 	}
-	return nil
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return "", 0, fmt.Errorf("port %q: %w", p, err)
+	}
+	return host, port, nil
 }

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/latchkey/latchkey/libs/config"
+	"github.com/latchkey/latchkey/libs/server"
+)
+
+// DevAPIKeyFile is where `latchkey dev` leaves the default project's API key, so the
+// CLI works on a laptop with no set-up.
+const DevAPIKeyFile = "dev-api-key"
+
+// clientCommand runs one client subcommand (`latchkey sessions ...`) with its args.
+type clientCommand func(ctx context.Context, c *cli, args []string) error
+
+// clientCommands lists the client subcommands by name. Each lives in its own file.
+func clientCommands() map[string]clientCommand {
+	return map[string]clientCommand{}
+}
+
+// cli is what every client subcommand shares: where to connect, with which key, and
+// how to print.
+type cli struct {
+	env    config.Env
+	stdout io.Writer
+	stderr io.Writer
+	// Addr, APIKey and Output are set from the global flags.
+	addr   string
+	apiKey string
+	output string
+	conn   *grpc.ClientConn
+}
+
+// newCLI reads the global client flags (-addr, -api-key, -o) from the front of args and
+// returns the rest.
+func newCLI(env config.Env, stdout, stderr io.Writer, args []string) (*cli, []string, error) {
+	c := &cli{env: env, stdout: stdout, stderr: stderr}
+	fs := flag.NewFlagSet("latchkey", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.addr, "addr", envOr(env, "LATCHKEY_ADDR", "127.0.0.1:7400"), "Latchkey gRPC address ($LATCHKEY_ADDR)")
+	fs.StringVar(&c.apiKey, "api-key", envOr(env, "LATCHKEY_API_KEY", ""), "project API key ($LATCHKEY_API_KEY; default: the dev key in the data dir)")
+	fs.StringVar(&c.output, "o", "table", "output: table or json")
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	if c.output != "table" && c.output != "json" {
+		return nil, nil, fmt.Errorf("-o must be table or json, got %q", c.output)
+	}
+	return c, fs.Args(), nil
+}
+
+func envOr(env config.Env, key, def string) string {
+	if v, ok := env(key); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+// key returns the API key to send: -api-key, $LATCHKEY_API_KEY, or the dev key that
+// `latchkey dev` left in the data directory.
+func (c *cli) key() (string, error) {
+	if c.apiKey != "" {
+		return c.apiKey, nil
+	}
+	dir := envOr(c.env, "LATCHKEY_DATA_DIR", "")
+	if dir == "" {
+		home := envOr(c.env, "HOME", ".")
+		dir = filepath.Join(home, ".latchkey")
+	}
+	b, err := os.ReadFile(filepath.Join(dir, DevAPIKeyFile))
+	if err != nil {
+		return "", errors.New("no API key: set LATCHKEY_API_KEY (or -api-key), or run `latchkey dev`, which leaves one in its data directory")
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// dial connects to the API with the CLI's key; the connection is reused and closed by close.
+func (c *cli) dial() (*grpc.ClientConn, error) {
+	if c.conn != nil {
+		return c.conn, nil
+	}
+	key, err := c.key()
+	if err != nil {
+		return nil, err
+	}
+	c.conn, err = server.Dial(c.addr, server.DialOptions{Token: key})
+	return c.conn, err
+}
+
+func (c *cli) close() {
+	if c.conn != nil {
+		c.conn.Close()
+	}
+}
+
+// printJSON writes a message as indented protojson (for -o json).
+func (c *cli) printJSON(m proto.Message) error {
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: false}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	out, _ := json.MarshalIndent(v, "", "  ")
+	_, err = fmt.Fprintln(c.stdout, string(out))
+	return err
+}
+
+// table returns a tab writer for aligned columns; flush it when done.
+func (c *cli) table() *tabwriter.Writer {
+	return tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+}
