@@ -434,8 +434,13 @@ type StartRunRequest struct {
 	Credentials map[string]string `protobuf:"bytes,5,rep,name=credentials,proto3" json:"credentials,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Same key within 24 hours returns the same Run instead of starting another.
 	IdempotencyKey string `protobuf:"bytes,6,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The kind of Run. Users start API Runs (the default); the AUTHSESSION_* kinds are
+	// started by Latchkey's own services (internal token only): the registry starts
+	// AUTHSESSION_CREATE when a session is created and AUTHSESSION_UPDATE when its
+	// credentials change.
+	Kind          RunKind `protobuf:"varint,7,opt,name=kind,proto3,enum=latchkey.v1.RunKind" json:"kind,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StartRunRequest) Reset() {
@@ -508,6 +513,13 @@ func (x *StartRunRequest) GetIdempotencyKey() string {
 		return x.IdempotencyKey
 	}
 	return ""
+}
+
+func (x *StartRunRequest) GetKind() RunKind {
+	if x != nil {
+		return x.Kind
+	}
+	return RunKind_RUN_KIND_UNSPECIFIED
 }
 
 type StartRunResponse struct {
@@ -1195,14 +1207,15 @@ const file_latchkey_v1_run_proto_rawDesc = "" +
 	"\x06prompt\x18\x02 \x01(\tR\x06prompt\x12\x18\n" +
 	"\achoices\x18\x03 \x03(\tR\achoices\x12;\n" +
 	"\vexpire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\"\xe9\x02\n" +
+	"expireTime\"\x93\x03\n" +
 	"\x0fStartRunRequest\x12\x10\n" +
 	"\x03api\x18\x01 \x01(\tR\x03api\x12/\n" +
 	"\x06params\x18\x02 \x01(\v2\x17.google.protobuf.StructR\x06params\x12&\n" +
 	"\x0fauth_session_id\x18\x03 \x01(\tR\rauthSessionId\x121\n" +
 	"\aoptions\x18\x04 \x01(\v2\x17.latchkey.v1.RunOptionsR\aoptions\x12O\n" +
 	"\vcredentials\x18\x05 \x03(\v2-.latchkey.v1.StartRunRequest.CredentialsEntryR\vcredentials\x12'\n" +
-	"\x0fidempotency_key\x18\x06 \x01(\tR\x0eidempotencyKey\x1a>\n" +
+	"\x0fidempotency_key\x18\x06 \x01(\tR\x0eidempotencyKey\x12(\n" +
+	"\x04kind\x18\a \x01(\x0e2\x14.latchkey.v1.RunKindR\x04kind\x1a>\n" +
 	"\x10CredentialsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"6\n" +
@@ -1316,35 +1329,36 @@ var file_latchkey_v1_run_proto_depIdxs = []int32{
 	21, // 13: latchkey.v1.StartRunRequest.params:type_name -> google.protobuf.Struct
 	0,  // 14: latchkey.v1.StartRunRequest.options:type_name -> latchkey.v1.RunOptions
 	16, // 15: latchkey.v1.StartRunRequest.credentials:type_name -> latchkey.v1.StartRunRequest.CredentialsEntry
-	1,  // 16: latchkey.v1.StartRunResponse.run:type_name -> latchkey.v1.Run
-	1,  // 17: latchkey.v1.GetRunResponse.run:type_name -> latchkey.v1.Run
-	20, // 18: latchkey.v1.ListRunsRequest.states:type_name -> latchkey.v1.RunState
-	19, // 19: latchkey.v1.ListRunsRequest.kinds:type_name -> latchkey.v1.RunKind
-	1,  // 20: latchkey.v1.ListRunsResponse.runs:type_name -> latchkey.v1.Run
-	25, // 21: latchkey.v1.ListRunsResponse.page_info:type_name -> latchkey.v1.PageInfo
-	1,  // 22: latchkey.v1.CancelRunResponse.run:type_name -> latchkey.v1.Run
-	17, // 23: latchkey.v1.ResumeRunRequest.answers:type_name -> latchkey.v1.ResumeRunRequest.AnswersEntry
-	1,  // 24: latchkey.v1.ResumeRunResponse.run:type_name -> latchkey.v1.Run
-	1,  // 25: latchkey.v1.WatchRunResponse.run:type_name -> latchkey.v1.Run
-	24, // 26: latchkey.v1.WatchRunResponse.time:type_name -> google.protobuf.Timestamp
-	3,  // 27: latchkey.v1.RunRequest.request:type_name -> latchkey.v1.StartRunRequest
-	3,  // 28: latchkey.v1.RunService.StartRun:input_type -> latchkey.v1.StartRunRequest
-	5,  // 29: latchkey.v1.RunService.GetRun:input_type -> latchkey.v1.GetRunRequest
-	7,  // 30: latchkey.v1.RunService.ListRuns:input_type -> latchkey.v1.ListRunsRequest
-	9,  // 31: latchkey.v1.RunService.CancelRun:input_type -> latchkey.v1.CancelRunRequest
-	11, // 32: latchkey.v1.RunService.ResumeRun:input_type -> latchkey.v1.ResumeRunRequest
-	13, // 33: latchkey.v1.RunService.WatchRun:input_type -> latchkey.v1.WatchRunRequest
-	4,  // 34: latchkey.v1.RunService.StartRun:output_type -> latchkey.v1.StartRunResponse
-	6,  // 35: latchkey.v1.RunService.GetRun:output_type -> latchkey.v1.GetRunResponse
-	8,  // 36: latchkey.v1.RunService.ListRuns:output_type -> latchkey.v1.ListRunsResponse
-	10, // 37: latchkey.v1.RunService.CancelRun:output_type -> latchkey.v1.CancelRunResponse
-	12, // 38: latchkey.v1.RunService.ResumeRun:output_type -> latchkey.v1.ResumeRunResponse
-	14, // 39: latchkey.v1.RunService.WatchRun:output_type -> latchkey.v1.WatchRunResponse
-	34, // [34:40] is the sub-list for method output_type
-	28, // [28:34] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	19, // 16: latchkey.v1.StartRunRequest.kind:type_name -> latchkey.v1.RunKind
+	1,  // 17: latchkey.v1.StartRunResponse.run:type_name -> latchkey.v1.Run
+	1,  // 18: latchkey.v1.GetRunResponse.run:type_name -> latchkey.v1.Run
+	20, // 19: latchkey.v1.ListRunsRequest.states:type_name -> latchkey.v1.RunState
+	19, // 20: latchkey.v1.ListRunsRequest.kinds:type_name -> latchkey.v1.RunKind
+	1,  // 21: latchkey.v1.ListRunsResponse.runs:type_name -> latchkey.v1.Run
+	25, // 22: latchkey.v1.ListRunsResponse.page_info:type_name -> latchkey.v1.PageInfo
+	1,  // 23: latchkey.v1.CancelRunResponse.run:type_name -> latchkey.v1.Run
+	17, // 24: latchkey.v1.ResumeRunRequest.answers:type_name -> latchkey.v1.ResumeRunRequest.AnswersEntry
+	1,  // 25: latchkey.v1.ResumeRunResponse.run:type_name -> latchkey.v1.Run
+	1,  // 26: latchkey.v1.WatchRunResponse.run:type_name -> latchkey.v1.Run
+	24, // 27: latchkey.v1.WatchRunResponse.time:type_name -> google.protobuf.Timestamp
+	3,  // 28: latchkey.v1.RunRequest.request:type_name -> latchkey.v1.StartRunRequest
+	3,  // 29: latchkey.v1.RunService.StartRun:input_type -> latchkey.v1.StartRunRequest
+	5,  // 30: latchkey.v1.RunService.GetRun:input_type -> latchkey.v1.GetRunRequest
+	7,  // 31: latchkey.v1.RunService.ListRuns:input_type -> latchkey.v1.ListRunsRequest
+	9,  // 32: latchkey.v1.RunService.CancelRun:input_type -> latchkey.v1.CancelRunRequest
+	11, // 33: latchkey.v1.RunService.ResumeRun:input_type -> latchkey.v1.ResumeRunRequest
+	13, // 34: latchkey.v1.RunService.WatchRun:input_type -> latchkey.v1.WatchRunRequest
+	4,  // 35: latchkey.v1.RunService.StartRun:output_type -> latchkey.v1.StartRunResponse
+	6,  // 36: latchkey.v1.RunService.GetRun:output_type -> latchkey.v1.GetRunResponse
+	8,  // 37: latchkey.v1.RunService.ListRuns:output_type -> latchkey.v1.ListRunsResponse
+	10, // 38: latchkey.v1.RunService.CancelRun:output_type -> latchkey.v1.CancelRunResponse
+	12, // 39: latchkey.v1.RunService.ResumeRun:output_type -> latchkey.v1.ResumeRunResponse
+	14, // 40: latchkey.v1.RunService.WatchRun:output_type -> latchkey.v1.WatchRunResponse
+	35, // [35:41] is the sub-list for method output_type
+	29, // [29:35] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_latchkey_v1_run_proto_init() }
