@@ -43,8 +43,9 @@ checkgenerate: generate ## Fail when the committed generated code is stale
 	@test -z "$$(git status --porcelain -- libs/gen)" || { echo "libs/gen is stale: run 'make generate' and commit"; git status --porcelain -- libs/gen; exit 1; }
 
 .PHONY: lint
-lint: tools ## buf lint, gofmt and go vet
+lint: tools ## buf lint, gofmt, go vet, and docker-compose.yml against the Compose spec
 	buf lint
+	$(GO) run ./scripts/tools/composecheck docker-compose.yml
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^libs/gen/'))" || { echo "gofmt:"; gofmt -l $$(git ls-files '*.go' | grep -v '^libs/gen/'); exit 1; }
 	$(GO) vet ./...
 
