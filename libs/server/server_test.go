@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
@@ -184,10 +185,16 @@ func TestEachServiceTracesUnderItsOwnProvider(t *testing.T) {
 	if _, err := vaultv1.NewVaultServiceClient(cc).KeyStatus(t.Context(), &vaultv1.KeyStatusRequest{}); err != nil {
 		t.Fatal(err)
 	}
+	// The server ends its span after the response is on the wire, so wait for it.
 	names := func(e *tracetest.InMemoryExporter) []string {
 		var out []string
-		for _, s := range e.GetSpans() {
-			out = append(out, s.Name)
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if spans := e.GetSpans(); len(spans) > 0 {
+				for _, s := range spans {
+					out = append(out, s.Name)
+				}
+				break
+			}
 		}
 		return out
 	}
