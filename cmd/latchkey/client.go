@@ -29,7 +29,13 @@ type clientCommand func(ctx context.Context, c *cli, args []string) error
 
 // clientCommands lists the client subcommands by name. Each lives in its own file.
 func clientCommands() map[string]clientCommand {
-	return map[string]clientCommand{}
+	return map[string]clientCommand{
+		"vault":       vaultCommand,
+		"projects":    projectsCommand,
+		"sessions":    sessionsCommand,
+		"automations": automationsCommand,
+		"audit":       auditCommand,
+	}
 }
 
 // cli is what every client subcommand shares: where to connect, with which key, and

@@ -46,6 +46,14 @@ func runDev(ctx context.Context, cfg *config.Config, env config.Env, stdout, std
 	if err != nil {
 		return err
 	}
+	if created, err := ensureDevProject(ctx, st.GRPCAddr(), cfg.AdminKey, cfg.DataDir); err != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		st.Shutdown(sctx)
+		return err
+	} else if created {
+		log.Info("created the default project's API key", "project_id", DevProject, "file", filepath.Join(cfg.DataDir, DevAPIKeyFile))
+	}
 	natsURL := "nats://" + cfg.EmbeddedNATSAddr
 	if cfg.NATSURL != "" {
 		natsURL = cfg.NATSURL

@@ -246,7 +246,10 @@ func TestServeOneServiceAgainstExternalNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nsrv.Shutdown)
-	env := map[string]string{"LATCHKEY_NATS_URL": nsrv.ClientURL(), "LATCHKEY_INTERNAL_TOKEN": "tok"}
+	env := map[string]string{
+		"LATCHKEY_NATS_URL": nsrv.ClientURL(), "LATCHKEY_INTERNAL_TOKEN": "tok",
+		"LATCHKEY_VAULT_KEYS": "v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+	}
 	p := start(t, env, "serve", "vault", "-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-data-dir", t.TempDir())
 	m := p.waitFor(t, regexp.MustCompile(`serving gRPC on (\S+),`))
 	hc := healthpb.NewHealthClient(dialT(t, m[1], ""))

@@ -17,7 +17,16 @@ const usage = `latchkey keeps browser automations logged in.
 Usage:
   latchkey dev [flags]                 run every service in one process (embedded NATS)
   latchkey serve SERVICE [flags]       run one service: registry, vault, runner or scheduler
+  latchkey try API --bundle DIR [...]  run one recipe in a local browser, printing each step
   latchkey version                     print the version
+
+Client commands (talk to $LATCHKEY_ADDR with $LATCHKEY_API_KEY or the dev key; the
+flags -addr, -api-key and -o table|json follow the command name, as in
+"latchkey sessions -o json list"):
+  latchkey projects create|list|delete|keys ...
+  latchkey sessions create|get|list|update|update-credentials|delete|import|export ...
+  latchkey automations deploy DIR|list|bundles
+  latchkey audit [SESSION_OR_SECRET_ID]
 
 Run "latchkey dev -h" for the flags; each flag also reads a LATCHKEY_* variable.
 `
@@ -47,6 +56,8 @@ func run(ctx context.Context, args []string, env config.Env, stdout, stderr io.W
 			return err
 		}
 		return runServe(ctx, rest[0], cfg, env, stdout, stderr)
+	case "try":
+		return runTry(ctx, rest, env, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "latchkey", version)
 		return nil

@@ -114,6 +114,9 @@ func Start(ctx context.Context, cfg *config.Config, names []string, opts Options
 		svc.Register(st.srv)
 		st.services = append(st.services, svc)
 	}
+	if err := st.setKeyVerifier(auth); err != nil {
+		return st, err
+	}
 	if err := st.srv.Start(); err != nil {
 		return st, err
 	}
@@ -202,7 +205,18 @@ func (st *Stack) newService(ctx context.Context, name string, env config.Env) (s
 	}
 	switch name {
 	case "vault":
-		return vault.New(vault.Config{}, vault.Deps{Logger: log, Tracer: tp, JS: st.js})
+		// Only a stack on its own embedded NATS (dev, tests) may generate a root key:
+		// the key file then sits beside the store it protects. With external NATS,
+		// replicas need the same configured keys.
+		src := vault.KeySource{Keys: cfg.VaultKeys, File: cfg.VaultKeyFile}
+		if cfg.NATSURL == "" {
+			src.DevDir = cfg.DataDir
+		}
+		keys, err := vault.LoadKeys(src, log)
+		if err != nil {
+			return nil, err
+		}
+		return vault.New(vault.Config{Keys: keys}, vault.Deps{Logger: log, Tracer: tp, JS: st.js})
 	case "registry":
 		vc, err := conn(cfg.VaultAddr)
 		if err != nil {
@@ -212,8 +226,8 @@ func (st *Stack) newService(ctx context.Context, name string, env config.Env) (s
 		if err != nil {
 			return nil, err
 		}
-		return registry.New(registry.Config{}, registry.Deps{
-			Logger: log, Tracer: tp, JS: st.js,
+		return registry.New(registry.Config{AdminKey: cfg.AdminKey}, registry.Deps{
+			Logger: log, Tracer: tp, JS: st.js, Cache: st.cache,
 			Vault: vaultv1.NewVaultServiceClient(vc), Runs: latchkeyv1.NewRunServiceClient(sc),
 		})
 	case "scheduler":
@@ -226,7 +240,7 @@ func (st *Stack) newService(ctx context.Context, name string, env config.Env) (s
 			return nil, err
 		}
 		return scheduler.New(scheduler.Config{Pool: cfg.RunnerPool}, scheduler.Deps{
-			Logger: log, Tracer: tp, JS: st.js,
+			Logger: log, Tracer: tp, NC: st.nc, JS: st.js, Cache: st.cache,
 			Registry: registryv1.NewSessionStateServiceClient(rc), Vault: vaultv1.NewVaultServiceClient(vc),
 		})
 	default: // runner
@@ -243,6 +257,29 @@ func (st *Stack) newService(ctx context.Context, name string, env config.Env) (s
 			Registry: registryv1.NewSessionStateServiceClient(rc), Vault: vaultv1.NewVaultServiceClient(vc),
 		})
 	}
+}
+
+// setKeyVerifier lets the server verify project API keys: with the registry's own key
+// store when the registry runs in this process, else by asking the registry's
+// AuthenticateApiKey (answers cached in process for a few seconds).
+func (st *Stack) setKeyVerifier(auth *server.Authenticator) error {
+	for _, svc := range st.services {
+		if r, ok := svc.(*registry.Service); ok {
+			auth.SetKeyVerifier(r.KeyVerifier())
+			return nil
+		}
+	}
+	addr := st.cfg.RegistryAddr
+	if addr == "" {
+		addr = st.srv.GRPCAddr()
+	}
+	cc, err := server.Dial(addr, server.DialOptions{Token: st.cfg.InternalToken, Service: "latchkey-auth"})
+	if err != nil {
+		return fmt.Errorf("dialing the registry to verify api keys: %w", err)
+	}
+	st.conns = append(st.conns, cc)
+	auth.SetKeyVerifier(registry.NewRemoteKeyVerifier(registryv1.NewSessionStateServiceClient(cc), registry.RemoteVerifierOptions{}))
+	return nil
 }
 
 // Shutdown stops everything in reverse start order under ctx's deadline: services,

@@ -45,6 +45,7 @@ const (
 // Core NATS (not persisted) subject wildcards.
 const (
 	SubjectCancelAll = "lk.cancel.*"
+	SubjectResumeAll = "lk.resume.*"
 	SubjectLiveAll   = "lk.live.>"
 )
 
@@ -151,6 +152,12 @@ func AuditSubject(project string) (string, error) {
 // CancelSubject is the core NATS subject that aborts a running task of a Run.
 func CancelSubject(run string) (string, error) {
 	return join("cancel", "lk.cancel", part{"run", run})
+}
+
+// ResumeSubject is the core NATS subject on which ResumeRun's answers reach the runner
+// holding a Run's browser context (a latchkey.runner.v1.TaskResume).
+func ResumeSubject(run string) (string, error) {
+	return join("resume", "lk.resume", part{"run", run})
 }
 
 // LiveFramesSubject is the core NATS subject carrying screencast frames of a

@@ -65,6 +65,7 @@ func TestSubjects(t *testing.T) {
 		{"job event", two(bus.JobEventSubject), "lk.events.job.A.B"},
 		{"audit", one(bus.AuditSubject), "lk.audit.A"},
 		{"cancel", one(bus.CancelSubject), "lk.cancel.A"},
+		{"resume", one(bus.ResumeSubject), "lk.resume.A"},
 		{"live frames", one(bus.LiveFramesSubject), "lk.live.A.frames"},
 		{"live input", one(bus.LiveInputSubject), "lk.live.A.input"},
 		{"session key", two(bus.SessionKey), "A.B"},

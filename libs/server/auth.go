@@ -27,6 +27,11 @@ const (
 // ServiceHeader names the calling service on internal calls, for audit events.
 const ServiceHeader = "x-latchkey-service"
 
+// ProjectHeader names the project an internal caller acts for when it calls a public
+// API (the registry starting a create Run, for instance). It is honoured only with the
+// internal token; with an API key the key's own project always applies.
+const ProjectHeader = "x-latchkey-project"
+
 // Principal is who is calling, attached to the request context.
 type Principal struct {
 	// ProjectID is the project of a public API key; empty for admin and internal calls.
@@ -114,8 +119,8 @@ func (a *Authenticator) authenticate(ctx context.Context, policy Policy) (Princi
 			return Principal{Admin: true, KeyID: "admin"}, nil
 		}
 		if a.hasInternal && equalDigest(a.internalToken, token) {
-			// Services act for a project they name explicitly in each request.
-			return Principal{Service: first(md.Get(ServiceHeader))}, nil
+			// Services act for the project they name in ProjectHeader.
+			return Principal{Service: first(md.Get(ServiceHeader)), ProjectID: first(md.Get(ProjectHeader))}, nil
 		}
 		if !strings.HasPrefix(token, "lk_") || a.keys == nil {
 			return Principal{}, status.Error(codes.Unauthenticated, "invalid API key: keys start with \"lk_\"; create one with `latchkey projects keys create`")

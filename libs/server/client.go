@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 )
 
 // DialOptions configure a client connection from one service to another.
@@ -44,6 +45,12 @@ func Dial(target string, o DialOptions) (*grpc.ClientConn, error) {
 		return nil, fmt.Errorf("dialing %s: %w", target, err)
 	}
 	return cc, nil
+}
+
+// ForProject returns ctx carrying ProjectHeader, for a service calling a public API on
+// behalf of a project with the internal token.
+func ForProject(ctx context.Context, projectID string) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, ProjectHeader, projectID)
 }
 
 type tokenCreds struct{ token, service string }

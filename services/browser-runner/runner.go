@@ -1,7 +1,8 @@
 // Package runner is the browser-runner service: Chromium processes, isolated browser
-// contexts bound to AuthSessions, the recipe interpreter, and live view for
-// recordings (DESIGN.md sections 3 and 7). It has no public API: it takes tasks from
-// LK_TASKS and answers on LK_RESULTS.
+// contexts bound to AuthSessions and the recipe interpreter (DESIGN.md sections 3 and
+// 7). It is the runner SDK (libs/runner) with only the recipe interpreter, wired to the
+// registry and the vault over gRPC. It has no public API: it takes tasks from LK_TASKS
+// and answers on LK_RESULTS.
 package runner
 
 import (
@@ -16,6 +17,7 @@ import (
 	"github.com/latchkey/latchkey/libs/bus"
 	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
 	vaultv1 "github.com/latchkey/latchkey/libs/gen/latchkey/vault/v1"
+	sdk "github.com/latchkey/latchkey/libs/runner"
 	"github.com/latchkey/latchkey/libs/server"
 )
 
@@ -43,9 +45,10 @@ type Deps struct {
 
 // Service is the browser runner.
 type Service struct {
-	cfg  Config
-	deps Deps
-	srv  *server.Server
+	cfg    Config
+	deps   Deps
+	srv    *server.Server
+	runner *sdk.Runner
 }
 
 // New returns the runner service.
@@ -56,7 +59,14 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if cfg.Pool == "" || cfg.Contexts < 1 {
 		return nil, fmt.Errorf("runner: need a pool and at least one context, got pool %q and %d contexts", cfg.Pool, cfg.Contexts)
 	}
-	return &Service{cfg: cfg, deps: deps}, nil
+	backend := sdk.GRPC{Registry: deps.Registry, Vault: deps.Vault}
+	r, err := sdk.New(sdk.Config{Pool: cfg.Pool, Contexts: cfg.Contexts, ChromiumPath: cfg.ChromiumPath}, sdk.Deps{
+		Logger: deps.Logger, Tracer: deps.Tracer, JS: deps.JS, States: backend, Vault: backend, Bundles: backend,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Service{cfg: cfg, deps: deps, runner: r}, nil
 }
 
 // Register adds the runner's health entry to srv; it serves no gRPC API.
@@ -65,17 +75,24 @@ func (s *Service) Register(srv *server.Server) {
 	srv.Track(HealthName)
 }
 
-// Start checks the task and result streams and reports the runner healthy.
+// Start checks the task and result streams, starts Chromium and the task loop, and
+// reports the runner healthy.
 func (s *Service) Start(ctx context.Context) error {
 	if err := bus.CheckReady(ctx, s.deps.JS, bus.Needs{Streams: []string{bus.StreamTasks, bus.StreamResults}, Buckets: []string{}}); err != nil {
 		return fmt.Errorf("starting runner: %w", err)
+	}
+	if err := s.runner.Start(ctx); err != nil {
+		return err
 	}
 	s.srv.SetServing(HealthName, true)
 	return nil
 }
 
-// Stop reports the runner unhealthy.
-func (s *Service) Stop(context.Context) error {
-	s.srv.SetServing(HealthName, false)
-	return nil
+// Stop reports the runner unhealthy, stops taking tasks, lets running ones finish
+// within ctx and closes the browsers.
+func (s *Service) Stop(ctx context.Context) error {
+	if s.srv != nil {
+		s.srv.SetServing(HealthName, false)
+	}
+	return s.runner.Stop(ctx)
 }

@@ -1,13 +1,17 @@
 // Package vault is the credential-vault service: the only holder of master keys. It
 // stores credentials, encrypts storage states as a service, and audits every decrypt
-// (DESIGN.md sections 2 and 6). Its gRPC API is internal to Latchkey.
+// (DESIGN.md sections 2 and 6). Its gRPC API is internal to Latchkey. How it works is
+// in docs/credential-vault.md.
 package vault
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
@@ -15,10 +19,32 @@ import (
 	"github.com/latchkey/latchkey/libs/bus"
 	vaultv1 "github.com/latchkey/latchkey/libs/gen/latchkey/vault/v1"
 	"github.com/latchkey/latchkey/libs/server"
+	"github.com/latchkey/latchkey/services/credential-vault/internal/api"
+	"github.com/latchkey/latchkey/services/credential-vault/internal/audit"
+	"github.com/latchkey/latchkey/services/credential-vault/internal/keyring"
+	"github.com/latchkey/latchkey/services/credential-vault/internal/store"
 )
 
-// Config configures the vault.
-type Config struct{}
+// Config configures the vault. It redacts itself when printed or logged.
+type Config struct {
+	// Keys is the root key ring, "v1:base64,v2:base64" (see LoadKeys). Master key
+	// versions are derived from these keys.
+	Keys string
+	// Rand is the source of every key, nonce and id; nil means crypto/rand. Tests
+	// inject others.
+	Rand io.Reader
+	// Now is the clock of audit events and key versions; nil means time.Now.
+	Now func() time.Time
+}
+
+// String implements fmt.Stringer without key material.
+func (c Config) String() string { return fmt.Sprintf("vault config (keys set: %t)", c.Keys != "") }
+
+// GoString keeps %#v from printing key material.
+func (c Config) GoString() string { return c.String() }
+
+// LogValue implements slog.LogValuer without key material.
+func (c Config) LogValue() slog.Value { return slog.StringValue(c.String()) }
 
 // Deps are what the vault needs from its process.
 type Deps struct {
@@ -29,37 +55,79 @@ type Deps struct {
 
 // Service is the credential vault.
 type Service struct {
-	vaultv1.UnimplementedVaultServiceServer
-	cfg  Config
-	deps Deps
-	srv  *server.Server
+	cfg   Config
+	deps  Deps
+	roots keyring.Roots
+	api   *api.Server
+	keys  *keyring.Keeper
+	srv   *server.Server
 }
 
-// New returns the vault service.
+// New checks the configuration and returns the vault service; Start opens its key
+// ring.
 func New(cfg Config, deps Deps) (*Service, error) {
 	if deps.Logger == nil || deps.Tracer == nil || deps.JS == nil {
 		return nil, errors.New("vault: logger, tracer and jetstream are required")
 	}
-	return &Service{cfg: cfg, deps: deps}, nil
+	if cfg.Keys == "" {
+		return nil, ErrNoKeys
+	}
+	roots, err := keyring.ParseRoots(cfg.Keys)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Service{cfg: cfg, deps: deps, roots: roots}, nil
 }
 
-// Register adds the vault's gRPC API to srv, internal only.
+// Register adds the vault's gRPC API to srv, internal only. Calls that arrive before
+// Start get Unavailable.
 func (s *Service) Register(srv *server.Server) {
 	s.srv = srv
-	srv.Register(&vaultv1.VaultService_ServiceDesc, s, server.PolicyInternal, s.deps.Tracer)
+	tracer := s.deps.Tracer.Tracer("github.com/latchkey/latchkey/services/credential-vault")
+	s.api = api.New(api.Deps{
+		Audit:  audit.New(s.deps.JS, tracer, bus.Propagator(), s.cfg.Rand),
+		Rand:   s.cfg.Rand,
+		Now:    s.cfg.Now,
+		Tracer: tracer,
+		Logger: s.deps.Logger,
+	})
+	srv.Register(&vaultv1.VaultService_ServiceDesc, s.api, server.PolicyInternal, s.deps.Tracer)
 }
 
-// Start checks the vault's storage and reports it healthy.
+// Start checks the vault's storage, opens the key ring (creating it on first start)
+// and reports the vault healthy.
 func (s *Service) Start(ctx context.Context) error {
 	if err := bus.CheckReady(ctx, s.deps.JS, bus.Needs{Streams: []string{bus.StreamAudit}, Buckets: []string{bus.BucketSecrets}}); err != nil {
 		return fmt.Errorf("starting vault: %w", err)
 	}
+	kv, err := s.deps.JS.KeyValue(ctx, bus.BucketSecrets)
+	if err != nil {
+		return fmt.Errorf("starting vault: %w", err)
+	}
+	s.keys, err = keyring.Open(ctx, kv, keyring.Options{Roots: s.roots, Rand: s.cfg.Rand, Now: s.cfg.Now, Logger: s.deps.Logger})
+	if err != nil {
+		return fmt.Errorf("starting vault: %w", err)
+	}
+	s.api.Open(s.keys, store.New(kv, s.cfg.Rand, s.cfg.Now))
+	st := s.keys.State()
+	s.deps.Logger.InfoContext(ctx, "vault ready", "current_version", st.Current, "min_decryption_version", st.Min, "root_versions", s.roots.Versions())
 	s.srv.SetServing(vaultv1.VaultService_ServiceDesc.ServiceName, true)
 	return nil
 }
 
-// Stop reports the vault unhealthy; it holds nothing else to release.
+// Stop reports the vault unhealthy and stops following the key ring.
 func (s *Service) Stop(context.Context) error {
-	s.srv.SetServing(vaultv1.VaultService_ServiceDesc.ServiceName, false)
+	if s.srv != nil {
+		s.srv.SetServing(vaultv1.VaultService_ServiceDesc.ServiceName, false)
+	}
+	if s.keys != nil {
+		s.keys.Close()
+	}
 	return nil
 }

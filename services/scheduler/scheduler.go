@@ -1,6 +1,8 @@
 // Package scheduler is the scheduler service: Runs and their orchestration (validate,
-// recreate, execute), Jobs, proactive refresh, back-off and circuit breaking
-// (DESIGN.md section 3).
+// recreate, execute), back-off, budgets and circuit breaking (DESIGN.md section 3).
+// Run records live in the LK_RUNS KV bucket and every step is a compare-and-swap, so
+// any number of replicas share the work and a restarted scheduler picks up every Run in
+// flight.
 package scheduler
 
 import (
@@ -8,56 +10,78 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
 	"github.com/latchkey/latchkey/libs/bus"
-	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
+	"github.com/latchkey/latchkey/libs/cache"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
+	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
 	vaultv1 "github.com/latchkey/latchkey/libs/gen/latchkey/vault/v1"
 	"github.com/latchkey/latchkey/libs/server"
+	"github.com/latchkey/latchkey/services/scheduler/internal/api"
+	"github.com/latchkey/latchkey/services/scheduler/internal/consume"
+	"github.com/latchkey/latchkey/services/scheduler/internal/orch"
+	"github.com/latchkey/latchkey/services/scheduler/internal/store"
 )
 
 // Config configures the scheduler.
 type Config struct {
 	// Pool is the runner pool tasks go to.
 	Pool string
+	// SweepInterval is how often lost Runs are looked for (default 5 s); StuckAfter is
+	// how long a Run may sit without progress before the sweep re-drives it (30 s).
+	SweepInterval time.Duration
+	StuckAfter    time.Duration
+	// SessionLoginBudget and OriginLoginBudget cap logins per hour per session and per
+	// target origin (defaults 10 and 60).
+	SessionLoginBudget int64
+	OriginLoginBudget  int64
 }
 
 // Deps are what the scheduler needs from its process.
 type Deps struct {
 	Logger   *slog.Logger
 	Tracer   trace.TracerProvider
+	NC       *nats.Conn
 	JS       jetstream.JetStream
+	Cache    cache.Cache
 	Registry registryv1.SessionStateServiceClient
 	Vault    vaultv1.VaultServiceClient
 }
 
 // Service is the scheduler.
 type Service struct {
-	cfg  Config
-	deps Deps
-	srv  *server.Server
+	cfg       Config
+	deps      Deps
+	srv       *server.Server
+	runs      *api.Runs
+	orch      *orch.Orchestrator
+	consumers *consume.Runner
+	stop      context.CancelFunc
+	sweeping  sync.WaitGroup
 }
 
-type (
-	runs struct {
-		latchkeyv1.UnimplementedRunServiceServer
-	}
-	jobs struct {
-		latchkeyv1.UnimplementedJobServiceServer
-	}
-)
+type jobs struct{ latchkeyv1.UnimplementedJobServiceServer }
 
 // New returns the scheduler service.
 func New(cfg Config, deps Deps) (*Service, error) {
-	if deps.Logger == nil || deps.Tracer == nil || deps.JS == nil || deps.Registry == nil || deps.Vault == nil {
-		return nil, errors.New("scheduler: logger, tracer, jetstream, registry and vault clients are required")
+	if deps.Logger == nil || deps.Tracer == nil || deps.JS == nil || deps.NC == nil || deps.Cache == nil || deps.Registry == nil || deps.Vault == nil {
+		return nil, errors.New("scheduler: logger, tracer, nats, jetstream, cache, registry and vault clients are required")
 	}
 	if cfg.Pool == "" {
 		return nil, errors.New("scheduler: runner pool is empty")
+	}
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = 5 * time.Second
+	}
+	if cfg.StuckAfter <= 0 {
+		cfg.StuckAfter = 30 * time.Second
 	}
 	return &Service{cfg: cfg, deps: deps}, nil
 }
@@ -66,14 +90,16 @@ func (s *Service) descs() []*grpc.ServiceDesc {
 	return []*grpc.ServiceDesc{&latchkeyv1.RunService_ServiceDesc, &latchkeyv1.JobService_ServiceDesc}
 }
 
-// Register adds RunService and JobService to srv.
+// Register adds RunService and JobService to srv. The handlers are wired in Start;
+// until then the services report NOT_SERVING.
 func (s *Service) Register(srv *server.Server) {
 	s.srv = srv
-	srv.Register(&latchkeyv1.RunService_ServiceDesc, runs{}, server.PolicyPublic, s.deps.Tracer)
+	s.runs = &api.Runs{Registry: s.deps.Registry, Vault: s.deps.Vault, NC: s.deps.NC, Log: s.deps.Logger}
+	srv.Register(&latchkeyv1.RunService_ServiceDesc, s.runs, server.PolicyPublic, s.deps.Tracer)
 	srv.Register(&latchkeyv1.JobService_ServiceDesc, jobs{}, server.PolicyPublic, s.deps.Tracer)
 }
 
-// Start checks the scheduler's streams and buckets and reports it healthy.
+// Start opens the Run store, starts the consumers and the sweep, and reports healthy.
 func (s *Service) Start(ctx context.Context) error {
 	needs := bus.Needs{
 		Streams: []string{bus.StreamRuns, bus.StreamTasks, bus.StreamResults, bus.StreamEvents},
@@ -82,16 +108,71 @@ func (s *Service) Start(ctx context.Context) error {
 	if err := bus.CheckReady(ctx, s.deps.JS, needs); err != nil {
 		return fmt.Errorf("starting scheduler: %w", err)
 	}
+	runsKV, err := s.deps.JS.KeyValue(ctx, bus.BucketRuns)
+	if err != nil {
+		return fmt.Errorf("opening run records: %w", err)
+	}
+	leases, err := s.deps.JS.KeyValue(ctx, bus.BucketLeases)
+	if err != nil {
+		return fmt.Errorf("opening leases: %w", err)
+	}
+	policy := orch.DefaultPolicy()
+	if s.cfg.SessionLoginBudget > 0 {
+		policy.SessionBudget = s.cfg.SessionLoginBudget
+	}
+	if s.cfg.OriginLoginBudget > 0 {
+		policy.OriginBudget = s.cfg.OriginLoginBudget
+	}
+	tracer := s.deps.Tracer.Tracer("github.com/latchkey/latchkey/services/scheduler")
+	st := store.New(runsKV)
+	s.orch = orch.New(orch.Deps{
+		Store: st, JS: s.deps.JS, NC: s.deps.NC, Leases: leases, Registry: s.deps.Registry, Vault: s.deps.Vault,
+		Cache: s.deps.Cache, Tracer: tracer, Log: s.deps.Logger, Pool: s.cfg.Pool, Policy: policy,
+	})
+	s.runs.Orch, s.runs.Store = s.orch, st
+	s.consumers = consume.NewRunner(s.deps.JS, tracer, s.deps.Logger)
+	for _, spec := range s.specs() {
+		if err := s.consumers.Start(ctx, spec); err != nil {
+			return err
+		}
+	}
+	sweepCtx, cancel := context.WithCancel(context.Background())
+	s.stop = cancel
+	s.sweeping.Add(1)
+	go s.sweep(sweepCtx)
 	for _, d := range s.descs() {
 		s.srv.SetServing(d.ServiceName, true)
 	}
 	return nil
 }
 
-// Stop reports the scheduler unhealthy.
-func (s *Service) Stop(context.Context) error {
+func (s *Service) sweep(ctx context.Context) {
+	defer s.sweeping.Done()
+	t := time.NewTicker(s.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.orch.Sweep(ctx, s.cfg.StuckAfter); err != nil && ctx.Err() == nil {
+				s.deps.Logger.WarnContext(ctx, "sweep failed", "error", err)
+			}
+		}
+	}
+}
+
+// Stop reports the scheduler unhealthy, stops the sweep, and drains the consumers.
+func (s *Service) Stop(ctx context.Context) error {
 	for _, d := range s.descs() {
 		s.srv.SetServing(d.ServiceName, false)
+	}
+	if s.stop != nil {
+		s.stop()
+		s.sweeping.Wait()
+	}
+	if s.consumers != nil {
+		s.consumers.Stop(ctx)
 	}
 	return nil
 }

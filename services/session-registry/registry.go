@@ -1,6 +1,7 @@
 // Package registry is the session-registry service: projects, API keys, automation
 // bundles, AuthSessions with their state machine, and encrypted storage states
-// (DESIGN.md sections 1-6).
+// (DESIGN.md sections 1-6). The code lives in internal/store (JetStream records) and
+// internal/api (the gRPC services); docs/session-registry.md describes both.
 package registry
 
 import (
@@ -14,20 +15,30 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/latchkey/latchkey/libs/bus"
+	"github.com/latchkey/latchkey/libs/cache"
 	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	vaultv1 "github.com/latchkey/latchkey/libs/gen/latchkey/vault/v1"
 	"github.com/latchkey/latchkey/libs/server"
+	"github.com/latchkey/latchkey/services/session-registry/internal/api"
+	"github.com/latchkey/latchkey/services/session-registry/internal/store"
 )
 
 // Config configures the registry.
-type Config struct{}
+type Config struct {
+	// AdminKey lets AuthenticateApiKey tell other services that a key is the admin key.
+	AdminKey string
+	// Store tunes caching and state retention; zero values take the defaults.
+	Store store.Options
+}
 
 // Deps are what the registry needs from its process.
 type Deps struct {
 	Logger *slog.Logger
 	Tracer trace.TracerProvider
 	JS     jetstream.JetStream
+	// Cache holds storage-state ciphertext for a short while; nil: an in-process one.
+	Cache cache.Cache
 	// Vault seals credentials and storage states.
 	Vault vaultv1.VaultServiceClient
 	// Runs starts AUTHSESSION_CREATE and UPDATE Runs on the scheduler.
@@ -38,30 +49,20 @@ type Deps struct {
 type Service struct {
 	cfg  Config
 	deps Deps
+	api  *api.API
 	srv  *server.Server
 }
-
-type (
-	projects struct {
-		latchkeyv1.UnimplementedProjectServiceServer
-	}
-	automations struct {
-		latchkeyv1.UnimplementedAutomationServiceServer
-	}
-	authSessions struct {
-		latchkeyv1.UnimplementedAuthSessionServiceServer
-	}
-	sessionState struct {
-		registryv1.UnimplementedSessionStateServiceServer
-	}
-)
 
 // New returns the registry service.
 func New(cfg Config, deps Deps) (*Service, error) {
 	if deps.Logger == nil || deps.Tracer == nil || deps.JS == nil || deps.Vault == nil || deps.Runs == nil {
 		return nil, errors.New("registry: logger, tracer, jetstream, vault and runs clients are required")
 	}
-	return &Service{cfg: cfg, deps: deps}, nil
+	if deps.Cache == nil {
+		deps.Cache = cache.NewResilient(cache.NewMemory(cache.MemoryOptions{}), deps.Logger)
+	}
+	a := api.New(api.Deps{Log: deps.Logger, Vault: deps.Vault, Runs: deps.Runs, AdminKey: cfg.AdminKey})
+	return &Service{cfg: cfg, deps: deps, api: a}, nil
 }
 
 func (s *Service) descs() []*grpc.ServiceDesc {
@@ -76,13 +77,13 @@ func (s *Service) descs() []*grpc.ServiceDesc {
 // Register adds the public APIs and the internal SessionStateService to srv.
 func (s *Service) Register(srv *server.Server) {
 	s.srv = srv
-	srv.Register(&latchkeyv1.ProjectService_ServiceDesc, projects{}, server.PolicyPublic, s.deps.Tracer)
-	srv.Register(&latchkeyv1.AutomationService_ServiceDesc, automations{}, server.PolicyPublic, s.deps.Tracer)
-	srv.Register(&latchkeyv1.AuthSessionService_ServiceDesc, authSessions{}, server.PolicyPublic, s.deps.Tracer)
-	srv.Register(&registryv1.SessionStateService_ServiceDesc, sessionState{}, server.PolicyInternal, s.deps.Tracer)
+	srv.Register(&latchkeyv1.ProjectService_ServiceDesc, api.Projects{API: s.api}, server.PolicyPublic, s.deps.Tracer)
+	srv.Register(&latchkeyv1.AutomationService_ServiceDesc, api.Automations{API: s.api}, server.PolicyPublic, s.deps.Tracer)
+	srv.Register(&latchkeyv1.AuthSessionService_ServiceDesc, api.AuthSessions{API: s.api}, server.PolicyPublic, s.deps.Tracer)
+	srv.Register(&registryv1.SessionStateService_ServiceDesc, api.SessionState{API: s.api}, server.PolicyInternal, s.deps.Tracer)
 }
 
-// Start checks the registry's buckets and reports it healthy.
+// Start opens the registry's buckets and reports it healthy.
 func (s *Service) Start(ctx context.Context) error {
 	needs := bus.Needs{
 		Streams: []string{bus.StreamEvents},
@@ -91,6 +92,11 @@ func (s *Service) Start(ctx context.Context) error {
 	if err := bus.CheckReady(ctx, s.deps.JS, needs); err != nil {
 		return fmt.Errorf("starting registry: %w", err)
 	}
+	st, err := store.Open(ctx, s.deps.JS, s.deps.Cache, s.deps.Logger, s.deps.Tracer, s.cfg.Store)
+	if err != nil {
+		return fmt.Errorf("starting registry: %w", err)
+	}
+	s.api.SetStore(st)
 	for _, d := range s.descs() {
 		s.srv.SetServing(d.ServiceName, true)
 	}

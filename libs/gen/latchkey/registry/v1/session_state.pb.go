@@ -815,6 +815,112 @@ func (x *AuthenticateApiKeyResponse) GetAdmin() bool {
 	return false
 }
 
+type CompleteCredentialsUpdateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ProjectId     string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	AuthSessionId string                 `protobuf:"bytes,2,opt,name=auth_session_id,json=authSessionId,proto3" json:"auth_session_id,omitempty"`
+	// The AUTHSESSION_UPDATE Run that ended.
+	RunId string `protobuf:"bytes,3,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// The Run succeeded: promote the pending credentials. False discards them.
+	Succeeded     bool `protobuf:"varint,4,opt,name=succeeded,proto3" json:"succeeded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompleteCredentialsUpdateRequest) Reset() {
+	*x = CompleteCredentialsUpdateRequest{}
+	mi := &file_latchkey_registry_v1_session_state_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompleteCredentialsUpdateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompleteCredentialsUpdateRequest) ProtoMessage() {}
+
+func (x *CompleteCredentialsUpdateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_latchkey_registry_v1_session_state_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompleteCredentialsUpdateRequest.ProtoReflect.Descriptor instead.
+func (*CompleteCredentialsUpdateRequest) Descriptor() ([]byte, []int) {
+	return file_latchkey_registry_v1_session_state_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *CompleteCredentialsUpdateRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *CompleteCredentialsUpdateRequest) GetAuthSessionId() string {
+	if x != nil {
+		return x.AuthSessionId
+	}
+	return ""
+}
+
+func (x *CompleteCredentialsUpdateRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *CompleteCredentialsUpdateRequest) GetSucceeded() bool {
+	if x != nil {
+		return x.Succeeded
+	}
+	return false
+}
+
+type CompleteCredentialsUpdateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompleteCredentialsUpdateResponse) Reset() {
+	*x = CompleteCredentialsUpdateResponse{}
+	mi := &file_latchkey_registry_v1_session_state_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompleteCredentialsUpdateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompleteCredentialsUpdateResponse) ProtoMessage() {}
+
+func (x *CompleteCredentialsUpdateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_latchkey_registry_v1_session_state_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompleteCredentialsUpdateResponse.ProtoReflect.Descriptor instead.
+func (*CompleteCredentialsUpdateResponse) Descriptor() ([]byte, []int) {
+	return file_latchkey_registry_v1_session_state_proto_rawDescGZIP(), []int{15}
+}
+
 var File_latchkey_registry_v1_session_state_proto protoreflect.FileDescriptor
 
 const file_latchkey_registry_v1_session_state_proto_rawDesc = "" +
@@ -881,7 +987,14 @@ const file_latchkey_registry_v1_session_state_proto_rawDesc = "" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12\x1c\n" +
 	"\n" +
 	"api_key_id\x18\x02 \x01(\tR\bapiKeyId\x12\x14\n" +
-	"\x05admin\x18\x03 \x01(\bR\x05admin2\xb2\x06\n" +
+	"\x05admin\x18\x03 \x01(\bR\x05admin\"\x9e\x01\n" +
+	" CompleteCredentialsUpdateRequest\x12\x1d\n" +
+	"\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\x12&\n" +
+	"\x0fauth_session_id\x18\x02 \x01(\tR\rauthSessionId\x12\x15\n" +
+	"\x06run_id\x18\x03 \x01(\tR\x05runId\x12\x1c\n" +
+	"\tsucceeded\x18\x04 \x01(\bR\tsucceeded\"#\n" +
+	"!CompleteCredentialsUpdateResponse2\xc1\a\n" +
 	"\x13SessionStateService\x12_\n" +
 	"\n" +
 	"GetSession\x12'.latchkey.registry.v1.GetSessionRequest\x1a(.latchkey.registry.v1.GetSessionResponse\x12t\n" +
@@ -890,7 +1003,8 @@ const file_latchkey_registry_v1_session_state_proto_rawDesc = "" +
 	"\x0fPutStorageState\x12,.latchkey.registry.v1.PutStorageStateRequest\x1a-.latchkey.registry.v1.PutStorageStateResponse\x12\\\n" +
 	"\tGetBundle\x12&.latchkey.registry.v1.GetBundleRequest\x1a'.latchkey.registry.v1.GetBundleResponse\x12w\n" +
 	"\x12AuthenticateApiKey\x12/.latchkey.registry.v1.AuthenticateApiKeyRequest\x1a0.latchkey.registry.v1.AuthenticateApiKeyResponse\x12\x8c\x01\n" +
-	"\x19ListSessionsDueForRefresh\x126.latchkey.registry.v1.ListSessionsDueForRefreshRequest\x1a7.latchkey.registry.v1.ListSessionsDueForRefreshResponseB\xe6\x01\n" +
+	"\x19ListSessionsDueForRefresh\x126.latchkey.registry.v1.ListSessionsDueForRefreshRequest\x1a7.latchkey.registry.v1.ListSessionsDueForRefreshResponse\x12\x8c\x01\n" +
+	"\x19CompleteCredentialsUpdate\x126.latchkey.registry.v1.CompleteCredentialsUpdateRequest\x1a7.latchkey.registry.v1.CompleteCredentialsUpdateResponseB\xe6\x01\n" +
 	"\x18com.latchkey.registry.v1B\x11SessionStateProtoP\x01ZEgithub.com/latchkey/latchkey/libs/gen/latchkey/registry/v1;registryv1\xa2\x02\x03LRX\xaa\x02\x14Latchkey.Registry.V1\xca\x02\x14Latchkey\\Registry\\V1\xe2\x02 Latchkey\\Registry\\V1\\GPBMetadata\xea\x02\x16Latchkey::Registry::V1b\x06proto3"
 
 var (
@@ -905,7 +1019,7 @@ func file_latchkey_registry_v1_session_state_proto_rawDescGZIP() []byte {
 	return file_latchkey_registry_v1_session_state_proto_rawDescData
 }
 
-var file_latchkey_registry_v1_session_state_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_latchkey_registry_v1_session_state_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_latchkey_registry_v1_session_state_proto_goTypes = []any{
 	(*GetSessionRequest)(nil),                 // 0: latchkey.registry.v1.GetSessionRequest
 	(*GetSessionResponse)(nil),                // 1: latchkey.registry.v1.GetSessionResponse
@@ -921,22 +1035,24 @@ var file_latchkey_registry_v1_session_state_proto_goTypes = []any{
 	(*ListSessionsDueForRefreshResponse)(nil), // 11: latchkey.registry.v1.ListSessionsDueForRefreshResponse
 	(*AuthenticateApiKeyRequest)(nil),         // 12: latchkey.registry.v1.AuthenticateApiKeyRequest
 	(*AuthenticateApiKeyResponse)(nil),        // 13: latchkey.registry.v1.AuthenticateApiKeyResponse
-	(*v1.AuthSession)(nil),                    // 14: latchkey.v1.AuthSession
-	(v1.SessionState)(0),                      // 15: latchkey.v1.SessionState
-	(v1.FailureReason)(0),                     // 16: latchkey.v1.FailureReason
-	(*timestamppb.Timestamp)(nil),             // 17: google.protobuf.Timestamp
-	(*v1.Bundle)(nil),                         // 18: latchkey.v1.Bundle
+	(*CompleteCredentialsUpdateRequest)(nil),  // 14: latchkey.registry.v1.CompleteCredentialsUpdateRequest
+	(*CompleteCredentialsUpdateResponse)(nil), // 15: latchkey.registry.v1.CompleteCredentialsUpdateResponse
+	(*v1.AuthSession)(nil),                    // 16: latchkey.v1.AuthSession
+	(v1.SessionState)(0),                      // 17: latchkey.v1.SessionState
+	(v1.FailureReason)(0),                     // 18: latchkey.v1.FailureReason
+	(*timestamppb.Timestamp)(nil),             // 19: google.protobuf.Timestamp
+	(*v1.Bundle)(nil),                         // 20: latchkey.v1.Bundle
 }
 var file_latchkey_registry_v1_session_state_proto_depIdxs = []int32{
-	14, // 0: latchkey.registry.v1.GetSessionResponse.auth_session:type_name -> latchkey.v1.AuthSession
-	15, // 1: latchkey.registry.v1.TransitionSessionRequest.to_state:type_name -> latchkey.v1.SessionState
-	16, // 2: latchkey.registry.v1.TransitionSessionRequest.reason:type_name -> latchkey.v1.FailureReason
-	17, // 3: latchkey.registry.v1.TransitionSessionRequest.next_refresh_time:type_name -> google.protobuf.Timestamp
-	17, // 4: latchkey.registry.v1.TransitionSessionRequest.last_validate_time:type_name -> google.protobuf.Timestamp
-	14, // 5: latchkey.registry.v1.TransitionSessionResponse.auth_session:type_name -> latchkey.v1.AuthSession
-	18, // 6: latchkey.registry.v1.GetBundleResponse.bundle:type_name -> latchkey.v1.Bundle
-	17, // 7: latchkey.registry.v1.ListSessionsDueForRefreshRequest.now:type_name -> google.protobuf.Timestamp
-	14, // 8: latchkey.registry.v1.ListSessionsDueForRefreshResponse.auth_sessions:type_name -> latchkey.v1.AuthSession
+	16, // 0: latchkey.registry.v1.GetSessionResponse.auth_session:type_name -> latchkey.v1.AuthSession
+	17, // 1: latchkey.registry.v1.TransitionSessionRequest.to_state:type_name -> latchkey.v1.SessionState
+	18, // 2: latchkey.registry.v1.TransitionSessionRequest.reason:type_name -> latchkey.v1.FailureReason
+	19, // 3: latchkey.registry.v1.TransitionSessionRequest.next_refresh_time:type_name -> google.protobuf.Timestamp
+	19, // 4: latchkey.registry.v1.TransitionSessionRequest.last_validate_time:type_name -> google.protobuf.Timestamp
+	16, // 5: latchkey.registry.v1.TransitionSessionResponse.auth_session:type_name -> latchkey.v1.AuthSession
+	20, // 6: latchkey.registry.v1.GetBundleResponse.bundle:type_name -> latchkey.v1.Bundle
+	19, // 7: latchkey.registry.v1.ListSessionsDueForRefreshRequest.now:type_name -> google.protobuf.Timestamp
+	16, // 8: latchkey.registry.v1.ListSessionsDueForRefreshResponse.auth_sessions:type_name -> latchkey.v1.AuthSession
 	0,  // 9: latchkey.registry.v1.SessionStateService.GetSession:input_type -> latchkey.registry.v1.GetSessionRequest
 	2,  // 10: latchkey.registry.v1.SessionStateService.TransitionSession:input_type -> latchkey.registry.v1.TransitionSessionRequest
 	4,  // 11: latchkey.registry.v1.SessionStateService.GetStorageState:input_type -> latchkey.registry.v1.GetStorageStateRequest
@@ -944,15 +1060,17 @@ var file_latchkey_registry_v1_session_state_proto_depIdxs = []int32{
 	8,  // 13: latchkey.registry.v1.SessionStateService.GetBundle:input_type -> latchkey.registry.v1.GetBundleRequest
 	12, // 14: latchkey.registry.v1.SessionStateService.AuthenticateApiKey:input_type -> latchkey.registry.v1.AuthenticateApiKeyRequest
 	10, // 15: latchkey.registry.v1.SessionStateService.ListSessionsDueForRefresh:input_type -> latchkey.registry.v1.ListSessionsDueForRefreshRequest
-	1,  // 16: latchkey.registry.v1.SessionStateService.GetSession:output_type -> latchkey.registry.v1.GetSessionResponse
-	3,  // 17: latchkey.registry.v1.SessionStateService.TransitionSession:output_type -> latchkey.registry.v1.TransitionSessionResponse
-	5,  // 18: latchkey.registry.v1.SessionStateService.GetStorageState:output_type -> latchkey.registry.v1.GetStorageStateResponse
-	7,  // 19: latchkey.registry.v1.SessionStateService.PutStorageState:output_type -> latchkey.registry.v1.PutStorageStateResponse
-	9,  // 20: latchkey.registry.v1.SessionStateService.GetBundle:output_type -> latchkey.registry.v1.GetBundleResponse
-	13, // 21: latchkey.registry.v1.SessionStateService.AuthenticateApiKey:output_type -> latchkey.registry.v1.AuthenticateApiKeyResponse
-	11, // 22: latchkey.registry.v1.SessionStateService.ListSessionsDueForRefresh:output_type -> latchkey.registry.v1.ListSessionsDueForRefreshResponse
-	16, // [16:23] is the sub-list for method output_type
-	9,  // [9:16] is the sub-list for method input_type
+	14, // 16: latchkey.registry.v1.SessionStateService.CompleteCredentialsUpdate:input_type -> latchkey.registry.v1.CompleteCredentialsUpdateRequest
+	1,  // 17: latchkey.registry.v1.SessionStateService.GetSession:output_type -> latchkey.registry.v1.GetSessionResponse
+	3,  // 18: latchkey.registry.v1.SessionStateService.TransitionSession:output_type -> latchkey.registry.v1.TransitionSessionResponse
+	5,  // 19: latchkey.registry.v1.SessionStateService.GetStorageState:output_type -> latchkey.registry.v1.GetStorageStateResponse
+	7,  // 20: latchkey.registry.v1.SessionStateService.PutStorageState:output_type -> latchkey.registry.v1.PutStorageStateResponse
+	9,  // 21: latchkey.registry.v1.SessionStateService.GetBundle:output_type -> latchkey.registry.v1.GetBundleResponse
+	13, // 22: latchkey.registry.v1.SessionStateService.AuthenticateApiKey:output_type -> latchkey.registry.v1.AuthenticateApiKeyResponse
+	11, // 23: latchkey.registry.v1.SessionStateService.ListSessionsDueForRefresh:output_type -> latchkey.registry.v1.ListSessionsDueForRefreshResponse
+	15, // 24: latchkey.registry.v1.SessionStateService.CompleteCredentialsUpdate:output_type -> latchkey.registry.v1.CompleteCredentialsUpdateResponse
+	17, // [17:25] is the sub-list for method output_type
+	9,  // [9:17] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
 	9,  // [9:9] is the sub-list for extension extendee
 	0,  // [0:9] is the sub-list for field type_name
@@ -969,7 +1087,7 @@ func file_latchkey_registry_v1_session_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_latchkey_registry_v1_session_state_proto_rawDesc), len(file_latchkey_registry_v1_session_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	SessionStateService_GetBundle_FullMethodName                 = "/latchkey.registry.v1.SessionStateService/GetBundle"
 	SessionStateService_AuthenticateApiKey_FullMethodName        = "/latchkey.registry.v1.SessionStateService/AuthenticateApiKey"
 	SessionStateService_ListSessionsDueForRefresh_FullMethodName = "/latchkey.registry.v1.SessionStateService/ListSessionsDueForRefresh"
+	SessionStateService_CompleteCredentialsUpdate_FullMethodName = "/latchkey.registry.v1.SessionStateService/CompleteCredentialsUpdate"
 )
 
 // SessionStateServiceClient is the client API for SessionStateService service.
@@ -56,6 +57,12 @@ type SessionStateServiceClient interface {
 	AuthenticateApiKey(ctx context.Context, in *AuthenticateApiKeyRequest, opts ...grpc.CallOption) (*AuthenticateApiKeyResponse, error)
 	// ListSessionsDueForRefresh lists READY sessions whose next refresh time has passed.
 	ListSessionsDueForRefresh(ctx context.Context, in *ListSessionsDueForRefreshRequest, opts ...grpc.CallOption) (*ListSessionsDueForRefreshResponse, error)
+	// CompleteCredentialsUpdate ends an UpdateAuthSessionCredentials: the scheduler calls it
+	// when the AUTHSESSION_UPDATE Run ends. On success the pending credentials (vault secret
+	// session-<id>-pending) replace the session's credentials (session-<id>); otherwise they
+	// are discarded. A run id other than the pending update's answers FailedPrecondition;
+	// calling it again for the same Run succeeds and changes nothing.
+	CompleteCredentialsUpdate(ctx context.Context, in *CompleteCredentialsUpdateRequest, opts ...grpc.CallOption) (*CompleteCredentialsUpdateResponse, error)
 }
 
 type sessionStateServiceClient struct {
@@ -136,6 +143,16 @@ func (c *sessionStateServiceClient) ListSessionsDueForRefresh(ctx context.Contex
 	return out, nil
 }
 
+func (c *sessionStateServiceClient) CompleteCredentialsUpdate(ctx context.Context, in *CompleteCredentialsUpdateRequest, opts ...grpc.CallOption) (*CompleteCredentialsUpdateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CompleteCredentialsUpdateResponse)
+	err := c.cc.Invoke(ctx, SessionStateService_CompleteCredentialsUpdate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SessionStateServiceServer is the server API for SessionStateService service.
 // All implementations must embed UnimplementedSessionStateServiceServer
 // for forward compatibility.
@@ -164,6 +181,12 @@ type SessionStateServiceServer interface {
 	AuthenticateApiKey(context.Context, *AuthenticateApiKeyRequest) (*AuthenticateApiKeyResponse, error)
 	// ListSessionsDueForRefresh lists READY sessions whose next refresh time has passed.
 	ListSessionsDueForRefresh(context.Context, *ListSessionsDueForRefreshRequest) (*ListSessionsDueForRefreshResponse, error)
+	// CompleteCredentialsUpdate ends an UpdateAuthSessionCredentials: the scheduler calls it
+	// when the AUTHSESSION_UPDATE Run ends. On success the pending credentials (vault secret
+	// session-<id>-pending) replace the session's credentials (session-<id>); otherwise they
+	// are discarded. A run id other than the pending update's answers FailedPrecondition;
+	// calling it again for the same Run succeeds and changes nothing.
+	CompleteCredentialsUpdate(context.Context, *CompleteCredentialsUpdateRequest) (*CompleteCredentialsUpdateResponse, error)
 	mustEmbedUnimplementedSessionStateServiceServer()
 }
 
@@ -194,6 +217,9 @@ func (UnimplementedSessionStateServiceServer) AuthenticateApiKey(context.Context
 }
 func (UnimplementedSessionStateServiceServer) ListSessionsDueForRefresh(context.Context, *ListSessionsDueForRefreshRequest) (*ListSessionsDueForRefreshResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListSessionsDueForRefresh not implemented")
+}
+func (UnimplementedSessionStateServiceServer) CompleteCredentialsUpdate(context.Context, *CompleteCredentialsUpdateRequest) (*CompleteCredentialsUpdateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CompleteCredentialsUpdate not implemented")
 }
 func (UnimplementedSessionStateServiceServer) mustEmbedUnimplementedSessionStateServiceServer() {}
 func (UnimplementedSessionStateServiceServer) testEmbeddedByValue()                             {}
@@ -342,6 +368,24 @@ func _SessionStateService_ListSessionsDueForRefresh_Handler(srv interface{}, ctx
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SessionStateService_CompleteCredentialsUpdate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CompleteCredentialsUpdateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SessionStateServiceServer).CompleteCredentialsUpdate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SessionStateService_CompleteCredentialsUpdate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SessionStateServiceServer).CompleteCredentialsUpdate(ctx, req.(*CompleteCredentialsUpdateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SessionStateService_ServiceDesc is the grpc.ServiceDesc for SessionStateService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -376,6 +420,10 @@ var SessionStateService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListSessionsDueForRefresh",
 			Handler:    _SessionStateService_ListSessionsDueForRefresh_Handler,
+		},
+		{
+			MethodName: "CompleteCredentialsUpdate",
+			Handler:    _SessionStateService_CompleteCredentialsUpdate_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

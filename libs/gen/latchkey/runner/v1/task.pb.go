@@ -230,9 +230,12 @@ type CredentialsRef struct {
 	//
 	//	*CredentialsRef_SecretId
 	//	*CredentialsRef_Ciphertext
-	Source        isCredentialsRef_Source `protobuf_oneof:"source"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Source isCredentialsRef_Source `protobuf_oneof:"source"`
+	// The API Run the runtime credentials were passed with and are sealed for; a create
+	// started on that Run's behalf has another run id.
+	CiphertextRunId string `protobuf:"bytes,3,opt,name=ciphertext_run_id,json=ciphertextRunId,proto3" json:"ciphertext_run_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *CredentialsRef) Reset() {
@@ -290,6 +293,13 @@ func (x *CredentialsRef) GetCiphertext() []byte {
 	return nil
 }
 
+func (x *CredentialsRef) GetCiphertextRunId() string {
+	if x != nil {
+		return x.CiphertextRunId
+	}
+	return ""
+}
+
 type isCredentialsRef_Source interface {
 	isCredentialsRef_Source()
 }
@@ -301,7 +311,7 @@ type CredentialsRef_SecretId struct {
 
 type CredentialsRef_Ciphertext struct {
 	// Runtime credentials sealed by the vault with context (project,
-	// "runtime_credentials", run id) (RUNTIME sessions).
+	// "runtime_credentials", ciphertext_run_id) (RUNTIME sessions).
 	Ciphertext []byte `protobuf:"bytes,2,opt,name=ciphertext,proto3,oneof"`
 }
 
@@ -805,12 +815,13 @@ const file_latchkey_runner_v1_task_proto_rawDesc = "" +
 	"\x0fauth_session_id\x18\x01 \x01(\tR\rauthSessionId\x12,\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x18.latchkey.v1.SessionTypeR\x04type\x12%\n" +
 	"\x0estate_revision\x18\x03 \x01(\x03R\rstateRevision\x12(\n" +
-	"\x05proxy\x18\x04 \x01(\v2\x12.latchkey.v1.ProxyR\x05proxy\"[\n" +
+	"\x05proxy\x18\x04 \x01(\v2\x12.latchkey.v1.ProxyR\x05proxy\"\x87\x01\n" +
 	"\x0eCredentialsRef\x12\x1d\n" +
 	"\tsecret_id\x18\x01 \x01(\tH\x00R\bsecretId\x12 \n" +
 	"\n" +
 	"ciphertext\x18\x02 \x01(\fH\x00R\n" +
-	"ciphertextB\b\n" +
+	"ciphertext\x12*\n" +
+	"\x11ciphertext_run_id\x18\x03 \x01(\tR\x0fciphertextRunIdB\b\n" +
 	"\x06source\"\xef\x04\n" +
 	"\n" +
 	"RunnerTask\x12\x17\n" +

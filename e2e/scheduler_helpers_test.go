@@ -1,0 +1,147 @@
+package e2e
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/latchkey/latchkey/examples/portal"
+	"github.com/latchkey/latchkey/internal/stack/stacktest"
+	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
+	"github.com/latchkey/latchkey/libs/testkit"
+)
+
+// world is a whole Latchkey stack, the demo portal, and a project with the portal's
+// bundle deployed, driven as a user drives it: over the public gRPC API.
+type world struct {
+	st        *stacktest.Stack
+	portal    *portal.Portal
+	portalURL string
+	conn      *grpc.ClientConn
+	runs      latchkeyv1.RunServiceClient
+	sessions  latchkeyv1.AuthSessionServiceClient
+}
+
+// newWorld starts everything; opts may add services' settings.
+func newWorld(t *testing.T, opts stacktest.Options) *world {
+	t.Helper()
+	p, url := testkit.Portal(t, portal.Config{})
+	if opts.Env == nil {
+		opts.Env = map[string]string{}
+	}
+	if _, ok := opts.Env["LATCHKEY_CHROMIUM_PATH"]; !ok {
+		opts.Env["LATCHKEY_CHROMIUM_PATH"] = testkit.ChromiumPath(t)
+	}
+	st := stacktest.Start(t, opts)
+	admin := st.Dial(t, st.AdminKey)
+	created, err := latchkeyv1.NewProjectServiceClient(admin).CreateProject(t.Context(), &latchkeyv1.CreateProjectRequest{ProjectId: "acme", DisplayName: "Acme"})
+	if err != nil {
+		t.Fatalf("CreateProject: %v", err)
+	}
+	conn := st.Dial(t, created.GetApiKeySecret())
+	w := &world{st: st, portal: p, portalURL: url, conn: conn, runs: latchkeyv1.NewRunServiceClient(conn), sessions: latchkeyv1.NewAuthSessionServiceClient(conn)}
+	w.deploy(t)
+	return w
+}
+
+func (w *world) deploy(t *testing.T) {
+	t.Helper()
+	dir := "../examples/portal/automations"
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []*latchkeyv1.BundleFile
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, &latchkeyv1.BundleFile{Path: e.Name(), Content: b})
+	}
+	if _, err := latchkeyv1.NewAutomationServiceClient(w.conn).DeployBundle(t.Context(), &latchkeyv1.DeployBundleRequest{Files: files}); err != nil {
+		t.Fatalf("DeployBundle: %v", err)
+	}
+}
+
+// createSession creates a session for the portal and returns it with its create Run.
+func (w *world) createSession(t *testing.T, typ latchkeyv1.SessionType, creds map[string]string) (*latchkeyv1.AuthSession, string) {
+	t.Helper()
+	resp, err := w.sessions.CreateAuthSession(t.Context(), &latchkeyv1.CreateAuthSessionRequest{
+		Type: typ, Credentials: creds, Vars: map[string]string{"baseURL": w.portalURL},
+	})
+	if err != nil {
+		t.Fatalf("CreateAuthSession: %v", err)
+	}
+	return resp.GetAuthSession(), resp.GetCreateRunId()
+}
+
+// readySession creates a CREDENTIALS session for alice and waits until it is READY.
+func (w *world) readySession(t *testing.T) *latchkeyv1.AuthSession {
+	t.Helper()
+	sess, runID := w.createSession(t, latchkeyv1.SessionType_SESSION_TYPE_CREDENTIALS, alice())
+	if run := w.wait(t, runID); run.GetState() != latchkeyv1.RunState_RUN_STATE_SUCCEEDED {
+		t.Fatalf("create run ended %s: %s %s\nlogs:\n%s", run.GetState(), run.GetFailureReason(), run.GetFailureMessage(), tail(w.st.Logs.String()))
+	}
+	return w.session(t, sess.GetId())
+}
+
+func alice() map[string]string {
+	return map[string]string{"username": portal.AliceUsername, "password": portal.AlicePassword}
+}
+
+func (w *world) session(t *testing.T, id string) *latchkeyv1.AuthSession {
+	t.Helper()
+	resp, err := w.sessions.GetAuthSession(t.Context(), &latchkeyv1.GetAuthSessionRequest{AuthSessionId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.GetAuthSession()
+}
+
+// start starts an API Run.
+func (w *world) start(t *testing.T, api, session string, creds map[string]string) *latchkeyv1.Run {
+	t.Helper()
+	resp, err := w.runs.StartRun(t.Context(), &latchkeyv1.StartRunRequest{Api: api, AuthSessionId: session, Credentials: creds, Params: &structpb.Struct{}})
+	if err != nil {
+		t.Fatalf("StartRun %s: %v", api, err)
+	}
+	return resp.GetRun()
+}
+
+// wait watches a Run until it ends and returns its last state.
+func (w *world) wait(t *testing.T, runID string) *latchkeyv1.Run {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	stream, err := w.runs.WatchRun(ctx, &latchkeyv1.WatchRunRequest{RunId: runID})
+	if err != nil {
+		t.Fatalf("WatchRun %s: %v", runID, err)
+	}
+	var last *latchkeyv1.Run
+	for {
+		m, err := stream.Recv()
+		if err == io.EOF {
+			return last
+		}
+		if err != nil {
+			t.Fatalf("WatchRun %s: %v (last %v)\nlogs:\n%s", runID, err, last, tail(w.st.Logs.String()))
+		}
+		last = m.GetRun()
+	}
+}
+
+// tail keeps the end of long logs for failure messages.
+func tail(s string) string {
+	const n = 6000
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}

@@ -1,0 +1,139 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
+	vaultv1 "github.com/latchkey/latchkey/libs/gen/latchkey/vault/v1"
+	"github.com/latchkey/latchkey/libs/recipe"
+)
+
+// StateStore reads what the registry keeps about sessions.
+type StateStore interface {
+	// StorageState returns a session's state revision as the vault sealed it (0: the
+	// newest) and the revision it is.
+	StorageState(ctx context.Context, project, session string, revision int64) (ciphertext []byte, rev int64, err error)
+	// SessionVars returns the session's vars, which recipes see over the bundle's.
+	SessionVars(ctx context.Context, project, session string) (map[string]string, error)
+}
+
+// BundleStore reads deployed bundles.
+type BundleStore interface {
+	// Bundle returns the files of a project's bundle version (0: the newest) and the
+	// version it is.
+	Bundle(ctx context.Context, project string, version int64) ([]recipe.File, int64, error)
+}
+
+// Sealed names what a ciphertext is bound to: a ciphertext opens only with the same
+// project, kind and id.
+type Sealed struct {
+	Project string
+	// Kind is for example "storage_state", "runtime_credentials" or "resume_answers".
+	Kind string
+	ID   string
+}
+
+// Vault seals and opens blobs and reads secrets. Every Open and Secret is audited by
+// the vault with the Run it serves.
+type Vault interface {
+	Seal(ctx context.Context, to Sealed, plaintext []byte) ([]byte, error)
+	Open(ctx context.Context, from Sealed, ciphertext []byte, runID string) ([]byte, error)
+	Secret(ctx context.Context, project, secretID, runID string) (map[string]string, error)
+}
+
+// GRPC implements StateStore, BundleStore and Vault with the registry's
+// SessionStateService and the credential vault's VaultService.
+type GRPC struct {
+	Registry registryv1.SessionStateServiceClient
+	Vault    vaultv1.VaultServiceClient
+}
+
+var (
+	_ StateStore  = GRPC{}
+	_ BundleStore = GRPC{}
+	_ Vault       = GRPC{}
+)
+
+// StorageState calls SessionStateService.GetStorageState.
+func (g GRPC) StorageState(ctx context.Context, project, session string, revision int64) ([]byte, int64, error) {
+	resp, err := g.Registry.GetStorageState(ctx, &registryv1.GetStorageStateRequest{ProjectId: project, AuthSessionId: session, Revision: revision})
+	if err != nil {
+		return nil, 0, backendError("reading storage state", err)
+	}
+	return resp.GetCiphertext(), resp.GetRevision(), nil
+}
+
+// SessionVars calls SessionStateService.GetSession.
+func (g GRPC) SessionVars(ctx context.Context, project, session string) (map[string]string, error) {
+	resp, err := g.Registry.GetSession(ctx, &registryv1.GetSessionRequest{ProjectId: project, AuthSessionId: session})
+	if err != nil {
+		return nil, backendError("reading session", err)
+	}
+	return resp.GetAuthSession().GetVars(), nil
+}
+
+// Bundle calls SessionStateService.GetBundle.
+func (g GRPC) Bundle(ctx context.Context, project string, version int64) ([]recipe.File, int64, error) {
+	resp, err := g.Registry.GetBundle(ctx, &registryv1.GetBundleRequest{ProjectId: project, Version: version})
+	if err != nil {
+		return nil, 0, backendError("reading bundle", err)
+	}
+	var files []recipe.File
+	for _, f := range resp.GetBundle().GetFiles() {
+		files = append(files, recipe.File{Path: f.GetPath(), Content: f.GetContent()})
+	}
+	return files, resp.GetBundle().GetVersion(), nil
+}
+
+// Seal calls VaultService.Encrypt.
+func (g GRPC) Seal(ctx context.Context, to Sealed, plaintext []byte) ([]byte, error) {
+	resp, err := g.Vault.Encrypt(ctx, &vaultv1.EncryptRequest{Context: cryptoContext(to), Plaintext: plaintext})
+	if err != nil {
+		return nil, backendError("sealing "+to.Kind, err)
+	}
+	return resp.GetCiphertext(), nil
+}
+
+// Open calls VaultService.Decrypt, naming the Run as the purpose.
+func (g GRPC) Open(ctx context.Context, from Sealed, ciphertext []byte, runID string) ([]byte, error) {
+	resp, err := g.Vault.Decrypt(ctx, &vaultv1.DecryptRequest{
+		Context: cryptoContext(from), Ciphertext: ciphertext,
+		Reason: &vaultv1.AccessReason{Purpose: "run:" + runID, RunId: runID},
+	})
+	if err != nil {
+		return nil, backendError("opening "+from.Kind, err)
+	}
+	return resp.GetPlaintext(), nil
+}
+
+// Secret calls VaultService.GetSecret, naming the Run as the purpose.
+func (g GRPC) Secret(ctx context.Context, project, secretID, runID string) (map[string]string, error) {
+	resp, err := g.Vault.GetSecret(ctx, &vaultv1.GetSecretRequest{
+		ProjectId: project, SecretId: secretID,
+		Reason: &vaultv1.AccessReason{Purpose: "run:" + runID, RunId: runID},
+	})
+	if err != nil {
+		return nil, backendError("reading secret "+secretID, err)
+	}
+	return resp.GetFields(), nil
+}
+
+func cryptoContext(s Sealed) *vaultv1.CryptoContext {
+	return &vaultv1.CryptoContext{ProjectId: s.Project, Kind: s.Kind, Id: s.ID}
+}
+
+// backendError keeps a user's problem (a missing secret, a state that no longer
+// opens) apart from an outage of the registry or the vault, which is retried by
+// redelivering the task. gRPC messages of our own services never carry a secret.
+func backendError(doing string, err error) error {
+	switch status.Code(err) {
+	case codes.NotFound, codes.InvalidArgument, codes.FailedPrecondition, codes.PermissionDenied:
+		return fmt.Errorf("%s: %s", doing, status.Convert(err).Message())
+	default:
+		return infra("%s: %w", doing, err)
+	}
+}

@@ -1,0 +1,167 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
+	"github.com/latchkey/latchkey/libs/storagestate"
+)
+
+// checkAnswered fills the result of a check that ran alone or answered other than
+// VALID before an API.
+func (e *execution) checkAnswered(tab context.Context, out any, cerr error) error {
+	var f *Failure
+	if errors.As(cerr, &f) {
+		e.res.FailureMessage, e.res.FailedStep, e.res.ArtifactId = f.Message, stepProto(f.Step), f.ArtifactID
+	} else if cerr != nil {
+		e.res.FailureMessage = checkMessage(cerr)
+	}
+	switch e.res.CheckOutcome {
+	case outcomeInvalid:
+		e.res.Status = statusSucceeded
+		if e.task.GetKind() == runnerv1.TaskKind_TASK_KIND_API {
+			e.res.Status = statusNeedsAuth
+		}
+		return nil
+	case outcomeInconclusive:
+		e.res.Status = statusInconclusive
+		return e.captureState(tab)
+	}
+	if err := e.setOutput(out); err != nil {
+		return err
+	}
+	e.res.Status = statusSucceeded
+	return e.captureState(tab)
+}
+
+// checkMessage explains a check that could not answer, without internals.
+func checkMessage(err error) string {
+	switch {
+	case errors.Is(err, errDeadline):
+		return "the check ran past the task's deadline"
+	case errors.Is(err, ErrLoggedOut):
+		return "the check says the state is not logged in"
+	}
+	return "the check could not tell: " + err.Error()
+}
+
+// finish types err into the result and reports whether the task should be
+// redelivered instead of answered.
+func (e *execution) finish(err error) (redeliver bool) {
+	defer e.release(err)
+	if err == nil {
+		return false
+	}
+	var f *Failure
+	switch {
+	case errors.Is(err, errCanceled):
+		e.res.Status, e.res.FailureReason, e.res.FailureMessage = statusCanceled, reasonCanceled, "the run was canceled"
+		return false
+	case isInfra(err) || e.bcDead() || errors.Is(err, context.Canceled):
+		// context.Canceled without errCanceled: the runner is stopping.
+		e.res.Status, e.res.FailureReason = statusFailed, reasonTransient
+		e.res.FailureMessage = "the runner's browser or a service it needs failed; the task may be retried"
+		e.r.log.WarnContext(e.base, "task failed in the runner's infrastructure", "task_id", e.task.GetTaskId(), "run_id", e.task.GetRunId(), "error", err)
+		return true
+	case errors.Is(err, errDeadline):
+		e.res.Status, e.res.FailureReason, e.res.FailureMessage = statusFailed, reasonTimeout, "the task ran past its deadline"
+	case errors.As(err, &f):
+		e.res.Status, e.res.FailureReason, e.res.FailureMessage = statusFailed, f.Reason, f.Message
+		e.res.FailedStep, e.res.ArtifactId = stepProto(f.Step), f.ArtifactID
+	default:
+		e.res.Status, e.res.FailureReason, e.res.FailureMessage = statusFailed, reasonInternal, "internal error in the runner"
+		e.r.log.ErrorContext(e.base, "task failed", "task_id", e.task.GetTaskId(), "run_id", e.task.GetRunId(), "error", err)
+	}
+	return false
+}
+
+// release keeps the context warm for its session, or closes it.
+func (e *execution) release(err error) {
+	bc := e.bc
+	if bc == nil {
+		return
+	}
+	e.bc = nil
+	keep := bc.session != "" && bc.alive() && !errors.Is(err, errCanceled) &&
+		e.res.CheckOutcome != outcomeInvalid && !(e.task.GetKind() == runnerv1.TaskKind_TASK_KIND_CREATE && err != nil) &&
+		!(err != nil && (isInfra(err) || errors.Is(err, errDeadline)))
+	if keep {
+		e.r.warm.put(bc)
+		return
+	}
+	e.r.pool.closeContext(bc)
+}
+
+// setOutput stores a program's output in the result as a JSON value.
+func (e *execution) setOutput(out any) error {
+	if out == nil {
+		return nil
+	}
+	v, err := toValue(out)
+	if err != nil {
+		return Fail(reasonScript, "the output cannot be encoded as JSON: %v", err)
+	}
+	e.res.Output = v
+	return nil
+}
+
+// captureState reads the context's state and, when it changed, seals it for the
+// result.
+func (e *execution) captureState(tab context.Context) error {
+	bc := e.bc
+	if bc == nil || bc.session == "" {
+		return nil
+	}
+	ctx, span := e.r.tracer.Start(tab, "capture state")
+	defer span.End()
+	visited := bc.takeVisited()
+	slices.Sort(visited)
+	e.res.Origins = visited
+	st, err := bc.capture(ctx, visited)
+	if err != nil {
+		span.SetStatus(codes.Error, "capture failed")
+		return e.browserError(tab, fmt.Errorf("capturing state: %w", err))
+	}
+	if t := earliestExpiry(st); !t.IsZero() {
+		e.res.EarliestCookieExpiry = timestamppb.New(t)
+	}
+	if sameState(st, e.state) {
+		span.SetAttributes(attribute.Bool("latchkey.state_changed", false))
+		return nil
+	}
+	span.SetAttributes(attribute.Bool("latchkey.state_changed", true))
+	plain, err := storagestate.Marshal(st)
+	if err != nil {
+		return Fail(reasonScript, "the captured state is not storable: %v", err)
+	}
+	if e.r.deps.Vault == nil {
+		bc.state, bc.revision = st, 0
+		return nil
+	}
+	sealed, err := e.r.deps.Vault.Seal(ctx, Sealed{Project: e.task.GetProjectId(), Kind: storagestate.CryptoKind, ID: e.task.GetSession().GetAuthSessionId()}, plain)
+	if err != nil {
+		return err
+	}
+	e.res.CapturedStateCiphertext = sealed
+	bc.state, bc.revision, bc.digest = st, 0, digestOf(sealed)
+	return nil
+}
+
+// browserError turns an error of a browser call into infrastructure trouble when the
+// browser died, and into the task's cancellation or deadline when those ended it.
+func (e *execution) browserError(tab context.Context, err error) error {
+	switch {
+	case e.bcDead():
+		return infra("%w", err)
+	case tab.Err() != nil:
+		return causeOf(tab)
+	}
+	return err
+}

@@ -1,0 +1,137 @@
+package api
+
+import (
+	"context"
+	"slices"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/latchkey/latchkey/libs/bus"
+	eventsv1 "github.com/latchkey/latchkey/libs/gen/latchkey/events/v1"
+	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// ListRuns lists Runs newest first. The page token is the last Run id of the previous
+// page; ids sort by creation time.
+func (r *Runs) ListRuns(ctx context.Context, req *latchkeyv1.ListRunsRequest) (*latchkeyv1.ListRunsResponse, error) {
+	proj, err := project(ctx)
+	if err != nil {
+		return nil, err
+	}
+	size := int(req.GetPageSize())
+	switch {
+	case size < 0 || size > MaxPageSize:
+		return nil, status.Errorf(codes.InvalidArgument, "page_size must be between 0 and %d", MaxPageSize)
+	case size == 0:
+		size = DefaultPageSize
+	}
+	ids, err := r.Store.Keys(ctx, proj)
+	if err != nil {
+		return nil, r.internal(ctx, "listing runs", err)
+	}
+	start := 0
+	if tok := req.GetPageToken(); tok != "" {
+		i, found := slices.BinarySearchFunc(ids, tok, func(a, b string) int { return -compare(a, b) })
+		if found {
+			i++
+		}
+		start = i
+	}
+	out := &latchkeyv1.ListRunsResponse{PageInfo: &latchkeyv1.PageInfo{}}
+	for _, id := range ids[start:] {
+		rec, _, err := r.Store.Get(ctx, proj, id)
+		if err != nil {
+			continue
+		}
+		if !matches(rec.GetRun(), req) {
+			continue
+		}
+		if len(out.Runs) == size {
+			out.PageInfo.NextPageToken = out.Runs[len(out.Runs)-1].GetId()
+			break
+		}
+		out.Runs = append(out.Runs, rec.GetRun())
+	}
+	return out, nil
+}
+
+func compare(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func matches(run *latchkeyv1.Run, req *latchkeyv1.ListRunsRequest) bool {
+	switch {
+	case req.GetAuthSessionId() != "" && run.GetAuthSessionId() != req.GetAuthSessionId():
+		return false
+	case req.GetApi() != "" && run.GetApi() != req.GetApi():
+		return false
+	case req.GetJobRunId() != "" && run.GetJobRunId() != req.GetJobRunId():
+		return false
+	case len(req.GetStates()) > 0 && !slices.Contains(req.GetStates(), run.GetState()):
+		return false
+	case len(req.GetKinds()) > 0 && !slices.Contains(req.GetKinds(), run.GetKind()):
+		return false
+	}
+	return true
+}
+
+// WatchRun streams the Run's changes until it ends: first its current state, then one
+// message per event on lk.events.run.<project>.<run>.
+func (r *Runs) WatchRun(req *latchkeyv1.WatchRunRequest, stream latchkeyv1.RunService_WatchRunServer) error {
+	ctx := stream.Context()
+	rec, err := r.get(ctx, req.GetRunId())
+	if err != nil {
+		return err
+	}
+	subj, err := bus.RunEventSubject(rec.GetRun().GetProjectId(), rec.GetRun().GetId())
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "run_id: %v", err)
+	}
+	// Subscribe before reading the state again, so no change falls in between.
+	ch := make(chan *nats.Msg, 64)
+	sub, err := r.NC.ChanSubscribe(subj, ch)
+	if err != nil {
+		return r.internal(ctx, "subscribing to run events", err)
+	}
+	defer sub.Unsubscribe()
+	if rec, err = r.get(ctx, req.GetRunId()); err != nil {
+		return err
+	}
+	if err := stream.Send(&latchkeyv1.WatchRunResponse{Run: rec.GetRun(), Event: "current", Time: timestamppb.Now()}); err != nil {
+		return err
+	}
+	if isTerminal(rec.GetRun().GetState()) {
+		return nil
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m := <-ch:
+			ev := &eventsv1.RunEvent{}
+			if proto.Unmarshal(m.Data, ev) != nil {
+				continue
+			}
+			if err := stream.Send(&latchkeyv1.WatchRunResponse{Run: ev.GetRun(), Event: ev.GetEvent(), Time: ev.GetTime()}); err != nil {
+				return err
+			}
+			if isTerminal(ev.GetRun().GetState()) {
+				return nil
+			}
+		}
+	}
+}
+
+func isTerminal(s latchkeyv1.RunState) bool {
+	return s == latchkeyv1.RunState_RUN_STATE_SUCCEEDED || s == latchkeyv1.RunState_RUN_STATE_FAILED || s == latchkeyv1.RunState_RUN_STATE_CANCELED
+}

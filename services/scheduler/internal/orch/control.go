@@ -1,0 +1,130 @@
+package orch
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/latchkey/latchkey/libs/bus"
+	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
+	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
+	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
+	vaultv1 "github.com/latchkey/latchkey/libs/gen/latchkey/vault/v1"
+)
+
+// TraceContextOf captures ctx's trace for a new Run's record.
+func (o *Orchestrator) TraceContextOf(ctx context.Context) map[string]string { return o.traceContext(ctx) }
+
+// Emit publishes a Run event.
+func (o *Orchestrator) Emit(ctx context.Context, run *latchkeyv1.Run, event string) { o.emit(ctx, run, event) }
+
+// Cancel cancels a Run (and the validate child of its current attempt); a running
+// task is aborted through lk.cancel.<run>.
+func (o *Orchestrator) Cancel(ctx context.Context, project, runID string) error {
+	rec, _, err := o.Store.Get(ctx, project, runID)
+	if err != nil {
+		return err
+	}
+	if err := o.finish(ctx, project, runID, latchkeyv1.RunState_RUN_STATE_CANCELED, latchkeyv1.FailureReason_FAILURE_REASON_CANCELED_BY_USER, "canceled by a user", nil); err != nil {
+		return err
+	}
+	if child := rec.GetChildRunId(); child != "" {
+		_ = o.finish(ctx, project, child, latchkeyv1.RunState_RUN_STATE_CANCELED, latchkeyv1.FailureReason_FAILURE_REASON_CANCELED_BY_USER, "its Run was canceled", nil)
+	}
+	return nil
+}
+
+// Resume seals a caller's answers, sends them to the runner holding the Run's browser
+// context on lk.resume.<run>, and marks the Run RUNNING again.
+func (o *Orchestrator) Resume(ctx context.Context, project, runID string, answers map[string]string) (*latchkeyv1.Run, error) {
+	plain, err := json.Marshal(answers)
+	if err != nil {
+		return nil, err
+	}
+	sealed, err := o.Vault.Encrypt(ctx, &vaultv1.EncryptRequest{
+		Context: &vaultv1.CryptoContext{ProjectId: project, Kind: "resume_answers", Id: runID}, Plaintext: plain,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sealing answers: %w", err)
+	}
+	rec, err := o.Store.Update(ctx, project, runID, func(r *schedulerv1.RunRecord) error {
+		if r.GetRun().GetState() != latchkeyv1.RunState_RUN_STATE_REQUESTED_MORE_INFO {
+			return errStale
+		}
+		r.Run.State, r.Run.MoreInfo = latchkeyv1.RunState_RUN_STATE_RUNNING, nil
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	subj, err := bus.ResumeSubject(runID)
+	if err != nil {
+		return nil, err
+	}
+	b, err := proto.Marshal(&runnerv1.TaskResume{RunId: runID, AnswersCiphertext: sealed.GetCiphertext()})
+	if err != nil {
+		return nil, err
+	}
+	if err := o.NC.PublishMsg(bus.NewMsg(ctx, o.prop, subj, b, "")); err != nil {
+		return nil, fmt.Errorf("sending answers: %w", err)
+	}
+	o.emit(ctx, rec.GetRun(), "resumed")
+	return rec.GetRun(), nil
+}
+
+// Sweep re-drives Runs whose next message was lost: a scheduler that died between
+// writing a record and publishing, a task whose runner never answered, a waiter whose
+// wake-up was missed, a back-off whose redelivery never came, a Run past its deadline.
+// Every step it takes is the same compare-and-swap a message would have taken.
+func (o *Orchestrator) Sweep(ctx context.Context, stuckAfter time.Duration) error {
+	now := o.now()
+	return o.Store.AllActive(ctx, func(rec *schedulerv1.RunRecord) {
+		run := rec.GetRun()
+		project, id := run.GetProjectId(), run.GetId()
+		idle := now.Sub(rec.GetUpdateTime().AsTime())
+		rctx := o.runContext(ctx, rec)
+		var err error
+		switch {
+		case rec.GetDeadline() != nil && now.After(rec.GetDeadline().AsTime()):
+			err = o.finish(rctx, project, id, latchkeyv1.RunState_RUN_STATE_FAILED, latchkeyv1.FailureReason_FAILURE_REASON_TIMEOUT, "the Run did not finish before its timeout", nil)
+		case idle < stuckAfter:
+			return
+		case run.GetKind() == latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_VALIDATE:
+			// A validate child ends with its API Run's task; nothing to drive.
+			return
+		case rec.GetStage() == schedulerv1.Stage_STAGE_UNSPECIFIED:
+			err = o.Begin(rctx, rec)
+		case rec.GetStage() == schedulerv1.Stage_STAGE_WAITING_SESSION:
+			err = o.WakeSessionIfDone(rctx, rec)
+		case rec.GetStage() == schedulerv1.Stage_STAGE_BACKING_OFF:
+			err = o.dispatchCreate(rctx, project, id, schedulerv1.Stage_STAGE_BACKING_OFF)
+		case run.GetState() == latchkeyv1.RunState_RUN_STATE_REQUESTED_MORE_INFO:
+			return // the runner holds the context; the Run's deadline bounds it
+		case idle > o.Policy.TaskTimeout+stuckAfter:
+			err = o.HandleResult(rctx, &runnerv1.TaskResult{
+				TaskId: rec.GetTaskId(), RunId: id, ProjectId: project, Status: runnerv1.TaskStatus_TASK_STATUS_FAILED,
+				FailureReason: latchkeyv1.FailureReason_FAILURE_REASON_TIMEOUT, FailureMessage: "no runner answered the task in time",
+			})
+		}
+		if err != nil && !ErrStale(err) {
+			o.Log.WarnContext(rctx, "sweep could not re-drive run", "run_id", id, "error", err)
+		}
+	})
+}
+
+// WakeSessionIfDone wakes a waiting Run's session waiters when its login has ended.
+func (o *Orchestrator) WakeSessionIfDone(ctx context.Context, rec *schedulerv1.RunRecord) error {
+	run := rec.GetRun()
+	sess, err := o.session(ctx, run.GetProjectId(), run.GetAuthSessionId())
+	if err != nil {
+		return err
+	}
+	switch sess.GetState() {
+	case latchkeyv1.SessionState_SESSION_STATE_READY, latchkeyv1.SessionState_SESSION_STATE_EXPIRED:
+		return o.WakeSession(ctx, run.GetProjectId(), run.GetAuthSessionId())
+	}
+	return nil
+}

@@ -1,0 +1,165 @@
+package orch
+
+import (
+	"context"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
+	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
+	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
+	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
+	"github.com/latchkey/latchkey/libs/recipe"
+)
+
+// Begin starts driving a Run whose record was just created.
+func (o *Orchestrator) Begin(ctx context.Context, rec *schedulerv1.RunRecord) error {
+	run := rec.GetRun()
+	switch run.GetKind() {
+	case latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_CREATE, latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_UPDATE:
+		return o.dispatchCreate(ctx, run.GetProjectId(), run.GetId(), schedulerv1.Stage_STAGE_UNSPECIFIED)
+	default:
+		return o.dispatchAPI(ctx, run.GetProjectId(), run.GetId(), schedulerv1.Stage_STAGE_UNSPECIFIED, true)
+	}
+}
+
+func (o *Orchestrator) session(ctx context.Context, project, id string) (*latchkeyv1.AuthSession, error) {
+	resp, err := o.Registry.GetSession(ctx, &registryv1.GetSessionRequest{ProjectId: project, AuthSessionId: id})
+	if err != nil {
+		return nil, fmt.Errorf("reading session %s: %w", id, err)
+	}
+	return resp.GetAuthSession(), nil
+}
+
+// dispatchAPI sends the next attempt of an API Run: a task that runs the check first
+// in the session's context and the API right after when it passes. from is the stage
+// the Run must still be in (so that two replicas never both dispatch); newAttempt
+// counts a new API attempt rather than another check of the same attempt.
+func (o *Orchestrator) dispatchAPI(ctx context.Context, project, runID string, from schedulerv1.Stage, newAttempt bool) error {
+	rec, _, err := o.Store.Get(ctx, project, runID)
+	if err != nil {
+		return err
+	}
+	if rec.GetStage() != from || isTerminal(rec.GetRun().GetState()) {
+		return errStale
+	}
+	ctx = o.runContext(ctx, rec)
+	run := rec.GetRun()
+	if run.GetAuthSessionId() == "" {
+		return o.sendAPITask(ctx, rec, from, nil, newAttempt)
+	}
+	sess, err := o.session(ctx, project, run.GetAuthSessionId())
+	if status.Code(err) == codes.NotFound {
+		return o.finish(ctx, project, runID, latchkeyv1.RunState_RUN_STATE_CANCELED, latchkeyv1.FailureReason_FAILURE_REASON_AUTH_SESSION_EXPIRED, "the AuthSession was deleted", nil)
+	}
+	if err != nil {
+		return err
+	}
+	switch sess.GetState() {
+	case latchkeyv1.SessionState_SESSION_STATE_READY:
+		return o.sendAPITask(ctx, rec, from, sess, newAttempt)
+	case latchkeyv1.SessionState_SESSION_STATE_EXPIRED:
+		return o.finish(ctx, project, runID, latchkeyv1.RunState_RUN_STATE_CANCELED, latchkeyv1.FailureReason_FAILURE_REASON_AUTH_SESSION_EXPIRED, "the AuthSession is expired: "+sess.GetStateMessage(), nil)
+	default: // PENDING or RECREATING: a login is running.
+		return o.wait(ctx, rec, from, sess)
+	}
+}
+
+// sendAPITask records the attempt (and its validate child Run) and publishes the task.
+func (o *Orchestrator) sendAPITask(ctx context.Context, rec *schedulerv1.RunRecord, from schedulerv1.Stage, sess *latchkeyv1.AuthSession, newAttempt bool) error {
+	run := rec.GetRun()
+	taskID := NewID("task")
+	task := &runnerv1.RunnerTask{
+		TaskId: taskID, RunId: run.GetId(), ProjectId: run.GetProjectId(), Kind: runnerv1.TaskKind_TASK_KIND_API,
+		Api: run.GetApi(), Params: run.GetParams(), BundleVersion: run.GetBundleVersion(), Attempt: run.GetAttempt() + 1,
+	}
+	var checkID string
+	if sess != nil {
+		task.Session = sessionRef(sess)
+		if !o.freshlyValidated(run, sess) {
+			checkID = NewID("run")
+			task.CheckFirst, task.CheckRunId = true, checkID
+			child := &schedulerv1.RunRecord{Stage: schedulerv1.Stage_STAGE_DISPATCHED, TaskId: taskID, TraceContext: rec.GetTraceContext(), Run: &latchkeyv1.Run{
+				Id: checkID, ProjectId: run.GetProjectId(), Kind: latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_VALIDATE,
+				State: latchkeyv1.RunState_RUN_STATE_RUNNING, Api: recipe.CheckAPI, AuthSessionId: run.GetAuthSessionId(),
+				ParentRunId: run.GetId(), TraceId: run.GetTraceId(), CreateTime: timestamppb.Now(), StartTime: timestamppb.Now(),
+			}}
+			if err := o.Store.Create(ctx, child); err != nil {
+				return err
+			}
+		}
+	}
+	updated, err := o.Store.Update(ctx, run.GetProjectId(), run.GetId(), func(r *schedulerv1.RunRecord) error {
+		if r.GetStage() != from || isTerminal(r.GetRun().GetState()) {
+			return errStale
+		}
+		r.Stage, r.TaskId, r.ChildRunId = schedulerv1.Stage_STAGE_DISPATCHED, taskID, checkID
+		if checkID != "" {
+			r.Run.ChildRunIds = append(r.Run.ChildRunIds, checkID)
+		}
+		if newAttempt {
+			r.Run.Attempt++
+			r.CheckAttempts = 0
+		}
+		if r.Run.State == latchkeyv1.RunState_RUN_STATE_QUEUED {
+			r.Run.State, r.Run.StartTime = latchkeyv1.RunState_RUN_STATE_RUNNING, timestamppb.Now()
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if creds, err := o.runtimeCredentials(ctx, updated); err == nil && creds != nil {
+		task.Credentials = creds
+	}
+	o.emit(ctx, updated.GetRun(), "running")
+	return o.publishTask(ctx, task)
+}
+
+// freshlyValidated reports whether the Run may skip its check because the session
+// passed one within the Run's validation_freshness window (off by default).
+func (o *Orchestrator) freshlyValidated(run *latchkeyv1.Run, sess *latchkeyv1.AuthSession) bool {
+	window := run.GetOptions().GetValidationFreshness().AsDuration()
+	last := sess.GetLastValidateTime()
+	return window > 0 && last != nil && o.now().Sub(last.AsTime()) < window
+}
+
+func sessionRef(sess *latchkeyv1.AuthSession) *runnerv1.SessionRef {
+	return &runnerv1.SessionRef{AuthSessionId: sess.GetId(), Type: sess.GetType(), StateRevision: sess.GetStateRevision(), Proxy: sess.GetProxy()}
+}
+
+// wait parks a Run until the session's login ends (the recreated or expired event).
+// After registering it re-reads the session, so an event that fired in between is
+// not missed.
+func (o *Orchestrator) wait(ctx context.Context, rec *schedulerv1.RunRecord, from schedulerv1.Stage, sess *latchkeyv1.AuthSession) error {
+	run := rec.GetRun()
+	if _, err := o.Store.Update(ctx, run.GetProjectId(), run.GetId(), func(r *schedulerv1.RunRecord) error {
+		if r.GetStage() != from || isTerminal(r.GetRun().GetState()) {
+			return errStale
+		}
+		r.Stage, r.TaskId = schedulerv1.Stage_STAGE_WAITING_SESSION, ""
+		if r.Run.State == latchkeyv1.RunState_RUN_STATE_QUEUED {
+			r.Run.State, r.Run.StartTime = latchkeyv1.RunState_RUN_STATE_RUNNING, timestamppb.Now()
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := o.Store.AddWaiter(ctx, run.GetProjectId(), run.GetAuthSessionId(), run.GetId()); err != nil {
+		return err
+	}
+	o.emit(ctx, run, "waiting_for_login")
+	now, err := o.session(ctx, run.GetProjectId(), run.GetAuthSessionId())
+	if err != nil {
+		return nil // the event will wake it, or the sweep
+	}
+	expired := now.GetState() == latchkeyv1.SessionState_SESSION_STATE_EXPIRED
+	renewed := now.GetState() == latchkeyv1.SessionState_SESSION_STATE_READY && now.GetStateRevision() > rec.GetInvalidRevision()
+	if expired || renewed {
+		return o.WakeSession(ctx, run.GetProjectId(), run.GetAuthSessionId())
+	}
+	return nil
+}

@@ -1,0 +1,173 @@
+// Package orch drives Runs through the AuthSession rules of DESIGN.md section 3: the
+// check before every API attempt (fused into the API's browser context), one login
+// however many Runs find a session expired, typed failures, back-off, budgets, and
+// verification of a new state in a fresh context. It is a state machine over messages:
+// each step reads the Run's KV record, decides, publishes, and writes the record back
+// with compare-and-swap, so any scheduler replica can take any Run's next message.
+package orch
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/latchkey/latchkey/libs/bus"
+	"github.com/latchkey/latchkey/libs/cache"
+	eventsv1 "github.com/latchkey/latchkey/libs/gen/latchkey/events/v1"
+	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
+	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
+	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
+	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
+	vaultv1 "github.com/latchkey/latchkey/libs/gen/latchkey/vault/v1"
+	"github.com/latchkey/latchkey/services/scheduler/internal/store"
+)
+
+// Policy holds the limits of orchestration.
+type Policy struct {
+	// LeaseTTL bounds how long one login may hold a session's recreate lease.
+	LeaseTTL time.Duration
+	// TaskTimeout is the deadline given to each task.
+	TaskTimeout time.Duration
+	// SessionBudget and OriginBudget cap logins per session and per target origin
+	// within BudgetWindow; past it the session is EXPIRED (LOGIN_BUDGET_EXHAUSTED).
+	SessionBudget int64
+	OriginBudget  int64
+	BudgetWindow  time.Duration
+	// BackoffBase and BackoffMax shape the exponential back-off (with full jitter)
+	// between transient create failures.
+	BackoffBase time.Duration
+	BackoffMax  time.Duration
+	// CircuitThreshold transient login failures within CircuitWindow open the
+	// session's circuit for CircuitWindow: recreates are refused meanwhile.
+	CircuitThreshold int64
+	CircuitWindow    time.Duration
+}
+
+// DefaultPolicy is the policy unless configured otherwise.
+func DefaultPolicy() Policy {
+	return Policy{
+		LeaseTTL: 5 * time.Minute, TaskTimeout: 2 * time.Minute,
+		SessionBudget: 10, OriginBudget: 60, BudgetWindow: time.Hour,
+		BackoffBase: 500 * time.Millisecond, BackoffMax: 30 * time.Second,
+		CircuitThreshold: 5, CircuitWindow: 10 * time.Minute,
+	}
+}
+
+// Deps are what the orchestrator works with.
+type Deps struct {
+	Store    *store.Store
+	JS       jetstream.JetStream
+	NC       *nats.Conn
+	Leases   jetstream.KeyValue
+	Registry registryv1.SessionStateServiceClient
+	Vault    vaultv1.VaultServiceClient
+	// Cache holds sealed runtime credentials and the login budget counters.
+	Cache cache.Cache
+	Tracer   trace.Tracer
+	Log      *slog.Logger
+	Pool     string
+	Policy   Policy
+}
+
+// Orchestrator drives Runs.
+type Orchestrator struct {
+	Deps
+	prop propagation.TextMapPropagator
+	now  func() time.Time
+}
+
+// New returns an orchestrator.
+func New(d Deps) *Orchestrator {
+	return &Orchestrator{Deps: d, prop: bus.Propagator(), now: time.Now}
+}
+
+// NewID returns a time-ordered id with prefix, valid as a NATS token and KV key, so
+// listing keys in reverse order lists newest first.
+func NewID(prefix string) string {
+	var r [5]byte
+	_, _ = rand.Read(r[:])
+	enc := base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
+	ts := uint64(time.Now().UnixMilli())
+	var tb [8]byte
+	for i := 7; i >= 0; i-- {
+		tb[i] = byte(ts)
+		ts >>= 8
+	}
+	return prefix + "-" + enc.EncodeToString(tb[2:]) + enc.EncodeToString(r[:])
+}
+
+// traceContext captures ctx's trace so the Run can be resumed in its own trace.
+func (o *Orchestrator) traceContext(ctx context.Context) map[string]string {
+	carrier := propagation.MapCarrier{}
+	o.prop.Inject(ctx, carrier)
+	return carrier
+}
+
+// runContext returns ctx carrying the Run's own trace as parent, so work resumed from
+// another message stays in the Run's trace.
+func (o *Orchestrator) runContext(ctx context.Context, rec *schedulerv1.RunRecord) context.Context {
+	if len(rec.GetTraceContext()) == 0 {
+		return ctx
+	}
+	return o.prop.Extract(ctx, propagation.MapCarrier(rec.GetTraceContext()))
+}
+
+// emit publishes a RunEvent for the Run's new state on lk.events.run.<project>.<run>.
+func (o *Orchestrator) emit(ctx context.Context, run *latchkeyv1.Run, event string) {
+	subj, err := bus.RunEventSubject(run.GetProjectId(), run.GetId())
+	if err != nil {
+		return
+	}
+	b, err := proto.Marshal(&eventsv1.RunEvent{Run: run, Event: event, Time: timestamppb.New(o.now())})
+	if err != nil {
+		return
+	}
+	if _, err := o.JS.PublishMsg(ctx, bus.NewMsg(ctx, o.prop, subj, b, "")); err != nil {
+		o.Log.WarnContext(ctx, "publishing run event failed", "run_id", run.GetId(), "event", event, "error", err)
+	}
+}
+
+// publishTask sends a task to the runner pool, deduplicated by its id.
+func (o *Orchestrator) publishTask(ctx context.Context, t *runnerv1.RunnerTask) error {
+	subj, err := bus.TaskSubject(o.Pool)
+	if err != nil {
+		return err
+	}
+	if t.Deadline == nil {
+		t.Deadline = timestamppb.New(o.now().Add(o.Policy.TaskTimeout))
+	}
+	b, err := proto.Marshal(t)
+	if err != nil {
+		return fmt.Errorf("encoding task: %w", err)
+	}
+	ctx, span := bus.StartProducerSpan(ctx, o.Tracer, subj, "task "+strings.ToLower(strings.TrimPrefix(t.GetKind().String(), "TASK_KIND_")))
+	defer span.End()
+	if _, err := o.JS.PublishMsg(ctx, bus.NewMsg(ctx, o.prop, subj, b, t.GetTaskId())); err != nil {
+		span.RecordError(err)
+		return fmt.Errorf("publishing task: %w", err)
+	}
+	return nil
+}
+
+// isTerminal reports whether a Run state is final.
+func isTerminal(s latchkeyv1.RunState) bool {
+	return s == latchkeyv1.RunState_RUN_STATE_SUCCEEDED || s == latchkeyv1.RunState_RUN_STATE_FAILED || s == latchkeyv1.RunState_RUN_STATE_CANCELED
+}
+
+// errStale marks a message for a Run that has moved on; it is acked and dropped.
+var errStale = errors.New("stale message")
+
+// ErrStale reports whether err means the message no longer matters.
+func ErrStale(err error) bool { return errors.Is(err, errStale) }

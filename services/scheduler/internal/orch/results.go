@@ -1,0 +1,231 @@
+package orch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
+	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
+	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
+	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
+	"github.com/latchkey/latchkey/services/scheduler/internal/store"
+)
+
+// RetryAfter asks the consumer to redeliver the message after Delay (back-off between
+// login attempts lives in JetStream, not in a sleeping goroutine).
+type RetryAfter struct{ Delay time.Duration }
+
+func (r *RetryAfter) Error() string { return fmt.Sprintf("retry after %s", r.Delay) }
+
+// HandleResult applies a runner's task result to its Run.
+func (o *Orchestrator) HandleResult(ctx context.Context, res *runnerv1.TaskResult) error {
+	rec, _, err := o.Store.Get(ctx, res.GetProjectId(), res.GetRunId())
+	if errors.Is(err, store.ErrNotFound) {
+		return errStale
+	}
+	if err != nil {
+		return err
+	}
+	if rec.GetTaskId() != res.GetTaskId() || isTerminal(rec.GetRun().GetState()) {
+		return errStale
+	}
+	switch rec.GetRun().GetKind() {
+	case latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_CREATE, latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_UPDATE:
+		if rec.GetStage() == schedulerv1.Stage_STAGE_BACKING_OFF {
+			return o.resumeBackoff(ctx, rec)
+		}
+		if rec.GetStage() == schedulerv1.Stage_STAGE_VERIFYING {
+			return o.verifyResult(ctx, rec, res)
+		}
+		return o.createResult(ctx, rec, res)
+	default:
+		return o.apiResult(ctx, rec, res)
+	}
+}
+
+func (o *Orchestrator) apiResult(ctx context.Context, rec *schedulerv1.RunRecord, res *runnerv1.TaskResult) error {
+	run := rec.GetRun()
+	project, id := run.GetProjectId(), run.GetId()
+	o.finishChild(ctx, project, rec.GetChildRunId(), res.GetCheckOutcome(), res.GetFailureMessage())
+	switch res.GetStatus() {
+	case runnerv1.TaskStatus_TASK_STATUS_SUCCEEDED:
+		return o.finish(ctx, project, id, latchkeyv1.RunState_RUN_STATE_SUCCEEDED, 0, "", res.GetOutput())
+	case runnerv1.TaskStatus_TASK_STATUS_NEEDS_AUTH:
+		return o.needsAuth(ctx, rec, res.GetBaseStateRevision())
+	case runnerv1.TaskStatus_TASK_STATUS_INCONCLUSIVE:
+		attempts := run.GetOptions().GetCheckAttempts()
+		if attempts < 1 {
+			attempts = 1
+		}
+		if rec.GetCheckAttempts()+1 < attempts {
+			if _, err := o.Store.Update(ctx, project, id, func(r *schedulerv1.RunRecord) error {
+				r.CheckAttempts++
+				return nil
+			}); err != nil {
+				return err
+			}
+			return o.dispatchAPI(ctx, project, id, schedulerv1.Stage_STAGE_DISPATCHED, false)
+		}
+		return o.finish(ctx, project, id, latchkeyv1.RunState_RUN_STATE_FAILED, latchkeyv1.FailureReason_FAILURE_REASON_TRANSIENT,
+			fmt.Sprintf("the check could not tell whether the session is logged in after %d attempt(s): %s", attempts, res.GetFailureMessage()), nil)
+	case runnerv1.TaskStatus_TASK_STATUS_CANCELED:
+		return o.finish(ctx, project, id, latchkeyv1.RunState_RUN_STATE_CANCELED, latchkeyv1.FailureReason_FAILURE_REASON_CANCELED_BY_USER, "canceled", nil)
+	case runnerv1.TaskStatus_TASK_STATUS_REQUESTED_MORE_INFO:
+		return o.askCaller(ctx, rec, res)
+	default: // FAILED
+		reason := res.GetFailureReason()
+		if retriable(reason) && run.GetAttempt() <= run.GetOptions().GetRetries() {
+			return o.dispatchAPI(ctx, project, id, schedulerv1.Stage_STAGE_DISPATCHED, true)
+		}
+		return o.finish(ctx, project, id, latchkeyv1.RunState_RUN_STATE_FAILED, reason, res.GetFailureMessage(), nil)
+	}
+}
+
+// retriable reports whether an API failure may be retried automatically.
+func retriable(r latchkeyv1.FailureReason) bool {
+	return r == latchkeyv1.FailureReason_FAILURE_REASON_TRANSIENT || r == latchkeyv1.FailureReason_FAILURE_REASON_TIMEOUT
+}
+
+// neverRetried are the login failures that are never retried: retrying a wrong
+// password locks accounts.
+func neverRetried(r latchkeyv1.FailureReason) bool {
+	switch r {
+	case latchkeyv1.FailureReason_FAILURE_REASON_INVALID_CREDENTIALS, latchkeyv1.FailureReason_FAILURE_REASON_ACCOUNT_LOCKED,
+		latchkeyv1.FailureReason_FAILURE_REASON_RATE_LIMITED, latchkeyv1.FailureReason_FAILURE_REASON_CAPTCHA_BLOCKED,
+		latchkeyv1.FailureReason_FAILURE_REASON_MORE_INFO_REQUIRED, latchkeyv1.FailureReason_FAILURE_REASON_SCRIPT_ERROR:
+		return true
+	}
+	return false
+}
+
+// askCaller parks a Run in REQUESTED_MORE_INFO; ResumeRun carries the answer to the runner.
+func (o *Orchestrator) askCaller(ctx context.Context, rec *schedulerv1.RunRecord, res *runnerv1.TaskResult) error {
+	updated, err := o.Store.Update(ctx, rec.GetRun().GetProjectId(), rec.GetRun().GetId(), func(r *schedulerv1.RunRecord) error {
+		if r.GetTaskId() != res.GetTaskId() {
+			return errStale
+		}
+		r.Run.State, r.Run.MoreInfo = latchkeyv1.RunState_RUN_STATE_REQUESTED_MORE_INFO, res.GetMoreInfo()
+		// The same task goes on after the answer and sends its final result later.
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	o.emit(ctx, updated.GetRun(), "requested_more_info")
+	return nil
+}
+
+// needsAuth handles a check that found the session logged out.
+func (o *Orchestrator) needsAuth(ctx context.Context, rec *schedulerv1.RunRecord, invalidRev int64) error {
+	run := rec.GetRun()
+	project, id := run.GetProjectId(), run.GetId()
+	sess, err := o.session(ctx, project, run.GetAuthSessionId())
+	if err != nil {
+		return err
+	}
+	cancel := func(msg string) error {
+		return o.finish(ctx, project, id, latchkeyv1.RunState_RUN_STATE_CANCELED, latchkeyv1.FailureReason_FAILURE_REASON_AUTH_SESSION_EXPIRED, msg, nil)
+	}
+	if sess.GetType() == latchkeyv1.SessionType_SESSION_TYPE_RECORDER {
+		o.expireSession(ctx, sess, latchkeyv1.FailureReason_FAILURE_REASON_AUTH_SESSION_EXPIRED, "the check failed and RECORDER sessions need a person to log in again", id)
+		return cancel("validation failed; RECORDER sessions never log in again by themselves")
+	}
+	if o := run.GetOptions(); o != nil && o.AutoRecreate != nil && !o.GetAutoRecreate() {
+		return cancel("validation failed and auto_recreate is off for this Run")
+	}
+	if _, err := o.Store.Update(ctx, project, id, func(r *schedulerv1.RunRecord) error {
+		if r.GetTaskId() != rec.GetTaskId() {
+			return errStale
+		}
+		r.InvalidRevision = invalidRev
+		return nil
+	}); err != nil {
+		return err
+	}
+	rec.InvalidRevision = invalidRev
+	return o.recreateOrWait(ctx, rec, sess)
+}
+
+// recreateOrWait makes sure exactly one login runs for the session, and makes this Run
+// wait for it. A Run that found an older revision invalid than the session now has
+// simply retries with the new state.
+func (o *Orchestrator) recreateOrWait(ctx context.Context, rec *schedulerv1.RunRecord, sess *latchkeyv1.AuthSession) error {
+	run := rec.GetRun()
+	switch sess.GetState() {
+	case latchkeyv1.SessionState_SESSION_STATE_EXPIRED:
+		return o.finish(ctx, run.GetProjectId(), run.GetId(), latchkeyv1.RunState_RUN_STATE_CANCELED, latchkeyv1.FailureReason_FAILURE_REASON_AUTH_SESSION_EXPIRED, "the AuthSession is expired: "+sess.GetStateMessage(), nil)
+	case latchkeyv1.SessionState_SESSION_STATE_READY:
+		if sess.GetStateRevision() > rec.GetInvalidRevision() {
+			return o.dispatchAPI(ctx, run.GetProjectId(), run.GetId(), rec.GetStage(), true)
+		}
+	default:
+		return o.wait(ctx, rec, rec.GetStage(), sess)
+	}
+	// READY with the revision that failed: become the one login, or wait for it.
+	if sess.GetType() == latchkeyv1.SessionType_SESSION_TYPE_RUNTIME {
+		if creds, _ := o.runtimeCredentials(ctx, rec); creds == nil {
+			return o.finish(ctx, run.GetProjectId(), run.GetId(), latchkeyv1.RunState_RUN_STATE_CANCELED, latchkeyv1.FailureReason_FAILURE_REASON_AUTH_SESSION_EXPIRED,
+				"the session needs a new login and this RUNTIME session's Run carried no credentials", nil)
+		}
+	}
+	createID := NewID("run")
+	held, err := o.acquireLease(ctx, sess, createID)
+	if err != nil {
+		return err
+	}
+	if err := o.wait(ctx, rec, rec.GetStage(), sess); err != nil {
+		if held {
+			o.releaseLease(ctx, sess, createID)
+		}
+		return err
+	}
+	if !held {
+		return nil
+	}
+	return o.startRecreate(ctx, rec, sess, createID)
+}
+
+// WakeSession re-dispatches (or cancels, when the session expired) every Run waiting
+// for the session's login.
+func (o *Orchestrator) WakeSession(ctx context.Context, project, session string) error {
+	runs, err := o.Store.TakeWaiters(ctx, project, session)
+	if err != nil {
+		return err
+	}
+	for _, id := range runs {
+		if err := o.dispatchAPI(ctx, project, id, schedulerv1.Stage_STAGE_WAITING_SESSION, true); err != nil && !ErrStale(err) {
+			o.Log.WarnContext(ctx, "waking run failed", "run_id", id, "error", err)
+		}
+	}
+	return nil
+}
+
+// HandleSessionEvent wakes the Runs waiting on a session whose login ended.
+func (o *Orchestrator) HandleSessionEvent(ctx context.Context, project, session string, to latchkeyv1.SessionState) error {
+	switch to {
+	case latchkeyv1.SessionState_SESSION_STATE_READY, latchkeyv1.SessionState_SESSION_STATE_EXPIRED:
+		return o.WakeSession(ctx, project, session)
+	}
+	return nil
+}
+
+// expireSession marks a session EXPIRED with reason, re-reading it on conflict.
+func (o *Orchestrator) expireSession(ctx context.Context, sess *latchkeyv1.AuthSession, reason latchkeyv1.FailureReason, msg, runID string) {
+	for range 5 {
+		_, err := o.Registry.TransitionSession(ctx, &registryv1.TransitionSessionRequest{
+			ProjectId: sess.GetProjectId(), AuthSessionId: sess.GetId(), ExpectedEtag: sess.GetEtag(),
+			ToState: latchkeyv1.SessionState_SESSION_STATE_EXPIRED, Reason: reason, Message: msg, RunId: runID,
+		})
+		if err == nil {
+			return
+		}
+		fresh, gerr := o.session(ctx, sess.GetProjectId(), sess.GetId())
+		if gerr != nil || fresh.GetState() == latchkeyv1.SessionState_SESSION_STATE_EXPIRED {
+			return
+		}
+		sess = fresh
+	}
+	o.Log.WarnContext(ctx, "could not expire session", "auth_session_id", sess.GetId())
+}

@@ -1,0 +1,248 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
+	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
+	"github.com/latchkey/latchkey/libs/recipe"
+	"github.com/latchkey/latchkey/services/session-registry/internal/errs"
+)
+
+// MaxBundleBytes bounds the total size of a bundle's files, so a version fits one KV
+// value (NATS messages are at most 1 MiB by default).
+const MaxBundleBytes = 768 << 10
+
+// DeployBundle validates files with libs/recipe and stores them as the project's next
+// version. requireAuth demands auth-sessions/create and auth-sessions/check (the
+// project has sessions). An invalid bundle answers ErrInvalid naming file, API and
+// step, and stores nothing.
+func (s *Store) DeployBundle(ctx context.Context, projectID string, files []*latchkeyv1.BundleFile, requireAuth bool) (*latchkeyv1.Bundle, error) {
+	if err := CheckID("project id", projectID); err != nil {
+		return nil, err
+	}
+	total := 0
+	rfiles := make([]recipe.File, 0, len(files))
+	for _, f := range files {
+		total += len(f.GetContent())
+		rfiles = append(rfiles, recipe.File{Path: f.GetPath(), Content: f.GetContent()})
+	}
+	if total > MaxBundleBytes {
+		return nil, errs.New(errs.ErrTooLarge, "the bundle's files total %d bytes, at most %d are allowed", total, MaxBundleBytes)
+	}
+	parsed, err := recipe.Parse(rfiles, recipe.Options{RequireAuthSessions: requireAuth})
+	if err != nil {
+		if errors.Is(err, recipe.ErrInvalid) {
+			return nil, errs.New(errs.ErrInvalid, "%s", strings.ReplaceAll(err.Error(), "\n", "; "))
+		}
+		return nil, fmt.Errorf("parsing bundle: %w", err)
+	}
+	b := &latchkeyv1.Bundle{
+		ProjectId: projectID, Automations: automationsOf(parsed), Digest: digest(files),
+		CreateTime: timestamppb.New(s.opts.Now()),
+	}
+	for _, f := range files {
+		b.Files = append(b.Files, &latchkeyv1.BundleFile{Path: f.GetPath(), Content: f.GetContent()})
+	}
+	slices.SortFunc(b.Files, func(x, y *latchkeyv1.BundleFile) int { return strings.Compare(x.GetPath(), y.GetPath()) })
+	if err := s.storeNextVersion(ctx, b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// storeNextVersion writes b under the first free version above the head, then moves
+// the head to it with compare-and-swap. When a concurrent deploy moved the head past
+// it, the version is withdrawn and the deploy starts over, so the head only grows and
+// never names a bundle another deploy wrote.
+func (s *Store) storeNextVersion(ctx context.Context, b *latchkeyv1.Bundle) error {
+	headKey := b.GetProjectId() + ".head"
+	for {
+		head := &registryv1.BundleHead{}
+		rev, err := getProto(ctx, s.bundles, headKey, head)
+		if err != nil && !isNotFound(err) {
+			return fmt.Errorf("reading bundle head: %w", err)
+		}
+		vkey, err := s.createVersion(ctx, b, head.GetVersion()+1)
+		if err != nil {
+			return err
+		}
+		for {
+			moved, err := s.moveHead(ctx, headKey, b.GetVersion(), rev)
+			if err != nil || moved {
+				if err != nil {
+					_ = s.bundles.Purge(context.WithoutCancel(ctx), vkey)
+				}
+				return err
+			}
+			head.Reset()
+			if rev, err = getProto(ctx, s.bundles, headKey, head); err != nil {
+				_ = s.bundles.Purge(context.WithoutCancel(ctx), vkey)
+				return fmt.Errorf("reading bundle head: %w", err)
+			}
+			if head.GetVersion() >= b.GetVersion() {
+				_ = s.bundles.Purge(ctx, vkey)
+				break // overtaken: start over above the new head
+			}
+		}
+	}
+}
+
+// createVersion stores b under the first version from v on that is not taken.
+func (s *Store) createVersion(ctx context.Context, b *latchkeyv1.Bundle, v int64) (string, error) {
+	for ; ; v++ {
+		b.Version = v
+		val, err := marshal(b)
+		if err != nil {
+			return "", err
+		}
+		vkey := versionKey(b.GetProjectId(), v)
+		_, err = s.bundles.Create(ctx, vkey, val)
+		if err == nil {
+			return vkey, nil
+		}
+		if !isConflict(err) {
+			return "", fmt.Errorf("storing bundle: %w", err)
+		}
+	}
+}
+
+// moveHead sets the head to version if it is still at revision rev (0: absent).
+func (s *Store) moveHead(ctx context.Context, headKey string, version int64, rev uint64) (bool, error) {
+	hb, err := marshal(&registryv1.BundleHead{Version: version})
+	if err != nil {
+		return false, err
+	}
+	if rev == 0 {
+		_, err = s.bundles.Create(ctx, headKey, hb)
+	} else {
+		_, err = s.bundles.Update(ctx, headKey, hb, rev)
+	}
+	switch {
+	case err == nil:
+		return true, nil
+	case isConflict(err):
+		return false, nil
+	}
+	return false, fmt.Errorf("moving bundle head: %w", err)
+}
+
+func versionKey(projectID string, version int64) string {
+	return projectID + "." + strconv.FormatInt(version, 10)
+}
+
+func automationsOf(b *recipe.Bundle) []*latchkeyv1.Automation {
+	out := make([]*latchkeyv1.Automation, 0, len(b.APIs))
+	for _, api := range b.APIs {
+		out = append(out, &latchkeyv1.Automation{
+			Name: api.Name, File: api.File, Description: strings.TrimSpace(api.Description), StepCount: int32(len(api.Steps)),
+		})
+	}
+	slices.SortFunc(out, func(x, y *latchkeyv1.Automation) int { return strings.Compare(x.GetName(), y.GetName()) })
+	return out
+}
+
+// digest is the hex SHA-256 over the files in path order (path, NUL, content, NUL).
+func digest(files []*latchkeyv1.BundleFile) string {
+	sorted := slices.Clone(files)
+	slices.SortFunc(sorted, func(x, y *latchkeyv1.BundleFile) int { return strings.Compare(x.GetPath(), y.GetPath()) })
+	h := sha256.New()
+	for _, f := range sorted {
+		h.Write([]byte(f.GetPath()))
+		h.Write([]byte{0})
+		h.Write(f.GetContent())
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// BundleHeadVersion returns the newest deployed version, 0 when none.
+func (s *Store) BundleHeadVersion(ctx context.Context, projectID string) (int64, error) {
+	if err := CheckID("project id", projectID); err != nil {
+		return 0, err
+	}
+	head := &registryv1.BundleHead{}
+	if _, err := getProto(ctx, s.bundles, projectID+".head", head); err != nil && !isNotFound(err) {
+		return 0, fmt.Errorf("reading bundle head: %w", err)
+	}
+	return head.GetVersion(), nil
+}
+
+// GetBundle returns a version with its files; 0 means the newest.
+func (s *Store) GetBundle(ctx context.Context, projectID string, version int64) (*latchkeyv1.Bundle, error) {
+	if err := CheckID("project id", projectID); err != nil {
+		return nil, err
+	}
+	if version < 0 {
+		return nil, errs.New(errs.ErrInvalid, "version must be positive, or 0 for the newest")
+	}
+	if version == 0 {
+		v, err := s.BundleHeadVersion(ctx, projectID)
+		if err != nil {
+			return nil, err
+		}
+		if v == 0 {
+			return nil, errs.New(errs.ErrNotFound, "no bundle is deployed in project %q: deploy one with `latchkey automations deploy DIR`", projectID)
+		}
+		version = v
+	}
+	b := &latchkeyv1.Bundle{}
+	if _, err := getProto(ctx, s.bundles, versionKey(projectID, version), b); err != nil {
+		if isNotFound(err) {
+			return nil, errs.New(errs.ErrNotFound, "bundle version %d not found in project %q", version, projectID)
+		}
+		return nil, fmt.Errorf("reading bundle: %w", err)
+	}
+	return b, nil
+}
+
+// ListBundles lists deployed versions newest first, without their files.
+func (s *Store) ListBundles(ctx context.Context, projectID string, page Page) ([]*latchkeyv1.Bundle, string, error) {
+	size, err := page.size()
+	if err != nil {
+		return nil, "", err
+	}
+	scope := "bundles/" + projectID
+	after, err := page.after(scope)
+	if err != nil {
+		return nil, "", err
+	}
+	from, err := s.BundleHeadVersion(ctx, projectID)
+	if err != nil {
+		return nil, "", err
+	}
+	if after != "" {
+		v, perr := strconv.ParseInt(after, 10, 64)
+		if perr != nil || v < 1 {
+			return nil, "", errs.New(errs.ErrInvalid, "page_token is not valid for this list")
+		}
+		from = min(from, v-1)
+	}
+	var out []*latchkeyv1.Bundle
+	for v := from; v >= 1; v-- {
+		if len(out) == size {
+			return out, nextToken(scope, strconv.FormatInt(v+1, 10)), nil
+		}
+		b, err := s.GetBundle(ctx, projectID, v)
+		if errors.Is(err, errs.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		b = proto.CloneOf(b)
+		b.Files = nil
+		out = append(out, b)
+	}
+	return out, "", nil
+}
