@@ -97,4 +97,3 @@ func (s *Service) onRunRequest(ctx context.Context, msg jetstream.Msg) error {
 		return err
 	}
 }
-

@@ -20,8 +20,8 @@ import (
 
 	"github.com/latchkey/latchkey/libs/bus"
 	"github.com/latchkey/latchkey/libs/cache"
-	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
+	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	vaultv1 "github.com/latchkey/latchkey/libs/gen/latchkey/vault/v1"
 	"github.com/latchkey/latchkey/libs/server"
 	"github.com/latchkey/latchkey/services/scheduler/internal/api"
@@ -67,7 +67,9 @@ type Service struct {
 	sweeping  sync.WaitGroup
 }
 
-type jobs struct{ latchkeyv1.UnimplementedJobServiceServer }
+type jobs struct {
+	latchkeyv1.UnimplementedJobServiceServer
+}
 
 // New returns the scheduler service.
 func New(cfg Config, deps Deps) (*Service, error) {

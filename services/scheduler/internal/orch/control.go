@@ -16,10 +16,14 @@ import (
 )
 
 // TraceContextOf captures ctx's trace for a new Run's record.
-func (o *Orchestrator) TraceContextOf(ctx context.Context) map[string]string { return o.traceContext(ctx) }
+func (o *Orchestrator) TraceContextOf(ctx context.Context) map[string]string {
+	return o.traceContext(ctx)
+}
 
 // Emit publishes a Run event.
-func (o *Orchestrator) Emit(ctx context.Context, run *latchkeyv1.Run, event string) { o.emit(ctx, run, event) }
+func (o *Orchestrator) Emit(ctx context.Context, run *latchkeyv1.Run, event string) {
+	o.emit(ctx, run, event)
+}
 
 // Cancel cancels a Run (and the validate child of its current attempt); a running
 // task is aborted through lk.cancel.<run>.

@@ -74,11 +74,11 @@ type Deps struct {
 	Registry registryv1.SessionStateServiceClient
 	Vault    vaultv1.VaultServiceClient
 	// Cache holds sealed runtime credentials and the login budget counters.
-	Cache cache.Cache
-	Tracer   trace.Tracer
-	Log      *slog.Logger
-	Pool     string
-	Policy   Policy
+	Cache  cache.Cache
+	Tracer trace.Tracer
+	Log    *slog.Logger
+	Pool   string
+	Policy Policy
 }
 
 // Orchestrator drives Runs.
