@@ -30,8 +30,9 @@ $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/grpcurl $(BIN)/
 	@touch $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/grpcurl $(BIN)/grpc-health-probe
 
 .PHONY: build
-build: ## Build the latchkey binary into .tmp/bin
+build: ## Build the latchkey binary (and the demo portal) into .tmp/bin
 	$(GO) build -o $(BIN)/latchkey ./cmd/latchkey
+	$(GO) build -o $(BIN)/portal ./examples/portal/cmd/portal
 
 .PHONY: generate
 generate: tools ## Regenerate Go code from proto/ (offline, local plugins)

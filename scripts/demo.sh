@@ -1,60 +1,82 @@
 #!/usr/bin/env bash
-# The demo: start `latchkey dev`, wait until every service is healthy, show health over
-# HTTP and gRPC and the API over reflection, then stop it (DEMO_KEEP=1 leaves it running).
+# The demo, on one machine: start `latchkey dev` and the demo portal, deploy the portal's
+# recipe bundle, create an AuthSession, run list-invoices, expire every portal session,
+# run again (Latchkey logs in again by itself), and count the logins the portal saw.
+# DEMO_KEEP=1 leaves both running afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$PWD/.tmp/bin
 export LATCHKEY_DATA_DIR=${LATCHKEY_DATA_DIR:-$PWD/.data}
 GRPC=${LATCHKEY_GRPC_ADDR:-127.0.0.1:7400}
 HTTP=${LATCHKEY_HTTP_ADDR:-127.0.0.1:7480}
+PORTAL=${DEMO_PORTAL_ADDR:-127.0.0.1:7490}
+export LATCHKEY_ADDR=$GRPC
 mkdir -p "$LATCHKEY_DATA_DIR"
 LOG=$LATCHKEY_DATA_DIR/dev.log
 
-for addr in "$GRPC" "$HTTP" 127.0.0.1:4223; do
+for addr in "$GRPC" "$HTTP" 127.0.0.1:4223 "$PORTAL"; do
   if (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null; then
-    echo "demo: $addr is already in use (another latchkey dev?). Stop it first." >&2
+    echo "demo: $addr is already in use (another latchkey dev or portal?). Stop it first." >&2
     exit 1
   fi
 done
 
-echo "== starting latchkey dev (log: $LOG)"
-start=$(date +%s%N)
-"$BIN/latchkey" dev >"$LOG" 2>&1 &
-pid=$!
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+lk() { "$BIN/latchkey" "$@"; }
+
+pids=()
 stop() {
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -INT "$pid"
-    wait "$pid" || true
-  fi
+  for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
 }
 if [ "${DEMO_KEEP:-0}" != 1 ]; then trap stop EXIT; fi
 
-for _ in $(seq 1 100); do
-  if curl -fsS "http://$HTTP/healthz" >/dev/null 2>&1; then break; fi
-  if ! kill -0 "$pid" 2>/dev/null; then echo "latchkey dev exited:"; cat "$LOG"; exit 1; fi
+step "starting the demo portal on http://$PORTAL and latchkey dev (log: $LOG)"
+"$BIN/portal" -addr "$PORTAL" >"$LATCHKEY_DATA_DIR/portal.log" 2>&1 &
+pids+=($!)
+start=$(date +%s%N)
+"$BIN/latchkey" dev >"$LOG" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 150); do
+  if curl -fsS "http://$HTTP/healthz" >/dev/null 2>&1 && [ -s "$LATCHKEY_DATA_DIR/dev-api-key" ]; then break; fi
+  if ! kill -0 "${pids[1]}" 2>/dev/null; then echo "latchkey dev exited:"; cat "$LOG"; exit 1; fi
   sleep 0.1
 done
-ms=$(( ($(date +%s%N) - start) / 1000000 ))
-echo "healthy after ${ms} ms (process start to /healthz 200)"
-echo
-sed -n '/latchkey dev is up/,/Ctrl-C/p' "$LOG"
-echo
-echo "== HTTP /healthz"
+echo "every service healthy after $(( ($(date +%s%N) - start) / 1000000 )) ms:"
 curl -fsS "http://$HTTP/healthz"; echo
-echo
-echo "== gRPC health (grpc-health-probe), per service"
-for svc in "" latchkey.v1.ProjectService latchkey.v1.AutomationService latchkey.v1.AuthSessionService \
-           latchkey.v1.RunService latchkey.v1.JobService latchkey.registry.v1.SessionStateService \
-           latchkey.vault.v1.VaultService latchkey.browser-runner; do
-  printf '  %-42s ' "${svc:-(overall)}"
-  "$BIN/grpc-health-probe" -addr "$GRPC" -service "$svc"
+"$BIN/grpc-health-probe" -addr "$GRPC"
+
+step "deploying the portal's recipe bundle (examples/portal/automations)"
+lk automations deploy examples/portal/automations
+
+step "creating an AuthSession for alice (credentials go to the vault, encrypted)"
+id="demo-$(date +%s)"
+echo '{"username": "alice", "password": "wonderland"}' |
+  lk sessions create -type credentials -id "$id" -var "baseURL=http://$PORTAL" -credentials-file -
+for _ in $(seq 1 300); do
+  state=$(lk sessions -o json get "$id" | tr -d ' \n' | grep -o '"state":"[A-Z_]*"' | head -1 || true)
+  case "$state" in *READY*|*EXPIRED*) break ;; esac
+  sleep 0.1
 done
-echo
-echo "== the API over reflection (grpcurl list)"
-"$BIN/grpcurl" -plaintext "$GRPC" list
-echo
+lk sessions get "$id"
+counters() { curl -fsS "http://$PORTAL/__admin/counters"; }
+logins() { counters | tr -d ' \n' | grep -o '"logins":[0-9]*' | cut -d: -f2; }
+echo "logins the portal has seen: $(logins)"
+
+step "running list-invoices (the check runs first, in the same browser context)"
+lk runs start list-invoices -session "$id" -wait
+
+step "expiring every session on the portal (as a site does after a timeout)"
+curl -fsS -X POST "http://$PORTAL/__admin/expire-sessions" && echo "done"
+
+step "running list-invoices again: the check fails, Latchkey logs in once, the Run goes on"
+lk runs start list-invoices -session "$id" -wait
+lk sessions get "$id"
+
+step "what happened"
+echo "logins the portal has seen: $(logins) (one for the create, one for the recreate)"
+echo "portal counters: $(counters)"
+lk runs list -session "$id"
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
-  echo "latchkey dev keeps running as pid $pid; stop it with: kill -INT $pid"
-else
-  echo "== stopping (Ctrl-C)"
+  echo; echo "still running: latchkey dev and the portal (pids ${pids[*]}); stop them with: kill -INT ${pids[*]}"
 fi

@@ -35,6 +35,7 @@ func clientCommands() map[string]clientCommand {
 		"sessions":    sessionsCommand,
 		"automations": automationsCommand,
 		"audit":       auditCommand,
+		"runs":        runsCommand,
 	}
 }
 

@@ -26,7 +26,9 @@ flags -addr, -api-key and -o table|json follow the command name, as in
   latchkey projects create|list|delete|keys ...
   latchkey sessions create|get|list|update|update-credentials|delete|import|export ...
   latchkey automations deploy DIR|list|bundles
+  latchkey runs start API -session ID [-params JSON] [-wait]|get|list|watch|cancel|resume ...
   latchkey audit [SESSION_OR_SECRET_ID]
+  latchkey vault status|rotate|rewrap|min-version N   (operators; internal token)
 
 Run "latchkey dev -h" for the flags; each flag also reads a LATCHKEY_* variable.
 `
