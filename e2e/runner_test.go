@@ -41,17 +41,7 @@ func TestRunnerThroughServices(t *testing.T) {
 	user := st.Dial(t, proj.GetApiKeySecret())
 	ctx := t.Context()
 
-	var files []*latchkeyv1.BundleFile
-	dir := filepath.Join("..", "examples", "portal", "automations")
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		files = append(files, &latchkeyv1.BundleFile{Path: e.Name(), Content: b})
-	}
-	dep, err := latchkeyv1.NewAutomationServiceClient(user).DeployBundle(ctx, &latchkeyv1.DeployBundleRequest{Files: files})
+	dep, err := latchkeyv1.NewAutomationServiceClient(user).DeployBundle(ctx, &latchkeyv1.DeployBundleRequest{Files: portalBundleFiles(t)})
 	if err != nil {
 		t.Fatalf("deploying the portal bundle: %v", err)
 	}
@@ -168,4 +158,23 @@ func sendTask(t *testing.T, st *stacktest.Stack, task *runnerv1.RunnerTask, resu
 			return &res
 		}
 	}
+}
+
+// portalBundleFiles reads the demo portal's bundle.
+func portalBundleFiles(t *testing.T) []*latchkeyv1.BundleFile {
+	t.Helper()
+	var files []*latchkeyv1.BundleFile
+	dir := filepath.Join("..", "examples", "portal", "automations")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, &latchkeyv1.BundleFile{Path: e.Name(), Content: b})
+	}
+	return files
 }

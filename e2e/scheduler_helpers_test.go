@@ -29,7 +29,7 @@ type world struct {
 }
 
 // newWorld starts everything; opts may add services' settings.
-func newWorld(t *testing.T, opts stacktest.Options) *world {
+func newWorld(t testing.TB, opts stacktest.Options) *world {
 	t.Helper()
 	p, url := testkit.Portal(t, portal.Config{})
 	if opts.Env == nil {
@@ -50,7 +50,7 @@ func newWorld(t *testing.T, opts stacktest.Options) *world {
 	return w
 }
 
-func (w *world) deploy(t *testing.T) {
+func (w *world) deploy(t testing.TB) {
 	t.Helper()
 	dir := "../examples/portal/automations"
 	entries, err := os.ReadDir(dir)
@@ -71,7 +71,7 @@ func (w *world) deploy(t *testing.T) {
 }
 
 // createSession creates a session for the portal and returns it with its create Run.
-func (w *world) createSession(t *testing.T, typ latchkeyv1.SessionType, creds map[string]string) (*latchkeyv1.AuthSession, string) {
+func (w *world) createSession(t testing.TB, typ latchkeyv1.SessionType, creds map[string]string) (*latchkeyv1.AuthSession, string) {
 	t.Helper()
 	resp, err := w.sessions.CreateAuthSession(t.Context(), &latchkeyv1.CreateAuthSessionRequest{
 		Type: typ, Credentials: creds, Vars: map[string]string{"baseURL": w.portalURL},
@@ -83,7 +83,7 @@ func (w *world) createSession(t *testing.T, typ latchkeyv1.SessionType, creds ma
 }
 
 // readySession creates a CREDENTIALS session for alice and waits until it is READY.
-func (w *world) readySession(t *testing.T) *latchkeyv1.AuthSession {
+func (w *world) readySession(t testing.TB) *latchkeyv1.AuthSession {
 	t.Helper()
 	sess, runID := w.createSession(t, latchkeyv1.SessionType_SESSION_TYPE_CREDENTIALS, alice())
 	if run := w.wait(t, runID); run.GetState() != latchkeyv1.RunState_RUN_STATE_SUCCEEDED {
@@ -96,7 +96,7 @@ func alice() map[string]string {
 	return map[string]string{"username": portal.AliceUsername, "password": portal.AlicePassword}
 }
 
-func (w *world) session(t *testing.T, id string) *latchkeyv1.AuthSession {
+func (w *world) session(t testing.TB, id string) *latchkeyv1.AuthSession {
 	t.Helper()
 	resp, err := w.sessions.GetAuthSession(t.Context(), &latchkeyv1.GetAuthSessionRequest{AuthSessionId: id})
 	if err != nil {
@@ -106,7 +106,7 @@ func (w *world) session(t *testing.T, id string) *latchkeyv1.AuthSession {
 }
 
 // start starts an API Run.
-func (w *world) start(t *testing.T, api, session string, creds map[string]string) *latchkeyv1.Run {
+func (w *world) start(t testing.TB, api, session string, creds map[string]string) *latchkeyv1.Run {
 	t.Helper()
 	resp, err := w.runs.StartRun(t.Context(), &latchkeyv1.StartRunRequest{Api: api, AuthSessionId: session, Credentials: creds, Params: &structpb.Struct{}})
 	if err != nil {
@@ -116,7 +116,7 @@ func (w *world) start(t *testing.T, api, session string, creds map[string]string
 }
 
 // wait watches a Run until it ends and returns its last state.
-func (w *world) wait(t *testing.T, runID string) *latchkeyv1.Run {
+func (w *world) wait(t testing.TB, runID string) *latchkeyv1.Run {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()

@@ -300,3 +300,27 @@ func TestTaskGoesToTheRunnerHoldingTheWarmContext(t *testing.T) {
 		t.Error("runner a opened a context of its own")
 	}
 }
+
+// TestBrowserRecycled: after RecycleAfter contexts a browser is replaced.
+func TestBrowserRecycled(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, []recipe.File{{Path: "q.yaml", Content: []byte("apis:\n  quick:\n    steps:\n      - goto: 'data:text/html,<p>q</p>'\n")}})
+	r, err := New(Config{Pool: "test", ChromiumPath: testkit.ChromiumPath(t), RecycleAfter: 2}, Deps{States: b, Vault: b, Bundles: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startRunner(t, r)
+	t.Cleanup(func() { _ = r.Stop(context.Background()) })
+	first := r.BrowserPIDs()
+	for range 3 {
+		if res := r.Execute(t.Context(), task(runnerv1.TaskKind_TASK_KIND_API, "quick", project, "", 0, nil)); res.GetStatus() != statusSucceeded {
+			t.Fatalf("%s %s", res.GetStatus(), res.GetFailureMessage())
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if now := r.BrowserPIDs(); len(now) == 1 && now[0] != first[0] {
+			return
+		}
+	}
+	t.Errorf("browsers %v, want %v replaced after 2 contexts", r.BrowserPIDs(), first)
+}

@@ -164,3 +164,30 @@ func init() {
       - evaluate: "localStorage.setItem('touched', String(Date.now())) || true"
 `)...)
 }
+
+// TestWarmContextKnowsItsWriteBack: the scheduler stores the state a warm context
+// captured as the next revision; the next task carrying that revision neither decrypts
+// nor restores anything.
+func TestWarmContextKnowsItsWriteBack(t *testing.T) {
+	t.Parallel()
+	_, base := testkit.Portal(t, portal.Config{})
+	b := newTestBackend(t, portalBundle(t, whoamiFile))
+	b.vars[project+"/sa"] = map[string]string{"baseURL": base}
+	b.putState(t, project, "sa", 1, loggedInState(t, base, portal.User{Username: "alice", Password: portal.AlicePassword}))
+	r := newTestRunner(t, Config{}, b, Deps{})
+	first := r.Execute(t.Context(), task(runnerv1.TaskKind_TASK_KIND_API, "whoami", project, "sa", 1, nil))
+	if first.GetStatus() != statusSucceeded || len(first.GetCapturedStateCiphertext()) == 0 {
+		t.Fatalf("first task: %s %s (the portal rotates cookies: a state must come back)", first.GetStatus(), first.GetFailureMessage())
+	}
+	b.mu.Lock()
+	b.states[project+"/sa"][2] = first.GetCapturedStateCiphertext()
+	opens := len(b.opens)
+	b.mu.Unlock()
+	second := r.Execute(t.Context(), task(runnerv1.TaskKind_TASK_KIND_API, "whoami", project, "sa", 2, nil))
+	if second.GetStatus() != statusSucceeded || !second.GetWarmContext() {
+		t.Fatalf("second task: %s warm=%v %s", second.GetStatus(), second.GetWarmContext(), second.GetFailureMessage())
+	}
+	if len(b.opens) != opens {
+		t.Errorf("the second task opened %v; want nothing: the context wrote revision 2 itself", b.opens[opens:])
+	}
+}

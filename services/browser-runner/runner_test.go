@@ -1,4 +1,4 @@
-package runner_test
+package runner
 
 import (
 	"context"
@@ -17,7 +17,6 @@ import (
 	vaultv1 "github.com/latchkey/latchkey/libs/gen/latchkey/vault/v1"
 	"github.com/latchkey/latchkey/libs/server"
 	"github.com/latchkey/latchkey/libs/testkit"
-	runner "github.com/latchkey/latchkey/services/browser-runner"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -30,21 +29,21 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cc.Close() })
-	deps := runner.Deps{Logger: slog.New(slog.DiscardHandler), Tracer: noop.NewTracerProvider(), JS: js,
+	deps := Deps{Logger: slog.New(slog.DiscardHandler), Tracer: noop.NewTracerProvider(), JS: js,
 		Registry: registryv1.NewSessionStateServiceClient(cc), Vault: vaultv1.NewVaultServiceClient(cc)}
 	tests := []struct {
 		name string
-		cfg  runner.Config
-		deps runner.Deps
+		cfg  Config
+		deps Deps
 	}{
-		{"no pool", runner.Config{Contexts: 1}, deps},
-		{"no contexts", runner.Config{Pool: "p"}, deps},
-		{"pool with a dot", runner.Config{Pool: "a.b", Contexts: 1}, deps},
-		{"no jetstream", runner.Config{Pool: "p", Contexts: 1}, runner.Deps{Logger: deps.Logger, Tracer: deps.Tracer}},
+		{"no pool", Config{Contexts: 1}, deps},
+		{"no contexts", Config{Pool: "p"}, deps},
+		{"pool with a dot", Config{Pool: "a.b", Contexts: 1}, deps},
+		{"no jetstream", Config{Pool: "p", Contexts: 1}, Deps{Logger: deps.Logger, Tracer: deps.Tracer}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := runner.New(tt.cfg, tt.deps); err == nil {
+			if _, err := New(tt.cfg, tt.deps); err == nil {
 				t.Error("New accepted it")
 			}
 		})
@@ -65,7 +64,7 @@ func TestStartStopHealth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := runner.New(runner.Config{Pool: "p", Contexts: 1, ChromiumPath: testkit.ChromiumPath(t)}, runner.Deps{
+	svc, err := New(Config{Pool: "p", Contexts: 1, ChromiumPath: testkit.ChromiumPath(t)}, Deps{
 		Logger: slog.New(slog.DiscardHandler), Tracer: noop.NewTracerProvider(), JS: js,
 		Registry: registryv1.NewSessionStateServiceClient(cc), Vault: vaultv1.NewVaultServiceClient(cc),
 	})

@@ -153,8 +153,11 @@ type Run struct {
 	StartTime      *timestamppb.Timestamp `protobuf:"bytes,21,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	EndTime        *timestamppb.Timestamp `protobuf:"bytes,22,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
 	IdempotencyKey string                 `protobuf:"bytes,23,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Time the last task spent in the browser; end-to-end latency minus this is
+	// Latchkey's own overhead.
+	BrowserTime   *durationpb.Duration `protobuf:"bytes,24,opt,name=browser_time,json=browserTime,proto3" json:"browser_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Run) Reset() {
@@ -346,6 +349,13 @@ func (x *Run) GetIdempotencyKey() string {
 		return x.IdempotencyKey
 	}
 	return ""
+}
+
+func (x *Run) GetBrowserTime() *durationpb.Duration {
+	if x != nil {
+		return x.BrowserTime
+	}
+	return nil
 }
 
 // MoreInfoRequest is what a create asks the caller for (an SMS code, a choice).
@@ -1171,7 +1181,7 @@ const file_latchkey_v1_run_proto_rawDesc = "" +
 	"\x14validation_freshness\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x13validationFreshnessB\x10\n" +
 	"\x0e_auto_recreateB\x11\n" +
 	"\x0f_check_attemptsB\x12\n" +
-	"\x10_create_attempts\"\xbb\a\n" +
+	"\x10_create_attempts\"\xf9\a\n" +
 	"\x03Run\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -1201,7 +1211,8 @@ const file_latchkey_v1_run_proto_rawDesc = "" +
 	"\n" +
 	"start_time\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
 	"\bend_time\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12'\n" +
-	"\x0fidempotency_key\x18\x17 \x01(\tR\x0eidempotencyKey\"\x96\x01\n" +
+	"\x0fidempotency_key\x18\x17 \x01(\tR\x0eidempotencyKey\x12<\n" +
+	"\fbrowser_time\x18\x18 \x01(\v2\x19.google.protobuf.DurationR\vbrowserTime\"\x96\x01\n" +
 	"\x0fMoreInfoRequest\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x16\n" +
 	"\x06prompt\x18\x02 \x01(\tR\x06prompt\x12\x18\n" +
@@ -1325,40 +1336,41 @@ var file_latchkey_v1_run_proto_depIdxs = []int32{
 	24, // 9: latchkey.v1.Run.create_time:type_name -> google.protobuf.Timestamp
 	24, // 10: latchkey.v1.Run.start_time:type_name -> google.protobuf.Timestamp
 	24, // 11: latchkey.v1.Run.end_time:type_name -> google.protobuf.Timestamp
-	24, // 12: latchkey.v1.MoreInfoRequest.expire_time:type_name -> google.protobuf.Timestamp
-	21, // 13: latchkey.v1.StartRunRequest.params:type_name -> google.protobuf.Struct
-	0,  // 14: latchkey.v1.StartRunRequest.options:type_name -> latchkey.v1.RunOptions
-	16, // 15: latchkey.v1.StartRunRequest.credentials:type_name -> latchkey.v1.StartRunRequest.CredentialsEntry
-	19, // 16: latchkey.v1.StartRunRequest.kind:type_name -> latchkey.v1.RunKind
-	1,  // 17: latchkey.v1.StartRunResponse.run:type_name -> latchkey.v1.Run
-	1,  // 18: latchkey.v1.GetRunResponse.run:type_name -> latchkey.v1.Run
-	20, // 19: latchkey.v1.ListRunsRequest.states:type_name -> latchkey.v1.RunState
-	19, // 20: latchkey.v1.ListRunsRequest.kinds:type_name -> latchkey.v1.RunKind
-	1,  // 21: latchkey.v1.ListRunsResponse.runs:type_name -> latchkey.v1.Run
-	25, // 22: latchkey.v1.ListRunsResponse.page_info:type_name -> latchkey.v1.PageInfo
-	1,  // 23: latchkey.v1.CancelRunResponse.run:type_name -> latchkey.v1.Run
-	17, // 24: latchkey.v1.ResumeRunRequest.answers:type_name -> latchkey.v1.ResumeRunRequest.AnswersEntry
-	1,  // 25: latchkey.v1.ResumeRunResponse.run:type_name -> latchkey.v1.Run
-	1,  // 26: latchkey.v1.WatchRunResponse.run:type_name -> latchkey.v1.Run
-	24, // 27: latchkey.v1.WatchRunResponse.time:type_name -> google.protobuf.Timestamp
-	3,  // 28: latchkey.v1.RunRequest.request:type_name -> latchkey.v1.StartRunRequest
-	3,  // 29: latchkey.v1.RunService.StartRun:input_type -> latchkey.v1.StartRunRequest
-	5,  // 30: latchkey.v1.RunService.GetRun:input_type -> latchkey.v1.GetRunRequest
-	7,  // 31: latchkey.v1.RunService.ListRuns:input_type -> latchkey.v1.ListRunsRequest
-	9,  // 32: latchkey.v1.RunService.CancelRun:input_type -> latchkey.v1.CancelRunRequest
-	11, // 33: latchkey.v1.RunService.ResumeRun:input_type -> latchkey.v1.ResumeRunRequest
-	13, // 34: latchkey.v1.RunService.WatchRun:input_type -> latchkey.v1.WatchRunRequest
-	4,  // 35: latchkey.v1.RunService.StartRun:output_type -> latchkey.v1.StartRunResponse
-	6,  // 36: latchkey.v1.RunService.GetRun:output_type -> latchkey.v1.GetRunResponse
-	8,  // 37: latchkey.v1.RunService.ListRuns:output_type -> latchkey.v1.ListRunsResponse
-	10, // 38: latchkey.v1.RunService.CancelRun:output_type -> latchkey.v1.CancelRunResponse
-	12, // 39: latchkey.v1.RunService.ResumeRun:output_type -> latchkey.v1.ResumeRunResponse
-	14, // 40: latchkey.v1.RunService.WatchRun:output_type -> latchkey.v1.WatchRunResponse
-	35, // [35:41] is the sub-list for method output_type
-	29, // [29:35] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	18, // 12: latchkey.v1.Run.browser_time:type_name -> google.protobuf.Duration
+	24, // 13: latchkey.v1.MoreInfoRequest.expire_time:type_name -> google.protobuf.Timestamp
+	21, // 14: latchkey.v1.StartRunRequest.params:type_name -> google.protobuf.Struct
+	0,  // 15: latchkey.v1.StartRunRequest.options:type_name -> latchkey.v1.RunOptions
+	16, // 16: latchkey.v1.StartRunRequest.credentials:type_name -> latchkey.v1.StartRunRequest.CredentialsEntry
+	19, // 17: latchkey.v1.StartRunRequest.kind:type_name -> latchkey.v1.RunKind
+	1,  // 18: latchkey.v1.StartRunResponse.run:type_name -> latchkey.v1.Run
+	1,  // 19: latchkey.v1.GetRunResponse.run:type_name -> latchkey.v1.Run
+	20, // 20: latchkey.v1.ListRunsRequest.states:type_name -> latchkey.v1.RunState
+	19, // 21: latchkey.v1.ListRunsRequest.kinds:type_name -> latchkey.v1.RunKind
+	1,  // 22: latchkey.v1.ListRunsResponse.runs:type_name -> latchkey.v1.Run
+	25, // 23: latchkey.v1.ListRunsResponse.page_info:type_name -> latchkey.v1.PageInfo
+	1,  // 24: latchkey.v1.CancelRunResponse.run:type_name -> latchkey.v1.Run
+	17, // 25: latchkey.v1.ResumeRunRequest.answers:type_name -> latchkey.v1.ResumeRunRequest.AnswersEntry
+	1,  // 26: latchkey.v1.ResumeRunResponse.run:type_name -> latchkey.v1.Run
+	1,  // 27: latchkey.v1.WatchRunResponse.run:type_name -> latchkey.v1.Run
+	24, // 28: latchkey.v1.WatchRunResponse.time:type_name -> google.protobuf.Timestamp
+	3,  // 29: latchkey.v1.RunRequest.request:type_name -> latchkey.v1.StartRunRequest
+	3,  // 30: latchkey.v1.RunService.StartRun:input_type -> latchkey.v1.StartRunRequest
+	5,  // 31: latchkey.v1.RunService.GetRun:input_type -> latchkey.v1.GetRunRequest
+	7,  // 32: latchkey.v1.RunService.ListRuns:input_type -> latchkey.v1.ListRunsRequest
+	9,  // 33: latchkey.v1.RunService.CancelRun:input_type -> latchkey.v1.CancelRunRequest
+	11, // 34: latchkey.v1.RunService.ResumeRun:input_type -> latchkey.v1.ResumeRunRequest
+	13, // 35: latchkey.v1.RunService.WatchRun:input_type -> latchkey.v1.WatchRunRequest
+	4,  // 36: latchkey.v1.RunService.StartRun:output_type -> latchkey.v1.StartRunResponse
+	6,  // 37: latchkey.v1.RunService.GetRun:output_type -> latchkey.v1.GetRunResponse
+	8,  // 38: latchkey.v1.RunService.ListRuns:output_type -> latchkey.v1.ListRunsResponse
+	10, // 39: latchkey.v1.RunService.CancelRun:output_type -> latchkey.v1.CancelRunResponse
+	12, // 40: latchkey.v1.RunService.ResumeRun:output_type -> latchkey.v1.ResumeRunResponse
+	14, // 41: latchkey.v1.RunService.WatchRun:output_type -> latchkey.v1.WatchRunResponse
+	36, // [36:42] is the sub-list for method output_type
+	30, // [30:36] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_latchkey_v1_run_proto_init() }

@@ -19,7 +19,7 @@ import (
 )
 
 // finish ends a Run (no-op when it has ended already) and publishes its last event.
-func (o *Orchestrator) finish(ctx context.Context, project, runID string, state latchkeyv1.RunState, reason latchkeyv1.FailureReason, msg string, output *structpb.Value) error {
+func (o *Orchestrator) finish(ctx context.Context, project, runID string, state latchkeyv1.RunState, reason latchkeyv1.FailureReason, msg string, output *structpb.Value, also ...func(*schedulerv1.RunRecord)) error {
 	rec, err := o.Store.Update(ctx, project, runID, func(r *schedulerv1.RunRecord) error {
 		if isTerminal(r.GetRun().GetState()) {
 			return store.ErrNoChange
@@ -31,6 +31,9 @@ func (o *Orchestrator) finish(ctx context.Context, project, runID string, state 
 		}
 		if output != nil {
 			r.Run.Output = output
+		}
+		for _, f := range also {
+			f(r)
 		}
 		return nil
 	})

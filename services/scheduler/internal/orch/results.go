@@ -51,7 +51,9 @@ func (o *Orchestrator) apiResult(ctx context.Context, rec *schedulerv1.RunRecord
 	o.finishChild(ctx, project, rec.GetChildRunId(), res.GetCheckOutcome(), res.GetFailureMessage())
 	switch res.GetStatus() {
 	case runnerv1.TaskStatus_TASK_STATUS_SUCCEEDED:
-		return o.finish(ctx, project, id, latchkeyv1.RunState_RUN_STATE_SUCCEEDED, 0, "", res.GetOutput())
+		return o.finish(ctx, project, id, latchkeyv1.RunState_RUN_STATE_SUCCEEDED, 0, "", res.GetOutput(), func(r *schedulerv1.RunRecord) {
+			r.Run.BrowserTime = res.GetBrowserTime()
+		})
 	case runnerv1.TaskStatus_TASK_STATUS_NEEDS_AUTH:
 		return o.needsAuth(ctx, rec, res.GetBaseStateRevision())
 	case runnerv1.TaskStatus_TASK_STATUS_INCONCLUSIVE:

@@ -1,0 +1,136 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/latchkey/latchkey/examples/portal"
+	"github.com/latchkey/latchkey/internal/stack/stacktest"
+	"github.com/latchkey/latchkey/libs/browser"
+	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
+	"github.com/latchkey/latchkey/libs/testkit"
+)
+
+// benchRuns and benchConcurrency size both sides of the comparison.
+const (
+	benchRuns        = 40
+	benchConcurrency = 2
+)
+
+// BenchmarkRunsVsLoginEveryTime runs list-invoices side by side in one process:
+// through Latchkey with a READY session (check, then the API, in a warm context), and
+// as a plain chromedp script that logs in every time in a new browser context. It
+// reports Runs/s of both, their ratio, and Latchkey's own overhead per Run:
+// end-to-end latency (StartRun to the end of WatchRun) minus the browser time the
+// runner measured.
+func BenchmarkRunsVsLoginEveryTime(b *testing.B) {
+	w := newWorld(b, stacktest.Options{Args: []string{"-log-level", "warn"}})
+	sess := w.readySession(b)
+	for range 3 { // warm the session's context
+		w.wait(b, w.start(b, "list-invoices", sess.GetId(), nil).GetId())
+	}
+
+	var mu sync.Mutex
+	var overhead, latency []time.Duration
+	lkRate := parallel(b, func() {
+		began := time.Now()
+		run := w.wait(b, w.start(b, "list-invoices", sess.GetId(), nil).GetId())
+		total := time.Since(began)
+		if run.GetState() != latchkeyv1.RunState_RUN_STATE_SUCCEEDED {
+			b.Errorf("run %s: %s", run.GetState(), run.GetFailureMessage())
+			return
+		}
+		mu.Lock()
+		latency = append(latency, total)
+		overhead = append(overhead, total-run.GetBrowserTime().AsDuration())
+		mu.Unlock()
+	})
+
+	alloc, cancel := chromedp.NewExecAllocator(context.Background(), append(browser.AllocatorOptions(), chromedp.ExecPath(testkit.ChromiumPath(b)))...)
+	defer cancel()
+	browserCtx, cancelBrowser := chromedp.NewContext(alloc)
+	defer cancelBrowser()
+	if err := chromedp.Do(browserCtx); err != nil {
+		b.Fatal(err)
+	}
+	scriptRate := parallel(b, func() {
+		if err := loginEveryTime(browserCtx, w.portalURL); err != nil {
+			b.Errorf("script: %v", err)
+		}
+	})
+
+	b.ReportMetric(lkRate, "latchkey-runs/s")
+	b.ReportMetric(scriptRate, "login-script-runs/s")
+	b.ReportMetric(lkRate/scriptRate, "ratio")
+	b.ReportMetric(ms(pct(latency, 50)), "latency-p50-ms")
+	b.ReportMetric(ms(pct(latency, 95)), "latency-p95-ms")
+	b.ReportMetric(ms(pct(overhead, 50)), "overhead-p50-ms")
+	b.ReportMetric(ms(pct(overhead, 95)), "overhead-p95-ms")
+	b.Logf("%d runs at concurrency %d: latchkey %.1f runs/s, login-every-time script %.1f runs/s (%.1fx); overhead p50 %.1f ms p95 %.1f ms",
+		benchRuns, benchConcurrency, lkRate, scriptRate, lkRate/scriptRate, ms(pct(overhead, 50)), ms(pct(overhead, 95)))
+}
+
+// parallel runs f benchRuns times on benchConcurrency goroutines and returns runs/s.
+func parallel(b *testing.B, f func()) float64 {
+	b.Helper()
+	jobs := make(chan struct{}, benchRuns)
+	for range benchRuns {
+		jobs <- struct{}{}
+	}
+	close(jobs)
+	began := time.Now()
+	var wg sync.WaitGroup
+	for range benchConcurrency {
+		wg.Go(func() {
+			for range jobs {
+				f()
+			}
+		})
+	}
+	wg.Wait()
+	return float64(benchRuns) / time.Since(began).Seconds()
+}
+
+// loginEveryTime is what an automation without Latchkey does: a fresh browser
+// context, the login form, then the invoices table.
+func loginEveryTime(browserCtx context.Context, base string) error {
+	ctx, cancel := chromedp.NewContext(browserCtx, chromedp.WithNewBrowserContext())
+	defer cancel()
+	ctx, cancelT := context.WithTimeout(ctx, 30*time.Second)
+	defer cancelT()
+	err := chromedp.Do(ctx,
+		chromedp.Navigate(base+"/login"),
+		chromedp.WaitVisible(chromedp.CSS("#username")),
+		chromedp.SendKeys(chromedp.CSS("#username"), portal.AliceUsername),
+		chromedp.SendKeys(chromedp.CSS("#password"), portal.AlicePassword),
+		chromedp.Click(chromedp.CSS("#login-button")),
+		chromedp.WaitVisible(chromedp.CSS("#user-menu")),
+		chromedp.Navigate(base+"/invoices"),
+		chromedp.WaitVisible(chromedp.CSS("#invoices")),
+	)
+	if err != nil {
+		return err
+	}
+	rows, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#invoices tbody tr").length`))
+	if err == nil && rows == 0 {
+		err = fmt.Errorf("no invoice rows")
+	}
+	return err
+}
+
+func pct(d []time.Duration, p int) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[min(len(s)-1, len(s)*p/100)]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
