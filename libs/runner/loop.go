@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"time"
 
@@ -139,7 +140,7 @@ func (r *Runner) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	interim := func(ictx context.Context, res *runnerv1.TaskResult) error {
-		return r.publish(ictx, res, task.GetTaskId()+"-d"+itoa(delivered)+askSuffix(ictx))
+		return r.publish(ictx, res, task.GetTaskId()+"-d"+strconv.FormatUint(delivered, 10)+askSuffix(ictx))
 	}
 	res, redeliver := r.execute(ctx, &task, interim)
 	stopBeat()
@@ -201,18 +202,4 @@ func (r *Runner) publish(ctx context.Context, res *runnerv1.TaskResult, msgID st
 		span.SetStatus(codes.Error, "publish failed")
 	}
 	return err
-}
-
-func itoa(n uint64) string {
-	if n == 0 {
-		return "0"
-	}
-	var b [20]byte
-	i := len(b)
-	for n > 0 {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-	}
-	return string(b[i:])
 }

@@ -255,10 +255,10 @@ func (r *Runner) Start(ctx context.Context) error {
 	}
 	r.started = true
 	r.mu.Unlock()
-	if !r.ownPool {
-		// Browsers are shared and already running.
-	} else if err := r.pool.start(ctx); err != nil {
-		return fmt.Errorf("starting runner: %w", err)
+	if r.ownPool { // a shared pool (tests) runs already
+		if err := r.pool.start(ctx); err != nil {
+			return fmt.Errorf("starting runner: %w", err)
+		}
 	}
 	runCtx, stop := context.WithCancel(context.Background())
 	r.stop = stop

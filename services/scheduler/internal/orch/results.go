@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
 	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
@@ -51,6 +54,7 @@ func (o *Orchestrator) apiResult(ctx context.Context, rec *schedulerv1.RunRecord
 	o.finishChild(ctx, project, rec.GetChildRunId(), res.GetCheckOutcome(), res.GetFailureMessage())
 	switch res.GetStatus() {
 	case runnerv1.TaskStatus_TASK_STATUS_SUCCEEDED:
+		o.writeBack(ctx, rec, res)
 		return o.finish(ctx, project, id, latchkeyv1.RunState_RUN_STATE_SUCCEEDED, 0, "", res.GetOutput(), func(r *schedulerv1.RunRecord) {
 			r.Run.BrowserTime = res.GetBrowserTime()
 		})
@@ -230,4 +234,27 @@ func (o *Orchestrator) expireSession(ctx context.Context, sess *latchkeyv1.AuthS
 		sess = fresh
 	}
 	o.Log.WarnContext(ctx, "could not expire session", "auth_session_id", sess.GetId())
+}
+
+// writeBack stores the state an API task ended with (rotated cookies, refreshed
+// tokens) as the session's next revision, with compare-and-swap on the revision the
+// task started from. When another Run wrote first the newer revision is kept: the
+// cookie-wise merge (libs/storagestate.Merge) needs the plaintext, which only the
+// runner holds, and is not wired on this path yet (docs/scheduler.md).
+func (o *Orchestrator) writeBack(ctx context.Context, rec *schedulerv1.RunRecord, res *runnerv1.TaskResult) {
+	run := rec.GetRun()
+	if len(res.GetCapturedStateCiphertext()) == 0 || run.GetAuthSessionId() == "" || res.GetBaseStateRevision() == 0 {
+		return
+	}
+	_, err := o.Registry.PutStorageState(ctx, &registryv1.PutStorageStateRequest{
+		ProjectId: run.GetProjectId(), AuthSessionId: run.GetAuthSessionId(),
+		Ciphertext: res.GetCapturedStateCiphertext(), BaseRevision: res.GetBaseStateRevision(),
+	})
+	switch status.Code(err) {
+	case codes.OK:
+	case codes.Aborted:
+		o.Log.DebugContext(ctx, "state write-back lost to a newer revision", "run_id", run.GetId(), "auth_session_id", run.GetAuthSessionId())
+	default:
+		o.Log.WarnContext(ctx, "state write-back failed", "run_id", run.GetId(), "error", err)
+	}
 }
