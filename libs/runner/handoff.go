@@ -139,24 +139,12 @@ func (r *Runner) onOffer(m *nats.Msg) {
 		ctx, span := bus.StartConsumerSpan(taskCtx, r.tracer, r.prop, bus.CoreMsg(m), "runner task (handed over)")
 		defer span.End()
 		span.SetAttributes(attribute.String("latchkey.task_id", task.GetTaskId()), attribute.String("latchkey.run_id", task.GetRunId()))
-		done := make(chan struct{})
-		go func() {
-			t := time.NewTicker(handoffBeat)
-			defer t.Stop()
-			for {
-				select {
-				case <-done:
-					return
-				case <-t.C:
-					_ = r.nc.Publish(m.Reply, []byte(replyBeat))
-				}
-			}
-		}()
+		stopBeat := every(handoffBeat, func() { _ = r.nc.Publish(m.Reply, []byte(replyBeat)) })
 		interim := func(ictx context.Context, res *runnerv1.TaskResult) error {
 			return r.publish(ictx, res, task.GetTaskId()+"-h"+askSuffix(ictx))
 		}
 		res, redeliver := r.execute(ctx, &task, interim)
-		close(done)
+		stopBeat()
 		reply := replyDone
 		if redeliver {
 			reply = replyFailed

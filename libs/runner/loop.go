@@ -163,18 +163,23 @@ func (r *Runner) handle(ctx context.Context, msg jetstream.Msg) {
 
 // heartbeat tells JetStream the task is in progress every third of AckWait.
 func (r *Runner) heartbeat(msg jetstream.Msg) func() {
+	return every(r.cfg.AckWait/3, func() { _ = msg.InProgress() })
+}
+
+// every calls fn every d until the returned stop is called; stop waits for it.
+func every(d time.Duration, fn func()) (stop func()) {
 	done := make(chan struct{})
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
-		t := time.NewTicker(r.cfg.AckWait / 3)
+		t := time.NewTicker(d)
 		defer t.Stop()
 		for {
 			select {
 			case <-done:
 				return
 			case <-t.C:
-				_ = msg.InProgress()
+				fn()
 			}
 		}
 	}()

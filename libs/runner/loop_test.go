@@ -191,14 +191,7 @@ func TestRedeliveredWhenRunnerDies(t *testing.T) {
 	t.Parallel()
 	url, _, js := testkit.NATS(t)
 	b := newTestBackend(t, []recipe.File{slowFile})
-	connect := func(name string) jetstream.JetStream {
-		nc, js, err := bus.Connect(t.Context(), url, name, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		return js
-	}
+	connect := func(name string) jetstream.JetStream { return connectTo(t, url, name) }
 	jsA := connect("runner-a")
 	a := newTestRunner(t, Config{ID: "a", AckWait: 2 * time.Second}, b, Deps{JS: jsA})
 	startRunner(t, a)
@@ -269,14 +262,7 @@ func TestTaskGoesToTheRunnerHoldingTheWarmContext(t *testing.T) {
 	be := newTestBackend(t, portalBundle(t, whoamiFile))
 	be.vars[project+"/sa"] = map[string]string{"baseURL": base}
 	be.putState(t, project, "sa", 1, loggedInState(t, base, portal.User{Username: "alice", Password: portal.AlicePassword}))
-	connect := func(name string) jetstream.JetStream {
-		nc, js, err := bus.Connect(t.Context(), url, name, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		return js
-	}
+	connect := func(name string) jetstream.JetStream { return connectTo(t, url, name) }
 	rb := newTestRunner(t, Config{ID: "b"}, be, Deps{JS: connect("runner-b")})
 	startRunner(t, rb)
 	first := task(runnerv1.TaskKind_TASK_KIND_API, "whoami", project, "sa", 1, nil)
@@ -323,4 +309,15 @@ func TestBrowserRecycled(t *testing.T) {
 		}
 	}
 	t.Errorf("browsers %v, want %v replaced after 2 contexts", r.BrowserPIDs(), first)
+}
+
+// connectTo opens a runner's own NATS connection, closed when the test ends.
+func connectTo(t *testing.T, url, name string) jetstream.JetStream {
+	t.Helper()
+	nc, js, err := bus.Connect(t.Context(), url, name, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return js
 }
