@@ -245,10 +245,13 @@ func TestSessionExpiresServerSide(t *testing.T) {
 
 	t.Run("with rotation use slides the expiry", func(t *testing.T) {
 		t.Parallel()
+		// A TTL with room for a loaded CI machine: each gap is well inside it, all
+		// five together are longer.
+		const ttl = time.Second
 		_, base := startPortal(t, portal.Config{SessionTTL: ttl})
 		c := sessionCookie(t, base, portal.AliceUsername, portal.AlicePassword)
-		for i := range 5 { // 500 ms in all, longer than the TTL
-			time.Sleep(100 * time.Millisecond)
+		for i := range 5 { // 1.5 s in all, longer than the TTL
+			time.Sleep(300 * time.Millisecond)
 			r := send(t, "GET", base+"/api/me", nil, withCookies(c))
 			if r.status != http.StatusOK {
 				t.Fatalf("request %d: status %d, want 200", i+1, r.status)
