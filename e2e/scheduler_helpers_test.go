@@ -31,7 +31,13 @@ type world struct {
 // newWorld starts everything; opts may add services' settings.
 func newWorld(t testing.TB, opts stacktest.Options) *world {
 	t.Helper()
-	p, url := testkit.Portal(t, portal.Config{})
+	return newWorldWith(t, portal.Config{}, opts)
+}
+
+// newWorldWith is newWorld with a portal configured by pcfg.
+func newWorldWith(t testing.TB, pcfg portal.Config, opts stacktest.Options) *world {
+	t.Helper()
+	p, url := testkit.Portal(t, pcfg)
 	if opts.Env == nil {
 		opts.Env = map[string]string{}
 	}

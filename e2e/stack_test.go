@@ -13,10 +13,15 @@ import (
 	"github.com/latchkey/latchkey/libs/testkit"
 )
 
-// TestMain checks for leaked goroutines. go-redis's background re-dial after a failed
-// dial (tryDial) ends a second after its pool closes; it is not ours to stop.
+// TestMain checks for leaked goroutines. Two belong to libraries, not to us:
+// go-redis's background re-dial after a failed dial (tryDial) ends a second after its
+// pool closes, and nats.go's jetstream async-publish watcher
+// (resetPendingAcksOnReconnect) can be left waiting on a closed connection's status
+// channel.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).tryDial"))
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).tryDial"),
+		goleak.IgnoreTopFunction("github.com/nats-io/nats.go/jetstream.(*jetStream).resetPendingAcksOnReconnect"))
 }
 
 func TestStackWithRedisIsHealthy(t *testing.T) {

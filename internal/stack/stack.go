@@ -239,7 +239,7 @@ func (st *Stack) newService(ctx context.Context, name string, env config.Env) (s
 		if err != nil {
 			return nil, err
 		}
-		return scheduler.New(scheduler.Config{Pool: cfg.RunnerPool}, scheduler.Deps{
+		return scheduler.New(scheduler.Config{Pool: cfg.RunnerPool, RefreshInterval: cfg.RefreshInterval}, scheduler.Deps{
 			Logger: log, Tracer: tp, NC: st.nc, JS: st.js, Cache: st.cache,
 			Registry: registryv1.NewSessionStateServiceClient(rc), Vault: vaultv1.NewVaultServiceClient(vc),
 		})

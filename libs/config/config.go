@@ -63,6 +63,9 @@ type Config struct {
 	LogFormat string
 	// ShutdownTimeout bounds the whole ordered shutdown.
 	ShutdownTimeout time.Duration
+	// RefreshInterval is how often the scheduler looks for READY sessions whose
+	// proactive refresh is due.
+	RefreshInterval time.Duration
 }
 
 // Secret is a string that never prints itself.
@@ -94,6 +97,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("scheduler_addr", c.SchedulerAddr),
 		slog.String("log_level", c.LogLevel),
 		slog.String("log_format", c.LogFormat),
+		slog.Duration("refresh_interval", c.RefreshInterval),
 	)
 }
 
@@ -170,6 +174,13 @@ func Register(fs *flag.FlagSet, env Env) *Config {
 		}
 	}
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", shutdown, "deadline of the ordered shutdown ($LATCHKEY_SHUTDOWN_TIMEOUT)")
+	refresh := 30 * time.Second
+	if v, ok := env("LATCHKEY_REFRESH_INTERVAL"); ok && v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			refresh = d
+		}
+	}
+	fs.DurationVar(&c.RefreshInterval, "refresh-interval", refresh, "how often the scheduler looks for sessions to refresh ($LATCHKEY_REFRESH_INTERVAL)")
 	return c
 }
 
@@ -201,6 +212,9 @@ func (c *Config) Validate() error {
 	case "text", "json":
 	default:
 		errs = append(errs, fmt.Errorf("-log-format must be text or json, got %q", c.LogFormat))
+	}
+	if c.RefreshInterval < 100*time.Millisecond {
+		errs = append(errs, errors.New("-refresh-interval must be at least 100ms"))
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, errors.New("-shutdown-timeout must be positive"))

@@ -38,6 +38,9 @@ type Config struct {
 	// how long a Run may sit without progress before the sweep re-drives it (30 s).
 	SweepInterval time.Duration
 	StuckAfter    time.Duration
+	// RefreshInterval is how often READY sessions due for proactive refresh are
+	// looked for (default 30 s).
+	RefreshInterval time.Duration
 	// SessionLoginBudget and OriginLoginBudget cap logins per hour per session and per
 	// target origin (defaults 10 and 60).
 	SessionLoginBudget int64
@@ -84,6 +87,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	if cfg.StuckAfter <= 0 {
 		cfg.StuckAfter = 30 * time.Second
+	}
+	if cfg.RefreshInterval <= 0 {
+		cfg.RefreshInterval = 30 * time.Second
 	}
 	return &Service{cfg: cfg, deps: deps}, nil
 }
@@ -140,8 +146,9 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	sweepCtx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
-	s.sweeping.Add(1)
+	s.sweeping.Add(2)
 	go s.sweep(sweepCtx)
+	go s.refresh(sweepCtx)
 	for _, d := range s.descs() {
 		s.srv.SetServing(d.ServiceName, true)
 	}
@@ -159,6 +166,23 @@ func (s *Service) sweep(ctx context.Context) {
 		case <-t.C:
 			if err := s.orch.Sweep(ctx, s.cfg.StuckAfter); err != nil && ctx.Err() == nil {
 				s.deps.Logger.WarnContext(ctx, "sweep failed", "error", err)
+			}
+		}
+	}
+}
+
+// refresh runs proactive refresh rounds until ctx ends.
+func (s *Service) refresh(ctx context.Context) {
+	defer s.sweeping.Done()
+	t := time.NewTicker(s.cfg.RefreshInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.orch.Refresh(ctx, s.cfg.RefreshInterval); err != nil && ctx.Err() == nil {
+				s.deps.Logger.WarnContext(ctx, "proactive refresh failed", "error", err)
 			}
 		}
 	}

@@ -230,7 +230,7 @@ func (o *Orchestrator) verifyResult(ctx context.Context, rec *schedulerv1.RunRec
 	if err != nil {
 		return err
 	}
-	sess, err := o.markReady(ctx, project, run.GetAuthSessionId(), rev, run.GetId())
+	sess, err := o.markReady(ctx, project, run.GetAuthSessionId(), rev, run.GetId(), res.GetEarliestCookieExpiry())
 	if err != nil {
 		return err
 	}
@@ -268,7 +268,7 @@ func (o *Orchestrator) storeCandidate(ctx context.Context, project, sessionID st
 
 // markReady moves the session to READY on revision rev (re-reading its etag when
 // another writer changed the record) and returns it as it was before.
-func (o *Orchestrator) markReady(ctx context.Context, project, sessionID string, rev int64, runID string) (*latchkeyv1.AuthSession, error) {
+func (o *Orchestrator) markReady(ctx context.Context, project, sessionID string, rev int64, runID string, earliest *timestamppb.Timestamp) (*latchkeyv1.AuthSession, error) {
 	for range 10 {
 		s, err := o.session(ctx, project, sessionID)
 		if err != nil {
@@ -280,7 +280,7 @@ func (o *Orchestrator) markReady(ctx context.Context, project, sessionID string,
 		_, err = o.Registry.TransitionSession(ctx, &registryv1.TransitionSessionRequest{
 			ProjectId: project, AuthSessionId: sessionID, ExpectedEtag: s.GetEtag(),
 			ToState: latchkeyv1.SessionState_SESSION_STATE_READY, StateRevision: rev, RunId: runID,
-			LastValidateTime: timestamppb.New(o.now()), Message: "logged in",
+			LastValidateTime: timestamppb.New(o.now()), Message: "logged in", NextRefreshTime: o.nextRefresh(s, earliest),
 		})
 		if status.Code(err) == codes.Aborted {
 			continue

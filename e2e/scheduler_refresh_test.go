@@ -1,0 +1,34 @@
+package e2e
+
+import (
+	"testing"
+	"time"
+
+	"github.com/latchkey/latchkey/examples/portal"
+	"github.com/latchkey/latchkey/internal/stack/stacktest"
+	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
+)
+
+// TestProactiveRefreshKeepsASessionAlive uses a portal whose sessions die after 4 s
+// idle. The scheduler validates the session at about 75% of its cookie's lifetime
+// (the check slides the portal's expiry and the rotated cookie is written back), so a
+// Run started long after the session would have died finds it alive: no new login.
+func TestProactiveRefreshKeepsASessionAlive(t *testing.T) {
+	const ttl = 4 * time.Second
+	w := newWorldWith(t, portal.Config{SessionTTL: ttl}, stacktest.Options{Args: []string{"-refresh-interval", "500ms"}})
+	sess := w.readySession(t)
+	logins := w.portal.Counters().Logins
+
+	time.Sleep(3 * ttl)
+	got := w.session(t, sess.GetId())
+	if got.GetLastValidateTime().AsTime().Before(time.Now().Add(-ttl)) {
+		t.Errorf("the session was last validated at %s, more than the portal's TTL ago", got.GetLastValidateTime().AsTime())
+	}
+	run := w.wait(t, w.start(t, "list-invoices", sess.GetId(), nil).GetId())
+	if run.GetState() != latchkeyv1.RunState_RUN_STATE_SUCCEEDED {
+		t.Fatalf("run = %s: %s", run.GetState(), run.GetFailureMessage())
+	}
+	if n := w.portal.Counters().Logins - logins; n != 0 {
+		t.Errorf("the session died while idle: %d new logins, want 0", n)
+	}
+}
