@@ -9,17 +9,18 @@ import (
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 )
 
-// TestProactiveRefreshKeepsASessionAlive uses a portal whose sessions die after 4 s
+// TestProactiveRefreshKeepsASessionAlive uses a portal whose sessions die after 10 s
 // idle. The scheduler validates the session at about 75% of its cookie's lifetime
 // (the check slides the portal's expiry and the rotated cookie is written back), so a
 // Run started long after the session would have died finds it alive: no new login.
 func TestProactiveRefreshKeepsASessionAlive(t *testing.T) {
-	const ttl = 4 * time.Second
+	// 10 s leaves the refresh (due at ~7.5 s) room on a loaded 2-core CI machine.
+	const ttl = 10 * time.Second
 	w := newWorldWith(t, portal.Config{SessionTTL: ttl}, stacktest.Options{Args: []string{"-refresh-interval", "500ms"}})
 	sess := w.readySession(t)
 	logins := w.portal.Counters().Logins
 
-	time.Sleep(3 * ttl)
+	time.Sleep(2*ttl + time.Second)
 	got := w.session(t, sess.GetId())
 	if got.GetLastValidateTime().AsTime().Before(time.Now().Add(-ttl)) {
 		t.Errorf("the session was last validated at %s, more than the portal's TTL ago", got.GetLastValidateTime().AsTime())

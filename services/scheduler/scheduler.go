@@ -147,42 +147,26 @@ func (s *Service) Start(ctx context.Context) error {
 	sweepCtx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	s.sweeping.Add(2)
-	go s.sweep(sweepCtx)
-	go s.refresh(sweepCtx)
+	go s.every(sweepCtx, s.cfg.SweepInterval, "sweep", func(ctx context.Context) error { return s.orch.Sweep(ctx, s.cfg.StuckAfter) })
+	go s.every(sweepCtx, s.cfg.RefreshInterval, "proactive refresh", func(ctx context.Context) error { return s.orch.Refresh(ctx, s.cfg.RefreshInterval) })
 	for _, d := range s.descs() {
 		s.srv.SetServing(d.ServiceName, true)
 	}
 	return nil
 }
 
-func (s *Service) sweep(ctx context.Context) {
+// every calls fn each interval until ctx ends, logging its errors as what.
+func (s *Service) every(ctx context.Context, interval time.Duration, what string, fn func(context.Context) error) {
 	defer s.sweeping.Done()
-	t := time.NewTicker(s.cfg.SweepInterval)
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := s.orch.Sweep(ctx, s.cfg.StuckAfter); err != nil && ctx.Err() == nil {
-				s.deps.Logger.WarnContext(ctx, "sweep failed", "error", err)
-			}
-		}
-	}
-}
-
-// refresh runs proactive refresh rounds until ctx ends.
-func (s *Service) refresh(ctx context.Context) {
-	defer s.sweeping.Done()
-	t := time.NewTicker(s.cfg.RefreshInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := s.orch.Refresh(ctx, s.cfg.RefreshInterval); err != nil && ctx.Err() == nil {
-				s.deps.Logger.WarnContext(ctx, "proactive refresh failed", "error", err)
+			if err := fn(ctx); err != nil && ctx.Err() == nil {
+				s.deps.Logger.WarnContext(ctx, what+" failed", "error", err)
 			}
 		}
 	}
