@@ -24,6 +24,7 @@ type world struct {
 	portal    *portal.Portal
 	portalURL string
 	conn      *grpc.ClientConn
+	apiKey    string
 	runs      latchkeyv1.RunServiceClient
 	sessions  latchkeyv1.AuthSessionServiceClient
 }
@@ -51,7 +52,7 @@ func newWorldWith(t testing.TB, pcfg portal.Config, opts stacktest.Options) *wor
 		t.Fatalf("CreateProject: %v", err)
 	}
 	conn := st.Dial(t, created.GetApiKeySecret())
-	w := &world{st: st, portal: p, portalURL: url, conn: conn, runs: latchkeyv1.NewRunServiceClient(conn), sessions: latchkeyv1.NewAuthSessionServiceClient(conn)}
+	w := &world{st: st, portal: p, portalURL: url, conn: conn, apiKey: created.GetApiKeySecret(), runs: latchkeyv1.NewRunServiceClient(conn), sessions: latchkeyv1.NewAuthSessionServiceClient(conn)}
 	w.deploy(t)
 	return w
 }

@@ -1,0 +1,175 @@
+package e2e
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/latchkey/latchkey/examples/portal"
+	"github.com/latchkey/latchkey/internal/stack/stacktest"
+	"github.com/latchkey/latchkey/libs/bus"
+	eventsv1 "github.com/latchkey/latchkey/libs/gen/latchkey/events/v1"
+	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
+)
+
+// TestSchedulerRules covers the rules of DESIGN.md section 3 that need no login to
+// prove: each subtest states what a user relies on.
+func TestSchedulerRules(t *testing.T) {
+	w := newWorld(t, stacktest.Options{})
+	sess := w.readySession(t)
+
+	t.Run("an inconclusive check never logs in and leaves the session READY", func(t *testing.T) {
+		logins := w.portal.Counters().Logins
+		w.portal.SetFault(portal.Fault{Down: true})
+		three := int32(3)
+		resp, err := w.runs.StartRun(t.Context(), &latchkeyv1.StartRunRequest{Api: "list-invoices", AuthSessionId: sess.GetId(), Options: &latchkeyv1.RunOptions{CheckAttempts: &three}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := w.wait(t, resp.GetRun().GetId())
+		w.portal.SetFault(portal.Fault{})
+		if run.GetState() != latchkeyv1.RunState_RUN_STATE_FAILED || run.GetFailureReason() != latchkeyv1.FailureReason_FAILURE_REASON_TRANSIENT {
+			t.Fatalf("run = %s %s: %s", run.GetState(), run.GetFailureReason(), run.GetFailureMessage())
+		}
+		if len(run.GetChildRunIds()) != 3 {
+			t.Errorf("validate runs = %d, want 3 (check_attempts)", len(run.GetChildRunIds()))
+		}
+		if n := w.portal.Counters().Logins - logins; n != 0 {
+			t.Errorf("%d logins on an inconclusive check", n)
+		}
+		if got := w.session(t, sess.GetId()); got.GetState() != latchkeyv1.SessionState_SESSION_STATE_READY {
+			t.Errorf("session = %s, want READY", got.GetState())
+		}
+	})
+
+	t.Run("the same idempotency key returns the same Run", func(t *testing.T) {
+		req := &latchkeyv1.StartRunRequest{Api: "list-invoices", AuthSessionId: sess.GetId(), IdempotencyKey: "invoice-sync-42"}
+		a, err := w.runs.StartRun(t.Context(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := w.runs.StartRun(t.Context(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.GetRun().GetId() != b.GetRun().GetId() {
+			t.Fatalf("two Runs for one idempotency key: %s and %s", a.GetRun().GetId(), b.GetRun().GetId())
+		}
+		w.wait(t, a.GetRun().GetId())
+	})
+
+	t.Run("a run request published on NATS runs like StartRun, once per message id", func(t *testing.T) {
+		nc, err := nats.Connect(w.st.NATSURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		runID := "run-from-nats-1"
+		events := make(chan *nats.Msg, 64)
+		sub, err := nc.ChanSubscribe("lk.events.run.acme."+runID, events)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+		body, _ := proto.Marshal(&latchkeyv1.RunRequest{ApiKey: w.apiKey, RunId: runID,
+			Request: &latchkeyv1.StartRunRequest{Api: "list-invoices", AuthSessionId: sess.GetId()}})
+		for range 2 { // the same message twice: JetStream drops the duplicate
+			m := nats.NewMsg("lk.runs.requests.acme")
+			m.Data = body
+			m.Header.Set(bus.HeaderMsgID, "order-7")
+			if err := nc.PublishMsg(m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		deadline := time.After(60 * time.Second)
+		for done := false; !done; {
+			select {
+			case m := <-events:
+				ev := &eventsv1.RunEvent{}
+				if proto.Unmarshal(m.Data, ev) == nil && isEnded(ev.GetRun().GetState()) {
+					if ev.GetRun().GetState() != latchkeyv1.RunState_RUN_STATE_SUCCEEDED {
+						t.Fatalf("run from NATS = %s: %s", ev.GetRun().GetState(), ev.GetRun().GetFailureMessage())
+					}
+					done = true
+				}
+			case <-deadline:
+				t.Fatal("no final event for the run published on NATS")
+			}
+		}
+		list, err := w.runs.ListRuns(t.Context(), &latchkeyv1.ListRunsRequest{Api: "list-invoices", Kinds: []latchkeyv1.RunKind{latchkeyv1.RunKind_RUN_KIND_API}, PageSize: 500})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, r := range list.GetRuns() {
+			if r.GetId() == runID {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("runs named %s: %d, want 1", runID, n)
+		}
+	})
+
+	t.Run("with auto_recreate off a failed check cancels the Run and logs in nowhere", func(t *testing.T) {
+		w.portal.ExpireSessions()
+		logins := w.portal.Counters().Logins
+		off := false
+		resp, err := w.runs.StartRun(t.Context(), &latchkeyv1.StartRunRequest{Api: "list-invoices", AuthSessionId: sess.GetId(), Options: &latchkeyv1.RunOptions{AutoRecreate: &off}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := w.wait(t, resp.GetRun().GetId())
+		if run.GetState() != latchkeyv1.RunState_RUN_STATE_CANCELED || run.GetFailureReason() != latchkeyv1.FailureReason_FAILURE_REASON_AUTH_SESSION_EXPIRED {
+			t.Fatalf("run = %s %s", run.GetState(), run.GetFailureReason())
+		}
+		if n := w.portal.Counters().Logins - logins; n != 0 {
+			t.Errorf("%d logins with auto_recreate off", n)
+		}
+	})
+}
+
+func isEnded(s latchkeyv1.RunState) bool {
+	return s == latchkeyv1.RunState_RUN_STATE_SUCCEEDED || s == latchkeyv1.RunState_RUN_STATE_FAILED || s == latchkeyv1.RunState_RUN_STATE_CANCELED
+}
+
+// TestRecorderSessionsNeverLogInByThemselves imports a logged-in state into a RECORDER
+// session, expires it on the portal, and sees the Run canceled and the session EXPIRED
+// with no login attempt.
+func TestRecorderSessionsNeverLogInByThemselves(t *testing.T) {
+	w := newWorld(t, stacktest.Options{})
+	resp, err := w.sessions.CreateAuthSession(t.Context(), &latchkeyv1.CreateAuthSessionRequest{
+		Type: latchkeyv1.SessionType_SESSION_TYPE_RECORDER, Vars: map[string]string{"baseURL": w.portalURL},
+		Recorder: &latchkeyv1.RecorderSettings{StartUrl: w.portalURL + "/login", FinishUrlPrefix: w.portalURL + "/dashboard"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.GetAuthSession().GetId()
+	if _, err := w.sessions.ImportStorageState(t.Context(), &latchkeyv1.ImportStorageStateRequest{AuthSessionId: id, StorageStateJson: loggedInState(t, w.portalURL)}); err != nil {
+		t.Fatal(err)
+	}
+	if run := w.wait(t, w.start(t, "list-invoices", id, nil).GetId()); run.GetState() != latchkeyv1.RunState_RUN_STATE_SUCCEEDED {
+		t.Fatalf("run on the recorded state = %s: %s", run.GetState(), run.GetFailureMessage())
+	}
+	w.portal.ExpireSessions()
+	logins, failed := w.portal.Counters().Logins, w.portal.Counters().FailedLogins
+	run := w.wait(t, w.start(t, "list-invoices", id, nil).GetId())
+	if run.GetState() != latchkeyv1.RunState_RUN_STATE_CANCELED || run.GetFailureReason() != latchkeyv1.FailureReason_FAILURE_REASON_AUTH_SESSION_EXPIRED {
+		t.Fatalf("run = %s %s", run.GetState(), run.GetFailureReason())
+	}
+	if c := w.portal.Counters(); c.Logins != logins || c.FailedLogins != failed {
+		t.Errorf("a RECORDER session tried to log in: %+v", c)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	for ctx.Err() == nil && w.session(t, id).GetState() != latchkeyv1.SessionState_SESSION_STATE_EXPIRED {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := w.session(t, id); got.GetState() != latchkeyv1.SessionState_SESSION_STATE_EXPIRED {
+		t.Errorf("session = %s, want EXPIRED", got.GetState())
+	}
+}
