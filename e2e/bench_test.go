@@ -32,9 +32,16 @@ const (
 func BenchmarkRunsVsLoginEveryTime(b *testing.B) {
 	w := newWorld(b, stacktest.Options{Args: []string{"-log-level", "warn"}})
 	sess := w.readySession(b)
-	for range 3 { // warm the session's context
-		w.wait(b, w.start(b, "list-invoices", sess.GetId(), nil).GetId())
+	// Steady state: as many warm contexts for the session as Runs run at once.
+	var warm sync.WaitGroup
+	for range benchConcurrency {
+		warm.Go(func() {
+			for range 3 {
+				w.wait(b, w.start(b, "list-invoices", sess.GetId(), nil).GetId())
+			}
+		})
 	}
+	warm.Wait()
 
 	var mu sync.Mutex
 	var overhead, latency []time.Duration
