@@ -173,3 +173,24 @@ func TestRecorderSessionsNeverLogInByThemselves(t *testing.T) {
 		t.Errorf("session = %s, want EXPIRED", got.GetState())
 	}
 }
+
+// TestLoginBudgetStopsAutomaticLogins gives sessions a budget of one login per hour:
+// the create spends it, so when the portal expires the session no second login is
+// attempted; the session needs a person (EXPIRED, LOGIN_BUDGET_EXHAUSTED).
+func TestLoginBudgetStopsAutomaticLogins(t *testing.T) {
+	w := newWorld(t, stacktest.Options{Args: []string{"-session-login-budget", "1"}})
+	sess := w.readySession(t)
+	w.portal.ExpireSessions()
+	c := w.portal.Counters()
+	run := w.wait(t, w.start(t, "list-invoices", sess.GetId(), nil).GetId())
+	if run.GetState() != latchkeyv1.RunState_RUN_STATE_CANCELED || run.GetFailureReason() != latchkeyv1.FailureReason_FAILURE_REASON_AUTH_SESSION_EXPIRED {
+		t.Fatalf("run = %s %s: %s", run.GetState(), run.GetFailureReason(), run.GetFailureMessage())
+	}
+	if now := w.portal.Counters(); now.Logins != c.Logins || now.FailedLogins != c.FailedLogins {
+		t.Errorf("a login past the budget reached the portal: %+v", now)
+	}
+	got := w.session(t, sess.GetId())
+	if got.GetState() != latchkeyv1.SessionState_SESSION_STATE_EXPIRED || got.GetStateReason() != latchkeyv1.FailureReason_FAILURE_REASON_LOGIN_BUDGET_EXHAUSTED {
+		t.Errorf("session = %s %s, want EXPIRED LOGIN_BUDGET_EXHAUSTED", got.GetState(), got.GetStateReason())
+	}
+}

@@ -239,7 +239,10 @@ func (st *Stack) newService(ctx context.Context, name string, env config.Env) (s
 		if err != nil {
 			return nil, err
 		}
-		return scheduler.New(scheduler.Config{Pool: cfg.RunnerPool, RefreshInterval: cfg.RefreshInterval}, scheduler.Deps{
+		return scheduler.New(scheduler.Config{
+			Pool: cfg.RunnerPool, RefreshInterval: cfg.RefreshInterval,
+			SessionLoginBudget: cfg.SessionLoginBudget, OriginLoginBudget: cfg.OriginLoginBudget,
+		}, scheduler.Deps{
 			Logger: log, Tracer: tp, NC: st.nc, JS: st.js, Cache: st.cache,
 			Registry: registryv1.NewSessionStateServiceClient(rc), Vault: vaultv1.NewVaultServiceClient(vc),
 		})

@@ -66,6 +66,10 @@ type Config struct {
 	// RefreshInterval is how often the scheduler looks for READY sessions whose
 	// proactive refresh is due.
 	RefreshInterval time.Duration
+	// SessionLoginBudget and OriginLoginBudget cap automatic logins per hour per
+	// session and per target origin.
+	SessionLoginBudget int64
+	OriginLoginBudget  int64
 }
 
 // Secret is a string that never prints itself.
@@ -180,6 +184,16 @@ func Register(fs *flag.FlagSet, env Env) *Config {
 			refresh = d
 		}
 	}
+	budget := func(p *int64, name, envKey string, def int64, usage string) {
+		if v, ok := env(envKey); ok && v != "" {
+			if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+				def = n
+			}
+		}
+		fs.Int64Var(p, name, def, usage+" ($"+envKey+")")
+	}
+	budget(&c.SessionLoginBudget, "session-login-budget", "LATCHKEY_SESSION_LOGIN_BUDGET", 10, "automatic logins per hour per session before it needs a person")
+	budget(&c.OriginLoginBudget, "origin-login-budget", "LATCHKEY_ORIGIN_LOGIN_BUDGET", 60, "automatic logins per hour per target origin")
 	fs.DurationVar(&c.RefreshInterval, "refresh-interval", refresh, "how often the scheduler looks for sessions to refresh ($LATCHKEY_REFRESH_INTERVAL)")
 	return c
 }
@@ -212,6 +226,9 @@ func (c *Config) Validate() error {
 	case "text", "json":
 	default:
 		errs = append(errs, fmt.Errorf("-log-format must be text or json, got %q", c.LogFormat))
+	}
+	if c.SessionLoginBudget < 1 || c.OriginLoginBudget < 1 {
+		errs = append(errs, errors.New("-session-login-budget and -origin-login-budget must be at least 1"))
 	}
 	if c.RefreshInterval < 100*time.Millisecond {
 		errs = append(errs, errors.New("-refresh-interval must be at least 100ms"))
