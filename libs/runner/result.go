@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"slices"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -137,6 +138,14 @@ func (e *execution) captureState(tab context.Context) error {
 		return nil
 	}
 	span.SetAttributes(attribute.Bool("latchkey.state_changed", true))
+	merged, err := e.mergeNewer(ctx, st)
+	if err != nil {
+		return err
+	}
+	if merged != nil {
+		st = merged
+		span.SetAttributes(attribute.Bool("latchkey.state_merged", true))
+	}
 	plain, err := storagestate.Marshal(st)
 	if err != nil {
 		return Fail(reasonScript, "the captured state is not storable: %v", err)
@@ -151,7 +160,41 @@ func (e *execution) captureState(tab context.Context) error {
 	}
 	e.res.CapturedStateCiphertext = sealed
 	bc.state, bc.revision, bc.digest = st, 0, digestOf(sealed)
+	if merged != nil {
+		// The stored state will hold what another writer added, which this context
+		// does not: let the next task restore it.
+		bc.digest = [32]byte{}
+	}
 	return nil
+}
+
+// mergeNewer handles a write-back race before it happens: when another Run stored a
+// newer revision of the session while this task ran, it merges this task's state into
+// that revision cookie-wise (storagestate.Merge, from the state the task started from)
+// and moves the result's base revision to it, so the scheduler's compare-and-swap
+// stores both writers' cookies. It returns nil when nothing newer exists.
+func (e *execution) mergeNewer(ctx context.Context, mine *latchkeyv1.StorageState) (*latchkeyv1.StorageState, error) {
+	t := e.task
+	base := e.res.GetBaseStateRevision()
+	if t.GetKind() == runnerv1.TaskKind_TASK_KIND_CREATE || len(t.GetCandidateStateCiphertext()) > 0 ||
+		base == 0 || e.r.deps.States == nil || e.r.deps.Vault == nil {
+		return nil, nil
+	}
+	cipher, newest, err := e.r.deps.States.StorageState(ctx, t.GetProjectId(), t.GetSession().GetAuthSessionId(), 0)
+	if err != nil || newest <= base {
+		return nil, nil // nothing newer (or unknown): the scheduler's CAS decides
+	}
+	sealed := Sealed{Project: t.GetProjectId(), Kind: storagestate.CryptoKind, ID: t.GetSession().GetAuthSessionId()}
+	plain, err := e.r.deps.Vault.Open(ctx, sealed, cipher, t.GetRunId())
+	if err != nil {
+		return nil, err
+	}
+	current, err := storagestate.Unmarshal(plain)
+	if err != nil {
+		return nil, Fail(reasonScript, "the stored state cannot be read: %v", err)
+	}
+	e.res.BaseStateRevision = newest
+	return storagestate.Merge(e.state, current, mine), nil
 }
 
 // browserError turns an error of a browser call into infrastructure trouble when the

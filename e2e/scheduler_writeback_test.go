@@ -1,0 +1,72 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/latchkey/latchkey/internal/stack/stacktest"
+	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
+)
+
+// marks are two APIs that each set a cookie of their own; the slow one holds its
+// context long enough for the fast one to write its state back first.
+const marks = `apis:
+  mark-fast:
+    steps:
+      - goto: "{{ .Vars.baseURL }}/dashboard"
+      - evaluate: 'document.cookie = "mark_fast=1; path=/; max-age=3600"'
+  mark-slow:
+    steps:
+      - goto: "{{ .Vars.baseURL }}/dashboard"
+      - evaluate: 'document.cookie = "mark_slow=1; path=/; max-age=3600"'
+      - sleep: 2s
+`
+
+// TestRacingWriteBacksKeepEveryCookie starts two Runs on one session that each set a
+// different cookie and end one after the other from the same starting revision: the
+// stored state must hold both cookies (the later writer merges into the newer revision).
+func TestRacingWriteBacksKeepEveryCookie(t *testing.T) {
+	w := newWorld(t, stacktest.Options{})
+	dir := "../examples/portal/automations"
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := []*latchkeyv1.BundleFile{{Path: "marks.yaml", Content: []byte(marks)}}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, &latchkeyv1.BundleFile{Path: e.Name(), Content: b})
+	}
+	if _, err := latchkeyv1.NewAutomationServiceClient(w.conn).DeployBundle(t.Context(), &latchkeyv1.DeployBundleRequest{Files: files}); err != nil {
+		t.Fatal(err)
+	}
+	sess := w.readySession(t)
+
+	slow := w.start(t, "mark-slow", sess.GetId(), nil)
+	time.Sleep(300 * time.Millisecond)
+	fast := w.start(t, "mark-fast", sess.GetId(), nil)
+	for _, id := range []string{fast.GetId(), slow.GetId()} {
+		if run := w.wait(t, id); run.GetState() != latchkeyv1.RunState_RUN_STATE_SUCCEEDED {
+			t.Fatalf("%s = %s: %s", run.GetApi(), run.GetState(), run.GetFailureMessage())
+		}
+	}
+	var state string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		exp, err := w.sessions.ExportStorageState(t.Context(), &latchkeyv1.ExportStorageStateRequest{AuthSessionId: sess.GetId()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		state = string(exp.GetStorageStateJson())
+		if strings.Contains(state, "mark_fast") && strings.Contains(state, "mark_slow") {
+			return
+		}
+	}
+	t.Fatalf("a cookie was lost in the write-back race: mark_fast %v, mark_slow %v",
+		strings.Contains(state, "mark_fast"), strings.Contains(state, "mark_slow"))
+}
