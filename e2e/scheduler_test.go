@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"strings"
 	"sync"
 	"testing"
 
@@ -83,9 +84,18 @@ func TestFiftyRunsOnAnExpiredSessionLogInOnce(t *testing.T) {
 		wg.Go(func() { runs[i] = w.wait(t, w.start(t, "list-invoices", sess.GetId(), nil).GetId()) })
 	}
 	wg.Wait()
+	failed := false
 	for i, run := range runs {
 		if run.GetState() != latchkeyv1.RunState_RUN_STATE_SUCCEEDED {
+			failed = true
 			t.Errorf("run %d = %s %s: %s", i, run.GetState(), run.GetFailureReason(), run.GetFailureMessage())
+		}
+	}
+	if failed {
+		for _, line := range strings.Split(w.st.Logs.String(), "\n") {
+			if strings.Contains(line, `"level":"ERROR"`) || strings.Contains(line, `"level":"WARN"`) {
+				t.Log(line)
+			}
 		}
 	}
 	if got := w.portal.Counters().Logins - logins; got != 1 {

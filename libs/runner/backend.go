@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"google.golang.org/grpc/codes"
@@ -58,9 +59,16 @@ var (
 	_ Vault       = GRPC{}
 )
 
+// ErrRevisionGone is returned by StateStore.StorageState for a revision the registry
+// no longer keeps (newer ones replaced it); the newest is the one to use.
+var ErrRevisionGone = errors.New("storage state revision no longer kept")
+
 // StorageState calls SessionStateService.GetStorageState.
 func (g GRPC) StorageState(ctx context.Context, project, session string, revision int64) ([]byte, int64, error) {
 	resp, err := g.Registry.GetStorageState(ctx, &registryv1.GetStorageStateRequest{ProjectId: project, AuthSessionId: session, Revision: revision})
+	if status.Code(err) == codes.NotFound && revision > 0 {
+		return nil, 0, fmt.Errorf("reading storage state revision %d: %w", revision, ErrRevisionGone)
+	}
 	if err != nil {
 		return nil, 0, backendError("reading storage state", err)
 	}

@@ -162,6 +162,10 @@ func (e *execution) prepareState(tab context.Context) error {
 			return Fail(reasonScript, "this runner cannot read stored states")
 		}
 		c, got, err := e.r.deps.States.StorageState(e.base, t.GetProjectId(), t.GetSession().GetAuthSessionId(), rev)
+		if errors.Is(err, ErrRevisionGone) {
+			// Write-backs moved past the task's revision while it waited: use the newest.
+			c, got, err = e.r.deps.States.StorageState(e.base, t.GetProjectId(), t.GetSession().GetAuthSessionId(), 0)
+		}
 		if err != nil {
 			return err
 		}
