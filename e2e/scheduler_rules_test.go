@@ -194,3 +194,39 @@ func TestLoginBudgetStopsAutomaticLogins(t *testing.T) {
 		t.Errorf("session = %s %s, want EXPIRED LOGIN_BUDGET_EXHAUSTED", got.GetState(), got.GetStateReason())
 	}
 }
+
+// TestTransientLoginFailuresBackOffThenOpenTheCircuit makes the portal's login page
+// fail (500) while its check still answers: the recreate retries with back-off up to
+// create_attempts, and the fifth transient failure of the session opens its circuit,
+// which expires the session instead of trying again.
+func TestTransientLoginFailuresBackOffThenOpenTheCircuit(t *testing.T) {
+	w := newWorld(t, stacktest.Options{})
+	sess := w.readySession(t)
+	w.portal.SetFault(portal.Fault{LoginErrors: 1000})
+	w.portal.ExpireSessions()
+	five := int32(5)
+	began := time.Now()
+	resp, err := w.runs.StartRun(t.Context(), &latchkeyv1.StartRunRequest{Api: "list-invoices", AuthSessionId: sess.GetId(), Options: &latchkeyv1.RunOptions{CreateAttempts: &five}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := w.wait(t, resp.GetRun().GetId())
+	if run.GetState() != latchkeyv1.RunState_RUN_STATE_CANCELED || run.GetFailureReason() != latchkeyv1.FailureReason_FAILURE_REASON_AUTH_SESSION_EXPIRED {
+		t.Fatalf("run = %s %s: %s", run.GetState(), run.GetFailureReason(), run.GetFailureMessage())
+	}
+	var create *latchkeyv1.Run
+	for _, id := range run.GetChildRunIds() {
+		r, err := w.runs.GetRun(t.Context(), &latchkeyv1.GetRunRequest{RunId: id})
+		if err == nil && r.GetRun().GetKind() == latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_CREATE {
+			create = r.GetRun()
+		}
+	}
+	if create == nil || create.GetAttempt() != 5 || create.GetFailureReason() != latchkeyv1.FailureReason_FAILURE_REASON_CIRCUIT_OPEN {
+		t.Fatalf("create run = %v, want 5 attempts ending CIRCUIT_OPEN", create)
+	}
+	got := w.session(t, sess.GetId())
+	if got.GetState() != latchkeyv1.SessionState_SESSION_STATE_EXPIRED || got.GetStateReason() != latchkeyv1.FailureReason_FAILURE_REASON_CIRCUIT_OPEN {
+		t.Errorf("session = %s %s, want EXPIRED CIRCUIT_OPEN", got.GetState(), got.GetStateReason())
+	}
+	t.Logf("5 login attempts with back-off took %s", time.Since(began).Round(time.Millisecond))
+}

@@ -48,6 +48,9 @@ type Fault struct {
 	RetryAfterSeconds int
 	// Delay holds every request this long before it is answered.
 	Delay time.Duration
+	// LoginErrors makes the next N requests to /login answer 500 while every other
+	// page works: a login that fails for a passing reason, with the site otherwise up.
+	LoginErrors int
 }
 
 type faultJSON struct {
@@ -56,11 +59,12 @@ type faultJSON struct {
 	Down              bool   `json:"down"`
 	RetryAfterSeconds int    `json:"retry_after_seconds"`
 	Delay             string `json:"delay,omitempty"`
+	LoginErrors       int    `json:"login_errors,omitempty"`
 }
 
 // MarshalJSON encodes f with snake_case keys and Delay as a Go duration string.
 func (f Fault) MarshalJSON() ([]byte, error) {
-	j := faultJSON{f.TooManyRequests, f.ServerErrors, f.Down, f.RetryAfterSeconds, ""}
+	j := faultJSON{f.TooManyRequests, f.ServerErrors, f.Down, f.RetryAfterSeconds, "", f.LoginErrors}
 	if f.Delay > 0 {
 		j.Delay = f.Delay.String()
 	}
@@ -83,10 +87,10 @@ func (f *Fault) UnmarshalJSON(b []byte) error {
 			return fmt.Errorf("delay %q is not a duration like \"250ms\"", j.Delay)
 		}
 	}
-	if j.TooManyRequests < 0 || j.ServerErrors < 0 || j.RetryAfterSeconds < 0 || d < 0 {
+	if j.TooManyRequests < 0 || j.ServerErrors < 0 || j.LoginErrors < 0 || j.RetryAfterSeconds < 0 || d < 0 {
 		return errors.New("counts, retry_after_seconds and delay must not be negative")
 	}
-	*f = Fault{j.TooManyRequests, j.ServerErrors, j.Down, j.RetryAfterSeconds, d}
+	*f = Fault{j.TooManyRequests, j.ServerErrors, j.Down, j.RetryAfterSeconds, d, j.LoginErrors}
 	return nil
 }
 
@@ -164,6 +168,9 @@ func (p *Portal) injectFault(w http.ResponseWriter, r *http.Request) bool {
 	switch {
 	case f.Down:
 		status = http.StatusServiceUnavailable
+	case f.LoginErrors > 0 && r.URL.Path == "/login":
+		f.LoginErrors--
+		status = http.StatusInternalServerError
 	case f.TooManyRequests > 0:
 		f.TooManyRequests--
 		status = http.StatusTooManyRequests

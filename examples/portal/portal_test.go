@@ -917,3 +917,18 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+func TestLoginErrorsFailOnlyTheLoginPage(t *testing.T) {
+	t.Parallel()
+	p, base := startPortal(t, portal.Config{})
+	p.SetFault(portal.Fault{LoginErrors: 1})
+	if r := send(t, "GET", base+"/api/me", nil); r.status != http.StatusUnauthorized {
+		t.Errorf("/api/me during login errors = %d, want the usual 401", r.status)
+	}
+	if r := send(t, "GET", base+"/login", nil); r.status != http.StatusInternalServerError {
+		t.Errorf("first /login = %d, want 500", r.status)
+	}
+	if r := send(t, "GET", base+"/login", nil); r.status != http.StatusOK {
+		t.Errorf("second /login = %d, want 200", r.status)
+	}
+}
