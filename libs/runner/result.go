@@ -160,11 +160,9 @@ func (e *execution) captureState(tab context.Context) error {
 	}
 	e.res.CapturedStateCiphertext = sealed
 	bc.state, bc.revision, bc.digest = st, 0, digestOf(sealed)
-	if merged != nil {
-		// The stored state will hold what another writer added, which this context
-		// does not: let the next task restore it.
-		bc.digest = [32]byte{}
-	}
+	// After a merge the stored state also holds what another writer added; this
+	// context keeps its own cookies, which are current for it, and is not restored
+	// for its own write-back. Cold contexts restore the merged state.
 	return nil
 }
 

@@ -161,7 +161,7 @@ func (r *Runs) Start(ctx context.Context, proj string, internal bool, req *latch
 		return nil, r.internal(ctx, "storing run", err)
 	}
 	r.Orch.Emit(ctx, rec.GetRun(), "queued")
-	if err := r.Orch.Begin(ctx, rec); err != nil && !orch.ErrStale(err) {
+	if err := r.Orch.Begin(ctx, rec, sess); err != nil && !orch.ErrStale(err) {
 		// The Run is stored; the sweep dispatches it again.
 		r.Log.WarnContext(ctx, "dispatching run failed; the sweep will retry", "run_id", runID, "error", err)
 	}

@@ -100,7 +100,7 @@ func (o *Orchestrator) Sweep(ctx context.Context, stuckAfter time.Duration) erro
 			// A validate child ends with its API Run's task; nothing to drive.
 			return
 		case rec.GetStage() == schedulerv1.Stage_STAGE_UNSPECIFIED:
-			err = o.Begin(rctx, rec)
+			err = o.Begin(rctx, rec, nil)
 		case rec.GetStage() == schedulerv1.Stage_STAGE_WAITING_SESSION:
 			err = o.WakeSessionIfDone(rctx, rec)
 		case rec.GetStage() == schedulerv1.Stage_STAGE_BACKING_OFF:

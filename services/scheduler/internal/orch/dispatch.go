@@ -15,15 +15,18 @@ import (
 	"github.com/latchkey/latchkey/libs/recipe"
 )
 
-// Begin starts driving a Run whose record was just created.
-func (o *Orchestrator) Begin(ctx context.Context, rec *schedulerv1.RunRecord) error {
+// Begin starts driving a Run whose record was just created. sess, when the caller has
+// just read it, saves reading it again; nil reads it.
+func (o *Orchestrator) Begin(ctx context.Context, rec *schedulerv1.RunRecord, sess *latchkeyv1.AuthSession) error {
 	run := rec.GetRun()
 	switch run.GetKind() {
 	case latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_CREATE, latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_UPDATE:
 		return o.dispatchCreate(ctx, run.GetProjectId(), run.GetId(), schedulerv1.Stage_STAGE_UNSPECIFIED)
-	default:
-		return o.dispatchAPI(ctx, run.GetProjectId(), run.GetId(), schedulerv1.Stage_STAGE_UNSPECIFIED, true)
 	}
+	if sess != nil && sess.GetState() == latchkeyv1.SessionState_SESSION_STATE_READY {
+		return o.sendAPITask(ctx, rec, schedulerv1.Stage_STAGE_UNSPECIFIED, sess, true)
+	}
+	return o.dispatchAPI(ctx, run.GetProjectId(), run.GetId(), schedulerv1.Stage_STAGE_UNSPECIFIED, true)
 }
 
 func (o *Orchestrator) session(ctx context.Context, project, id string) (*latchkeyv1.AuthSession, error) {
