@@ -22,6 +22,18 @@ type StateStore interface {
 	SessionVars(ctx context.Context, project, session string) (map[string]string, error)
 }
 
+// StateWriter stores sealed states; a StateStore that implements it lets the runner
+// write back the state a task ended with itself, merging with a concurrent writer.
+type StateWriter interface {
+	// PutStorageState stores sealed as the revision after base and returns it, or
+	// ErrStateConflict when base is no longer the newest.
+	PutStorageState(ctx context.Context, project, session string, sealed []byte, base int64) (int64, error)
+}
+
+// ErrStateConflict is returned by StateWriter.PutStorageState when another writer
+// stored a newer revision first.
+var ErrStateConflict = errors.New("a newer storage state revision exists")
+
 // BundleStore reads deployed bundles.
 type BundleStore interface {
 	// Bundle returns the files of a project's bundle version (0: the newest) and the
@@ -73,6 +85,18 @@ func (g GRPC) StorageState(ctx context.Context, project, session string, revisio
 		return nil, 0, backendError("reading storage state", err)
 	}
 	return resp.GetCiphertext(), resp.GetRevision(), nil
+}
+
+// PutStorageState calls SessionStateService.PutStorageState.
+func (g GRPC) PutStorageState(ctx context.Context, project, session string, sealed []byte, base int64) (int64, error) {
+	resp, err := g.Registry.PutStorageState(ctx, &registryv1.PutStorageStateRequest{ProjectId: project, AuthSessionId: session, Ciphertext: sealed, BaseRevision: base})
+	if status.Code(err) == codes.Aborted {
+		return 0, ErrStateConflict
+	}
+	if err != nil {
+		return 0, backendError("storing storage state", err)
+	}
+	return resp.GetRevision(), nil
 }
 
 // SessionVars calls SessionStateService.GetSession.

@@ -138,14 +138,6 @@ func (e *execution) captureState(tab context.Context) error {
 		return nil
 	}
 	span.SetAttributes(attribute.Bool("latchkey.state_changed", true))
-	merged, err := e.mergeNewer(ctx, st)
-	if err != nil {
-		return err
-	}
-	if merged != nil {
-		st = merged
-		span.SetAttributes(attribute.Bool("latchkey.state_merged", true))
-	}
 	plain, err := storagestate.Marshal(st)
 	if err != nil {
 		return Fail(reasonScript, "the captured state is not storable: %v", err)
@@ -154,51 +146,75 @@ func (e *execution) captureState(tab context.Context) error {
 		bc.state, bc.revision = st, 0
 		return nil
 	}
-	sealed, err := e.r.deps.Vault.Seal(ctx, Sealed{Project: e.task.GetProjectId(), Kind: storagestate.CryptoKind, ID: e.task.GetSession().GetAuthSessionId()}, plain)
+	sealed, err := e.seal(ctx, plain)
 	if err != nil {
 		return err
 	}
+	if rev, final, ok := e.writeBack(ctx, st, sealed); ok {
+		// Stored by the runner itself; the context holds its own cookies, current for
+		// it, even when the stored state merged in another writer's.
+		span.SetAttributes(attribute.Int64("latchkey.state_revision", rev))
+		bc.state, bc.revision, bc.digest = st, rev, digestOf(final)
+		return nil
+	}
 	e.res.CapturedStateCiphertext = sealed
 	bc.state, bc.revision, bc.digest = st, 0, digestOf(sealed)
-	// After a merge the stored state also holds what another writer added; this
-	// context keeps its own cookies, which are current for it, and is not restored
-	// for its own write-back. Cold contexts restore the merged state.
 	return nil
 }
 
-// mergeNewer handles a write-back race before it happens: when another Run stored a
-// newer revision of the session while this task ran, it merges this task's state into
-// that revision cookie-wise (storagestate.Merge, from the state the task started from)
-// and moves the result's base revision to it, so the scheduler's compare-and-swap
-// stores both writers' cookies. It returns nil when nothing newer exists.
-func (e *execution) mergeNewer(ctx context.Context, mine *latchkeyv1.StorageState) (*latchkeyv1.StorageState, error) {
-	if ctx.Err() != nil {
-		return nil, nil
-	}
+func (e *execution) seal(ctx context.Context, plain []byte) ([]byte, error) {
+	return e.r.deps.Vault.Seal(ctx, Sealed{Project: e.task.GetProjectId(), Kind: storagestate.CryptoKind, ID: e.task.GetSession().GetAuthSessionId()}, plain)
+}
+
+// maxMergeRounds bounds write-back retries when other Runs keep writing.
+const maxMergeRounds = 4
+
+// writeBack stores the captured state as the session's next revision, with
+// compare-and-swap on the revision the task started from. Only when another Run wrote
+// meanwhile does it read that revision, merge cookie-wise (storagestate.Merge, from the
+// state the task started from) and try again. It reports false when it did not store
+// (no writer, a create or a candidate check, or trouble), and the scheduler stores the
+// ciphertext from the result instead.
+func (e *execution) writeBack(ctx context.Context, mine *latchkeyv1.StorageState, sealed []byte) (int64, []byte, bool) {
 	t := e.task
+	w, ok := e.r.deps.States.(StateWriter)
 	base := e.res.GetBaseStateRevision()
-	if t.GetKind() == runnerv1.TaskKind_TASK_KIND_CREATE || len(t.GetCandidateStateCiphertext()) > 0 ||
-		base == 0 || e.r.deps.States == nil || e.r.deps.Vault == nil {
-		return nil, nil
+	if !ok || t.GetKind() == runnerv1.TaskKind_TASK_KIND_CREATE || len(t.GetCandidateStateCiphertext()) > 0 || base == 0 {
+		return 0, nil, false
 	}
-	cipher, newest, err := e.r.deps.States.StorageState(ctx, t.GetProjectId(), t.GetSession().GetAuthSessionId(), 0)
-	if err != nil || newest <= base {
-		return nil, nil // nothing newer (or unknown): the scheduler's CAS decides
+	project, session := t.GetProjectId(), t.GetSession().GetAuthSessionId()
+	for range maxMergeRounds {
+		rev, err := w.PutStorageState(ctx, project, session, sealed, base)
+		if err == nil {
+			e.res.BaseStateRevision = rev
+			return rev, sealed, true
+		}
+		if !errors.Is(err, ErrStateConflict) {
+			e.r.log.WarnContext(ctx, "state write-back failed; the scheduler will store it", "task_id", t.GetTaskId(), "error", err)
+			return 0, nil, false
+		}
+		cipher, newest, err := e.r.deps.States.StorageState(ctx, project, session, 0)
+		if err != nil {
+			return 0, nil, false
+		}
+		plain, err := e.r.deps.Vault.Open(ctx, Sealed{Project: project, Kind: storagestate.CryptoKind, ID: session}, cipher, t.GetRunId())
+		if err != nil {
+			return 0, nil, false
+		}
+		current, err := storagestate.Unmarshal(plain)
+		if err != nil {
+			return 0, nil, false
+		}
+		merged, err := storagestate.Marshal(storagestate.Merge(e.state, current, mine))
+		if err != nil {
+			return 0, nil, false
+		}
+		if sealed, err = e.seal(ctx, merged); err != nil {
+			return 0, nil, false
+		}
+		base = newest
 	}
-	sealed := Sealed{Project: t.GetProjectId(), Kind: storagestate.CryptoKind, ID: t.GetSession().GetAuthSessionId()}
-	plain, err := e.r.deps.Vault.Open(ctx, sealed, cipher, t.GetRunId())
-	if err != nil {
-		// The merge is an improvement, not a condition of the task's success.
-		e.r.log.WarnContext(ctx, "could not read the newer state to merge into; writing back unmerged", "task_id", t.GetTaskId(), "error", err)
-		return nil, nil
-	}
-	current, err := storagestate.Unmarshal(plain)
-	if err != nil {
-		e.r.log.WarnContext(ctx, "the newer state does not decode; writing back unmerged", "task_id", t.GetTaskId(), "error", err)
-		return nil, nil
-	}
-	e.res.BaseStateRevision = newest
-	return storagestate.Merge(e.state, current, mine), nil
+	return 0, nil, false
 }
 
 // browserError turns an error of a browser call into infrastructure trouble when the
