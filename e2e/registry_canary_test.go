@@ -3,15 +3,11 @@ package e2e
 import (
 	"bytes"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/hex"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -86,10 +82,10 @@ func TestRegistryCanaryAppearsNowhere(t *testing.T) {
 
 	// JetStream's files on disk.
 	natsDir := filepath.Join(r.Config.DataDir, "nats")
-	regWaitUntil(t, "the probe label to reach the JetStream files", func() bool {
-		return len(regScanDir(t, natsDir, [][]byte{[]byte(probe)})) > 0
+	waitUntil(t, "the probe label to reach the JetStream files", func() bool {
+		return len(scanDir(t, natsDir, [][]byte{[]byte(probe)})) > 0
 	})
-	if found := regScanDir(t, natsDir, regEncodings(canaries)); len(found) > 0 {
+	if found := scanDir(t, natsDir, encodings(canaries)); len(found) > 0 {
 		t.Errorf("canary in JetStream files: %v", found)
 	}
 
@@ -109,7 +105,7 @@ func TestRegistryCanaryAppearsNowhere(t *testing.T) {
 	if !bytes.Contains(dump.Bytes(), sealed.GetCiphertext()) {
 		t.Fatalf("Redis does not hold the state's ciphertext (keys %v): the scan would prove nothing", keys)
 	}
-	if regContainsAnyBytes(dump.Bytes(), regEncodings(canaries)) {
+	if containsAny(dump.Bytes(), encodings(canaries)) {
 		t.Error("canary in Redis")
 	}
 
@@ -118,7 +114,7 @@ func TestRegistryCanaryAppearsNowhere(t *testing.T) {
 	if !strings.Contains(logs, `"auth_session_id":"canary"`) {
 		t.Fatal("the logs do not mention the session: the scan would prove nothing")
 	}
-	if regContainsAnyBytes([]byte(logs), regEncodings(canaries)) {
+	if containsAny([]byte(logs), encodings(canaries)) {
 		t.Error("canary in the logs")
 	}
 
@@ -134,60 +130,7 @@ func TestRegistryCanaryAppearsNowhere(t *testing.T) {
 	if !strings.Contains(text.String(), "ImportStorageState") || !strings.Contains(text.String(), "publish session event") {
 		t.Fatalf("no registry spans recorded: the scan would prove nothing\n%s", text.String())
 	}
-	if regContainsAnyBytes([]byte(text.String()), regEncodings(canaries)) {
+	if containsAny([]byte(text.String()), encodings(canaries)) {
 		t.Error("canary in a span")
-	}
-}
-
-// regEncodings returns each canary as is, in base64 (standard and URL) and hex.
-func regEncodings(canaries [][]byte) [][]byte {
-	var out [][]byte
-	for _, c := range canaries {
-		out = append(out, c, []byte(base64.StdEncoding.EncodeToString(c)[:len(c)]),
-			[]byte(base64.RawURLEncoding.EncodeToString(c)[:len(c)]), []byte(hex.EncodeToString(c)))
-	}
-	return out
-}
-
-func regContainsAnyBytes(b []byte, needles [][]byte) bool {
-	for _, n := range needles {
-		if bytes.Contains(b, n) {
-			return true
-		}
-	}
-	return false
-}
-
-// regScanDir returns the files under root that contain any needle.
-func regScanDir(t *testing.T, root string, needles [][]byte) []string {
-	t.Helper()
-	var found []string
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return nil // a file removed while walking
-		}
-		if regContainsAnyBytes(b, needles) {
-			found = append(found, p)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return found
-}
-
-func regWaitUntil(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -67,8 +67,8 @@ func TestRuntimeCredentialsAreNeverStored(t *testing.T) {
 	if n := w.portal.Counters().LoginsByUser["dave"]; n != 2 {
 		t.Fatalf("dave logged in %d times, want 2 (create, then the Run's recreate)", n)
 	}
-	needles := regEncodings([][]byte{[]byte(canary)})
-	if found := regScanDir(t, filepath.Join(w.st.Config.DataDir, "nats"), needles); len(found) > 0 {
+	needles := encodings([][]byte{[]byte(canary)})
+	if found := scanDir(t, filepath.Join(w.st.Config.DataDir, "nats"), needles); len(found) > 0 {
 		t.Errorf("the runtime password is in JetStream store files: %v", found)
 	}
 	if strings.Contains(w.st.Logs.String(), canary) {

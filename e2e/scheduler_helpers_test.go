@@ -57,14 +57,15 @@ func newWorldWith(t testing.TB, pcfg portal.Config, opts stacktest.Options) *wor
 	return w
 }
 
-func (w *world) deploy(t testing.TB) {
+// deploy deploys the portal's bundle plus any extra files.
+func (w *world) deploy(t testing.TB, extra ...*latchkeyv1.BundleFile) {
 	t.Helper()
 	dir := "../examples/portal/automations"
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var files []*latchkeyv1.BundleFile
+	files := extra
 	for _, e := range entries {
 		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
 		if err != nil {

@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -30,22 +28,7 @@ const marks = `apis:
 // stored state must hold both cookies (the later writer merges into the newer revision).
 func TestRacingWriteBacksKeepEveryCookie(t *testing.T) {
 	w := newWorld(t, stacktest.Options{})
-	dir := "../examples/portal/automations"
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	files := []*latchkeyv1.BundleFile{{Path: "marks.yaml", Content: []byte(marks)}}
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		files = append(files, &latchkeyv1.BundleFile{Path: e.Name(), Content: b})
-	}
-	if _, err := latchkeyv1.NewAutomationServiceClient(w.conn).DeployBundle(t.Context(), &latchkeyv1.DeployBundleRequest{Files: files}); err != nil {
-		t.Fatal(err)
-	}
+	w.deploy(t, &latchkeyv1.BundleFile{Path: "marks.yaml", Content: []byte(marks)})
 	sess := w.readySession(t)
 
 	slow := w.start(t, "mark-slow", sess.GetId(), nil)

@@ -2,17 +2,12 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/hex"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -135,49 +130,6 @@ func driveVault(t *testing.T, vc vaultv1.VaultServiceClient, password, cookie, m
 	must(vc.Decrypt(ctx, &vaultv1.DecryptRequest{Context: blob, Ciphertext: re.GetCiphertext(), Reason: &vaultv1.AccessReason{Purpose: marker}}))
 }
 
-// encodings are the canaries raw, in base64 and in hex: the forms JSON, protojson
-// and debug output would carry them in.
-func encodings(canaries [][]byte) [][]byte {
-	var out [][]byte
-	for _, c := range canaries {
-		out = append(out, c, []byte(base64.StdEncoding.EncodeToString(c)), []byte(base64.RawURLEncoding.EncodeToString(c)), []byte(hex.EncodeToString(c)))
-	}
-	return out
-}
-
-func containsAny(b []byte, needles [][]byte) bool {
-	for _, n := range needles {
-		if bytes.Contains(b, n) {
-			return true
-		}
-	}
-	return false
-}
-
-// scanDir returns the files under dir that contain any of needles.
-func scanDir(t *testing.T, dir string, needles [][]byte) []string {
-	t.Helper()
-	var found []string
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil // a file the server just removed
-		}
-		if containsAny(b, needles) {
-			found = append(found, path)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return found
-}
-
-// redisDump returns every key and value in Redis, whatever their types.
 func redisDump(t *testing.T, rc *redis.Client) []byte {
 	t.Helper()
 	ctx := t.Context()
@@ -239,17 +191,4 @@ func spanText(spans tracetest.SpanStubs) string {
 		}
 	}
 	return b.String()
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
-	defer cancel()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }

@@ -203,8 +203,7 @@ func (st *Stack) newService(ctx context.Context, name string, env config.Env) (s
 		}
 		return st.dial(addr, svcName, tp)
 	}
-	switch name {
-	case "vault":
+	if name == "vault" {
 		// Only a stack on its own embedded NATS (dev, tests) may generate a root key:
 		// the key file then sits beside the store it protects. With external NATS,
 		// replicas need the same configured keys.
@@ -217,47 +216,34 @@ func (st *Stack) newService(ctx context.Context, name string, env config.Env) (s
 			return nil, err
 		}
 		return vault.New(vault.Config{Keys: keys}, vault.Deps{Logger: log, Tracer: tp, JS: st.js})
+	}
+	// Every other service talks to its peers; gRPC clients connect lazily, so a peer
+	// a service never calls costs nothing.
+	var p [3]*grpc.ClientConn
+	for i, addr := range []string{cfg.VaultAddr, cfg.RegistryAddr, cfg.SchedulerAddr} {
+		if p[i], err = conn(addr); err != nil {
+			return nil, err
+		}
+	}
+	vaultClient, registryClient := vaultv1.NewVaultServiceClient(p[0]), registryv1.NewSessionStateServiceClient(p[1])
+	switch name {
 	case "registry":
-		vc, err := conn(cfg.VaultAddr)
-		if err != nil {
-			return nil, err
-		}
-		sc, err := conn(cfg.SchedulerAddr)
-		if err != nil {
-			return nil, err
-		}
 		return registry.New(registry.Config{AdminKey: cfg.AdminKey}, registry.Deps{
 			Logger: log, Tracer: tp, JS: st.js, Cache: st.cache,
-			Vault: vaultv1.NewVaultServiceClient(vc), Runs: latchkeyv1.NewRunServiceClient(sc),
+			Vault: vaultClient, Runs: latchkeyv1.NewRunServiceClient(p[2]),
 		})
 	case "scheduler":
-		rc, err := conn(cfg.RegistryAddr)
-		if err != nil {
-			return nil, err
-		}
-		vc, err := conn(cfg.VaultAddr)
-		if err != nil {
-			return nil, err
-		}
 		return scheduler.New(scheduler.Config{
 			Pool: cfg.RunnerPool, RefreshInterval: cfg.RefreshInterval,
 			SessionLoginBudget: cfg.SessionLoginBudget, OriginLoginBudget: cfg.OriginLoginBudget,
 		}, scheduler.Deps{
 			Logger: log, Tracer: tp, NC: st.nc, JS: st.js, Cache: st.cache,
-			Registry: registryv1.NewSessionStateServiceClient(rc), Vault: vaultv1.NewVaultServiceClient(vc),
+			Registry: registryClient, Vault: vaultClient,
 		})
 	default: // runner
-		rc, err := conn(cfg.RegistryAddr)
-		if err != nil {
-			return nil, err
-		}
-		vc, err := conn(cfg.VaultAddr)
-		if err != nil {
-			return nil, err
-		}
 		return runner.New(runner.Config{Pool: cfg.RunnerPool, Contexts: cfg.RunnerContexts, ChromiumPath: cfg.ChromiumPath}, runner.Deps{
 			Logger: log, Tracer: tp, JS: st.js,
-			Registry: registryv1.NewSessionStateServiceClient(rc), Vault: vaultv1.NewVaultServiceClient(vc),
+			Registry: registryClient, Vault: vaultClient,
 		})
 	}
 }
