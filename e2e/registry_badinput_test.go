@@ -145,6 +145,11 @@ func TestRegistryRefusesBadInput(t *testing.T) {
 			_, err := r.internal.TransitionSession(ctx, &registryv1.TransitionSessionRequest{ProjectId: "acme", AuthSessionId: "s1", ExpectedEtag: before.GetAuthSession().GetEtag(), ToState: latchkeyv1.SessionState_SESSION_STATE_PENDING})
 			return err
 		}, codes.InvalidArgument, "to_state"},
+		{"transition with an origin that is not an origin", func(ctx context.Context) error {
+			_, err := r.internal.TransitionSession(ctx, &registryv1.TransitionSessionRequest{ProjectId: "acme", AuthSessionId: "s1", ExpectedEtag: before.GetAuthSession().GetEtag(),
+				ToState: latchkeyv1.SessionState_SESSION_STATE_READY, Origins: []string{"https://ok.example", "https://x.example/path?" + canary}})
+			return err
+		}, codes.InvalidArgument, "origins[1]"},
 		{"internal call with a bad project id", func(ctx context.Context) error {
 			_, err := r.internal.GetBundle(ctx, &registryv1.GetBundleRequest{ProjectId: "acme.head"})
 			return err

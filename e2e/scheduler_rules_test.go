@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -192,6 +194,35 @@ func TestLoginBudgetStopsAutomaticLogins(t *testing.T) {
 	got := w.session(t, sess.GetId())
 	if got.GetState() != latchkeyv1.SessionState_SESSION_STATE_EXPIRED || got.GetStateReason() != latchkeyv1.FailureReason_FAILURE_REASON_LOGIN_BUDGET_EXHAUSTED {
 		t.Errorf("session = %s %s, want EXPIRED LOGIN_BUDGET_EXHAUSTED", got.GetState(), got.GetStateReason())
+	}
+}
+
+// TestOriginLoginBudgetSpansSessions gives the portal's origin a budget of two logins:
+// two sessions log in to it once each, and the third login to the same origin, by
+// either session, is refused before it reaches the portal. The sessions learn the
+// origin from their first login.
+func TestOriginLoginBudgetSpansSessions(t *testing.T) {
+	w := newWorld(t, stacktest.Options{Args: []string{"-session-login-budget", "100", "-origin-login-budget", "2"}})
+	a := w.readySession(t)
+	b := w.readySession(t)
+	for _, s := range []*latchkeyv1.AuthSession{a, b} {
+		if !slices.Contains(s.GetOrigins(), w.portalURL) {
+			t.Fatalf("session %s origins = %q, want the portal's origin %s", s.GetId(), s.GetOrigins(), w.portalURL)
+		}
+	}
+	w.portal.ExpireSessions()
+	c := w.portal.Counters()
+	run := w.wait(t, w.start(t, "list-invoices", a.GetId(), nil).GetId())
+	if run.GetState() != latchkeyv1.RunState_RUN_STATE_CANCELED || run.GetFailureReason() != latchkeyv1.FailureReason_FAILURE_REASON_AUTH_SESSION_EXPIRED {
+		t.Fatalf("run = %s %s: %s", run.GetState(), run.GetFailureReason(), run.GetFailureMessage())
+	}
+	if now := w.portal.Counters(); now.Logins != c.Logins || now.FailedLogins != c.FailedLogins {
+		t.Errorf("a login past the origin's budget reached the portal: %+v, before %+v", now, c)
+	}
+	got := w.session(t, a.GetId())
+	if got.GetState() != latchkeyv1.SessionState_SESSION_STATE_EXPIRED || got.GetStateReason() != latchkeyv1.FailureReason_FAILURE_REASON_LOGIN_BUDGET_EXHAUSTED ||
+		!strings.Contains(got.GetStateMessage(), w.portalURL) {
+		t.Errorf("session = %s %s %q, want EXPIRED LOGIN_BUDGET_EXHAUSTED naming the origin", got.GetState(), got.GetStateReason(), got.GetStateMessage())
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -165,9 +167,7 @@ func (o *Orchestrator) spendBudget(ctx context.Context, sess *latchkeyv1.AuthSes
 			fmt.Sprintf("more than %d logins for this session within %s; a person must check the login", p.SessionBudget, p.BudgetWindow)
 	}
 	for _, origin := range sess.GetOrigins() {
-		sum := sha256.Sum256([]byte(origin))
-		n, err := o.Cache.Incr(ctx, "budget.origin."+hex.EncodeToString(sum[:12]), p.BudgetWindow)
-		if err == nil && p.OriginBudget > 0 && n > p.OriginBudget {
+		if n := o.countOriginLogin(ctx, sess.GetProjectId(), origin); p.OriginBudget > 0 && n > p.OriginBudget {
 			return latchkeyv1.FailureReason_FAILURE_REASON_LOGIN_BUDGET_EXHAUSTED,
 				fmt.Sprintf("more than %d logins to %s within %s", p.OriginBudget, origin, p.BudgetWindow)
 		}
@@ -175,8 +175,55 @@ func (o *Orchestrator) spendBudget(ctx context.Context, sess *latchkeyv1.AuthSes
 	return 0, ""
 }
 
+// countOriginLogin counts one login to origin within the project's budget window and
+// returns the count so far (0 when the cache is unavailable: budgets fail open).
+func (o *Orchestrator) countOriginLogin(ctx context.Context, project, origin string) int64 {
+	sum := sha256.Sum256([]byte(origin))
+	n, err := o.Cache.Incr(ctx, "budget.origin."+project+"."+hex.EncodeToString(sum[:12]), o.Policy.BudgetWindow)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// loginOrigins keeps the http(s) origins a login visited, at most maxOrigins of them,
+// for the session's record.
+func loginOrigins(visited []string) []string {
+	const maxOrigins = 32
+	out := make([]string, 0, len(visited))
+	for _, v := range visited {
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(v) > 255 {
+			continue
+		}
+		if out = append(out, u.Scheme+"://"+u.Host); len(out) == maxOrigins {
+			break
+		}
+	}
+	return out
+}
+
+// countNewOrigins counts a login against the origins it visited that the session did
+// not know before it (spendBudget counted the known ones), so a site's first logins
+// from new sessions count towards its budget too.
+func (o *Orchestrator) countNewOrigins(ctx context.Context, project, sessionID string, visited []string) {
+	if len(visited) == 0 {
+		return
+	}
+	sess, err := o.session(ctx, project, sessionID)
+	if err != nil {
+		return
+	}
+	for _, origin := range loginOrigins(visited) {
+		if !slices.Contains(sess.GetOrigins(), origin) {
+			o.countOriginLogin(ctx, project, origin)
+		}
+	}
+}
+
 // createResult handles the result of a login task.
 func (o *Orchestrator) createResult(ctx context.Context, rec *schedulerv1.RunRecord, res *runnerv1.TaskResult) error {
+	o.countNewOrigins(ctx, rec.GetRun().GetProjectId(), rec.GetRun().GetAuthSessionId(), res.GetOrigins())
 	switch res.GetStatus() {
 	case runnerv1.TaskStatus_TASK_STATUS_SUCCEEDED:
 		if len(res.GetCapturedStateCiphertext()) == 0 {
@@ -230,7 +277,7 @@ func (o *Orchestrator) verifyResult(ctx context.Context, rec *schedulerv1.RunRec
 	if err != nil {
 		return err
 	}
-	sess, err := o.markReady(ctx, project, run.GetAuthSessionId(), rev, run.GetId(), res.GetEarliestCookieExpiry())
+	sess, err := o.markReady(ctx, project, run.GetAuthSessionId(), rev, run.GetId(), res.GetEarliestCookieExpiry(), loginOrigins(rec.GetOrigins()))
 	if err != nil {
 		return err
 	}
@@ -268,7 +315,7 @@ func (o *Orchestrator) storeCandidate(ctx context.Context, project, sessionID st
 
 // markReady moves the session to READY on revision rev (re-reading its etag when
 // another writer changed the record) and returns it as it was before.
-func (o *Orchestrator) markReady(ctx context.Context, project, sessionID string, rev int64, runID string, earliest *timestamppb.Timestamp) (*latchkeyv1.AuthSession, error) {
+func (o *Orchestrator) markReady(ctx context.Context, project, sessionID string, rev int64, runID string, earliest *timestamppb.Timestamp, origins []string) (*latchkeyv1.AuthSession, error) {
 	for range 10 {
 		s, err := o.session(ctx, project, sessionID)
 		if err != nil {
@@ -281,6 +328,7 @@ func (o *Orchestrator) markReady(ctx context.Context, project, sessionID string,
 			ProjectId: project, AuthSessionId: sessionID, ExpectedEtag: s.GetEtag(),
 			ToState: latchkeyv1.SessionState_SESSION_STATE_READY, StateRevision: rev, RunId: runID,
 			LastValidateTime: timestamppb.New(o.now()), Message: "logged in", NextRefreshTime: o.nextRefresh(s, earliest),
+			Origins: origins,
 		})
 		if status.Code(err) == codes.Aborted {
 			continue

@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"errors"
+	"net/url"
+	"slices"
 
 	eventsv1 "github.com/latchkey/latchkey/libs/gen/latchkey/events/v1"
 	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
@@ -64,6 +66,10 @@ func (s *Store) Transition(ctx context.Context, req *registryv1.TransitionSessio
 	if len(req.GetMessage()) > MaxStateMessage {
 		return Session{}, errs.New(errs.ErrInvalid, "message is %d bytes long, at most %d are allowed", len(req.GetMessage()), MaxStateMessage)
 	}
+	origins, err := cleanOrigins(req.GetOrigins())
+	if err != nil {
+		return Session{}, err
+	}
 	var from latchkeyv1.SessionState
 	var current Session
 	sess, err := s.UpdateSession(ctx, req.GetProjectId(), req.GetAuthSessionId(), req.GetExpectedEtag(), func(rec *registryv1.SessionRecord) error {
@@ -73,6 +79,9 @@ func (s *Store) Transition(ctx context.Context, req *registryv1.TransitionSessio
 			return err
 		}
 		applyTransition(rec, req)
+		if to == ready && len(origins) > 0 {
+			rec.GetSession().Origins = origins
+		}
 		return nil
 	})
 	if err != nil {
@@ -134,6 +143,27 @@ func applyTransition(rec *registryv1.SessionRecord, req *registryv1.TransitionSe
 	if t := req.GetNextRefreshTime(); t != nil {
 		a.NextRefreshTime = t
 	}
+}
+
+// MaxOrigins caps the origins a session keeps for its login budgets.
+const MaxOrigins = 32
+
+// cleanOrigins checks that each origin is scheme://host[:port] and returns them
+// sorted and without repeats.
+func cleanOrigins(in []string) ([]string, error) {
+	if len(in) > MaxOrigins {
+		return nil, errs.New(errs.ErrInvalid, "origins has %d entries, at most %d are allowed", len(in), MaxOrigins)
+	}
+	out := make([]string, 0, len(in))
+	for i, o := range in {
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.User != nil || len(o) > 255 {
+			return nil, errs.New(errs.ErrInvalid, "origins[%d] must look like https://host[:port] (at most 255 bytes)", i)
+		}
+		out = append(out, o)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }
 
 func stateName(s latchkeyv1.SessionState) string {

@@ -134,8 +134,11 @@ type TransitionSessionRequest struct {
 	RunId            string                 `protobuf:"bytes,8,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
 	NextRefreshTime  *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=next_refresh_time,json=nextRefreshTime,proto3" json:"next_refresh_time,omitempty"`
 	LastValidateTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_validate_time,json=lastValidateTime,proto3" json:"last_validate_time,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// With to_state READY after a login: the origins the login visited. They replace
+	// the session's origins (used for per-origin login budgets) when not empty.
+	Origins       []string `protobuf:"bytes,11,rep,name=origins,proto3" json:"origins,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TransitionSessionRequest) Reset() {
@@ -234,6 +237,13 @@ func (x *TransitionSessionRequest) GetNextRefreshTime() *timestamppb.Timestamp {
 func (x *TransitionSessionRequest) GetLastValidateTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.LastValidateTime
+	}
+	return nil
+}
+
+func (x *TransitionSessionRequest) GetOrigins() []string {
+	if x != nil {
+		return x.Origins
 	}
 	return nil
 }
@@ -931,7 +941,7 @@ const file_latchkey_registry_v1_session_state_proto_rawDesc = "" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12&\n" +
 	"\x0fauth_session_id\x18\x02 \x01(\tR\rauthSessionId\"Q\n" +
 	"\x12GetSessionResponse\x12;\n" +
-	"\fauth_session\x18\x01 \x01(\v2\x18.latchkey.v1.AuthSessionR\vauthSession\"\xda\x03\n" +
+	"\fauth_session\x18\x01 \x01(\v2\x18.latchkey.v1.AuthSessionR\vauthSession\"\xf4\x03\n" +
 	"\x18TransitionSessionRequest\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12&\n" +
@@ -944,7 +954,8 @@ const file_latchkey_registry_v1_session_state_proto_rawDesc = "" +
 	"\x06run_id\x18\b \x01(\tR\x05runId\x12F\n" +
 	"\x11next_refresh_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextRefreshTime\x12H\n" +
 	"\x12last_validate_time\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\x10lastValidateTime\"X\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\x10lastValidateTime\x12\x18\n" +
+	"\aorigins\x18\v \x03(\tR\aorigins\"X\n" +
 	"\x19TransitionSessionResponse\x12;\n" +
 	"\fauth_session\x18\x01 \x01(\v2\x18.latchkey.v1.AuthSessionR\vauthSession\"{\n" +
 	"\x16GetStorageStateRequest\x12\x1d\n" +
