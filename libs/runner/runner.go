@@ -218,7 +218,7 @@ func New(cfg Config, deps Deps) (*Runner, error) {
 	}
 	r.pool, r.ownPool = newPool(cfg.ChromiumPath, cfg.Browsers, cfg.RecycleAfter, r.log), true
 	r.warm = &warmSet{
-		idle: map[string]*bctx{}, max: cfg.WarmMax, budget: cfg.WarmMemory, perCtx: cfg.ContextMemory,
+		idle: map[string][]*bctx{}, max: cfg.WarmMax, perSession: cfg.Contexts, budget: cfg.WarmMemory, perCtx: cfg.ContextMemory,
 		idleAfter: cfg.WarmIdle, closeFn: r.pool.closeContext, now: time.Now,
 	}
 	r.pool.onCrash = r.warm.dropBrowser

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -15,7 +16,7 @@ func TestWarmSetBounds(t *testing.T) {
 	now := time.Unix(1000, 0)
 	var closed []string
 	browser := &browserProc{ctx: context.Background()}
-	w := &warmSet{idle: map[string]*bctx{}, max: 10, budget: 3 * 67 << 20, perCtx: 67 << 20, idleAfter: time.Minute,
+	w := &warmSet{idle: map[string][]*bctx{}, max: 10, budget: 3 * 67 << 20, perCtx: 67 << 20, idleAfter: time.Minute,
 		closeFn: func(bc *bctx) { closed = append(closed, bc.session) }, now: func() time.Time { return now }}
 	ctxFor := func(s string) *bctx { return &bctx{session: s, tab: context.Background(), b: browser, proxy: "none"} }
 	for _, s := range []string{"p/a", "p/b", "p/c"} {
@@ -46,5 +47,40 @@ func TestWarmSetBounds(t *testing.T) {
 	w.reap()
 	if w.len() != 0 {
 		t.Errorf("%d idle contexts after their idle time", w.len())
+	}
+}
+
+// TestWarmSetKeepsSeveralPerSession: a session keeps up to perSession idle contexts,
+// so Runs of one session that ran at once all find a warm one next time; the most
+// recently used is lent first and the oldest goes when a third comes back.
+func TestWarmSetKeepsSeveralPerSession(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1000, 0)
+	var closed []*bctx
+	var events []string
+	browser := &browserProc{ctx: context.Background()}
+	w := &warmSet{idle: map[string][]*bctx{}, max: 10, perSession: 2, idleAfter: time.Minute,
+		closeFn: func(bc *bctx) { closed = append(closed, bc) }, now: func() time.Time { return now },
+		onIdle: func(s string, idle bool) { events = append(events, fmt.Sprintf("%s=%v", s, idle)) }}
+	ctxFor := func() *bctx { return &bctx{session: "p/a", tab: context.Background(), b: browser, proxy: "none"} }
+	one, two, three := ctxFor(), ctxFor(), ctxFor()
+	for _, bc := range []*bctx{one, two, three} {
+		w.put(bc)
+		now = now.Add(time.Second)
+	}
+	if w.len() != 2 || len(closed) != 1 || closed[0] != one {
+		t.Fatalf("%d idle, closed %d; want 2 idle and the oldest closed", w.len(), len(closed))
+	}
+	if got := w.take("p/a", "none"); got != three {
+		t.Error("take did not lend the most recently used context")
+	}
+	if got := w.take("p/a", "none"); got != two {
+		t.Error("the second take did not lend the other idle context")
+	}
+	if got := w.take("p/a", "none"); got != nil {
+		t.Error("a third take found a context that was closed")
+	}
+	if want := []string{"p/a=true", "p/a=false"}; !slices.Equal(events, want) {
+		t.Errorf("idle notifications %v, want %v (first gained, last lost)", events, want)
 	}
 }

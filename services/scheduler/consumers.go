@@ -42,7 +42,7 @@ func (s *Service) onSessionEvent(ctx context.Context, msg jetstream.Msg) error {
 	if err := proto.Unmarshal(msg.Data(), ev); err != nil {
 		return fmt.Errorf("%w: undecodable session event: %v", consume.ErrTerminal, err)
 	}
-	return s.orch.HandleSessionEvent(ctx, ev.GetProjectId(), ev.GetAuthSessionId(), ev.GetToState())
+	return s.orch.HandleSessionEvent(ctx, ev)
 }
 
 // onRunRequest starts a Run published on lk.runs.requests.<project>. The API key must

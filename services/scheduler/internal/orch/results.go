@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	eventsv1 "github.com/latchkey/latchkey/libs/gen/latchkey/events/v1"
 	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
 	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
@@ -210,11 +211,15 @@ func (o *Orchestrator) WakeSession(ctx context.Context, project, session string)
 	return nil
 }
 
-// HandleSessionEvent wakes the Runs waiting on a session whose login ended.
-func (o *Orchestrator) HandleSessionEvent(ctx context.Context, project, session string, to latchkeyv1.SessionState) error {
-	switch to {
-	case latchkeyv1.SessionState_SESSION_STATE_READY, latchkeyv1.SessionState_SESSION_STATE_EXPIRED:
-		return o.WakeSession(ctx, project, session)
+// HandleSessionEvent wakes the Runs waiting on a session whose login ended: the
+// events of a move to READY or EXPIRED. A state written back by a Run (READY to READY)
+// wakes nobody — a Run only waits while a login runs — so the many write-backs cost no
+// listing of waiters.
+func (o *Orchestrator) HandleSessionEvent(ctx context.Context, ev *eventsv1.SessionEvent) error {
+	switch ev.GetType() {
+	case eventsv1.SessionEventType_SESSION_EVENT_TYPE_READY, eventsv1.SessionEventType_SESSION_EVENT_TYPE_RECREATED,
+		eventsv1.SessionEventType_SESSION_EVENT_TYPE_EXPIRED, eventsv1.SessionEventType_SESSION_EVENT_TYPE_DELETED:
+		return o.WakeSession(ctx, ev.GetProjectId(), ev.GetAuthSessionId())
 	}
 	return nil
 }
