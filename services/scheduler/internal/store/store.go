@@ -127,29 +127,36 @@ func (s *Store) Keys(ctx context.Context, project string) ([]string, error) {
 }
 
 // AllActive calls fn for every record that has not ended, across projects (the
-// recovery sweep).
+// recovery sweep). One KV watch streams the newest value of every key, rather than
+// a listing and a read per key.
 func (s *Store) AllActive(ctx context.Context, fn func(*schedulerv1.RunRecord)) error {
-	lister, err := s.kv.ListKeysFiltered(ctx, "run.>")
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := s.kv.Watch(ctx, "run.>", jetstream.IgnoreDeletes())
 	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return nil
-		}
-		return fmt.Errorf("listing runs: %w", err)
+		return fmt.Errorf("watching runs: %w", err)
 	}
-	for k := range lister.Keys() {
-		parts := strings.SplitN(k, ".", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		rec, _, err := s.Get(ctx, parts[1], parts[2])
-		if err != nil {
-			continue
-		}
-		if rec.GetStage() != schedulerv1.Stage_STAGE_DONE {
-			fn(rec)
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("watching runs: the watch ended early")
+			}
+			if e == nil { // every current value has been delivered
+				return nil
+			}
+			rec := &schedulerv1.RunRecord{}
+			if proto.Unmarshal(e.Value(), rec) != nil {
+				continue
+			}
+			if rec.GetStage() != schedulerv1.Stage_STAGE_DONE {
+				fn(rec)
+			}
 		}
 	}
-	return nil
 }
 
 // ClaimIdempotencyKey records that key started run in project. When the key was used
