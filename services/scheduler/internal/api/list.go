@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"slices"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -86,7 +87,9 @@ func matches(run *latchkeyv1.Run, req *latchkeyv1.ListRunsRequest) bool {
 }
 
 // WatchRun streams the Run's changes until it ends: first its current state, then one
-// message per event on lk.events.run.<project>.<run>.
+// message per event on lk.events.run.<project>.<run>. Events travel on core NATS to
+// the watcher, so it also re-reads the record every watchPoll: a watch never hangs
+// on an event it missed.
 func (r *Runs) WatchRun(req *latchkeyv1.WatchRunRequest, stream latchkeyv1.RunService_WatchRunServer) error {
 	ctx := stream.Context()
 	rec, err := r.get(ctx, req.GetRunId())
@@ -113,10 +116,16 @@ func (r *Runs) WatchRun(req *latchkeyv1.WatchRunRequest, stream latchkeyv1.RunSe
 	if isTerminal(rec.GetRun().GetState()) {
 		return nil
 	}
+	poll := time.NewTicker(watchPoll)
+	defer poll.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-poll.C:
+			if rec, err := r.get(ctx, req.GetRunId()); err == nil && isTerminal(rec.GetRun().GetState()) {
+				return stream.Send(&latchkeyv1.WatchRunResponse{Run: rec.GetRun(), Event: "current", Time: timestamppb.Now()})
+			}
 		case m := <-ch:
 			ev := &eventsv1.RunEvent{}
 			if proto.Unmarshal(m.Data, ev) != nil {
@@ -131,6 +140,9 @@ func (r *Runs) WatchRun(req *latchkeyv1.WatchRunRequest, stream latchkeyv1.RunSe
 		}
 	}
 }
+
+// watchPoll is how often WatchRun re-reads a Run it watches.
+const watchPoll = 2 * time.Second
 
 func isTerminal(s latchkeyv1.RunState) bool {
 	return s == latchkeyv1.RunState_RUN_STATE_SUCCEEDED || s == latchkeyv1.RunState_RUN_STATE_FAILED || s == latchkeyv1.RunState_RUN_STATE_CANCELED
