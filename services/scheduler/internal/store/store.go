@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/latchkey/latchkey/libs/bus"
 	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
 )
 
@@ -130,33 +131,13 @@ func (s *Store) Keys(ctx context.Context, project string) ([]string, error) {
 // recovery sweep). One KV watch streams the newest value of every key, rather than
 // a listing and a read per key.
 func (s *Store) AllActive(ctx context.Context, fn func(*schedulerv1.RunRecord)) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	w, err := s.kv.Watch(ctx, "run.>", jetstream.IgnoreDeletes())
-	if err != nil {
-		return fmt.Errorf("watching runs: %w", err)
-	}
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case e, ok := <-w.Updates():
-			if !ok {
-				return errors.New("watching runs: the watch ended early")
-			}
-			if e == nil { // every current value has been delivered
-				return nil
-			}
-			rec := &schedulerv1.RunRecord{}
-			if proto.Unmarshal(e.Value(), rec) != nil {
-				continue
-			}
-			if rec.GetStage() != schedulerv1.Stage_STAGE_DONE {
-				fn(rec)
-			}
+	return bus.Scan(ctx, s.kv, "run.>", false, func(e jetstream.KeyValueEntry) error {
+		rec := &schedulerv1.RunRecord{}
+		if proto.Unmarshal(e.Value(), rec) == nil && rec.GetStage() != schedulerv1.Stage_STAGE_DONE {
+			fn(rec)
 		}
-	}
+		return nil
+	})
 }
 
 // ClaimIdempotencyKey records that key started run in project. When the key was used

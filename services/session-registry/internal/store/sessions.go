@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/latchkey/latchkey/libs/bus"
 	eventsv1 "github.com/latchkey/latchkey/libs/gen/latchkey/events/v1"
 	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
@@ -190,7 +191,7 @@ func (s *Store) DeleteSession(ctx context.Context, projectID, id string) (Sessio
 // HasSessions reports whether the project has any session.
 func (s *Store) HasSessions(ctx context.Context, projectID string) (bool, error) {
 	errFound := errors.New("found")
-	err := scan(ctx, s.sessions, projectID+".*", true, func(jetstream.KeyValueEntry) error { return errFound })
+	err := bus.Scan(ctx, s.sessions, projectID+".*", true, func(jetstream.KeyValueEntry) error { return errFound })
 	if errors.Is(err, errFound) {
 		return true, nil
 	}
@@ -331,7 +332,7 @@ func (s *Store) ListDue(ctx context.Context, now time.Time, limit int) ([]*latch
 		a  *latchkeyv1.AuthSession
 	}
 	var found []due
-	err := scan(ctx, s.sessions, ">", false, func(e jetstream.KeyValueEntry) error {
+	err := bus.Scan(ctx, s.sessions, ">", false, func(e jetstream.KeyValueEntry) error {
 		rec := &registryv1.SessionRecord{}
 		if err := proto.Unmarshal(e.Value(), rec); err != nil {
 			return fmt.Errorf("decoding session %s: %w", e.Key(), err)

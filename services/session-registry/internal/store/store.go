@@ -167,42 +167,11 @@ func isConflict(err error) bool {
 	return errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists)
 }
 
-// scan calls fn for the newest entry of every key of kv matching filter (values too
-// unless metaOnly), in stream order, skipping deleted keys. It fails rather than
-// return a partial list when ctx ends or the watcher stops early.
-func scan(ctx context.Context, kv jetstream.KeyValue, filter string, metaOnly bool, fn func(jetstream.KeyValueEntry) error) error {
-	opts := []jetstream.WatchOpt{jetstream.IgnoreDeletes()}
-	if metaOnly {
-		opts = append(opts, jetstream.MetaOnly())
-	}
-	w, err := kv.WatchFiltered(ctx, []string{filter}, opts...)
-	if err != nil {
-		return fmt.Errorf("listing %s %s: %w", kv.Bucket(), filter, err)
-	}
-	defer w.Stop()
-	for {
-		select {
-		case e, ok := <-w.Updates():
-			switch {
-			case !ok:
-				return fmt.Errorf("listing %s %s: the watcher stopped early", kv.Bucket(), filter)
-			case e == nil:
-				return nil // every current entry was delivered
-			}
-			if err := fn(e); err != nil {
-				return err
-			}
-		case <-ctx.Done():
-			return fmt.Errorf("listing %s %s: %w", kv.Bucket(), filter, ctx.Err())
-		}
-	}
-}
-
 // liveKeys returns the sorted keys of kv matching filter that are not deleted, by
 // receiving every entry's metadata: exact, but slow for large buckets.
 func liveKeys(ctx context.Context, kv jetstream.KeyValue, filter string) ([]string, error) {
 	var keys []string
-	err := scan(ctx, kv, filter, true, func(e jetstream.KeyValueEntry) error {
+	err := bus.Scan(ctx, kv, filter, true, func(e jetstream.KeyValueEntry) error {
 		keys = append(keys, e.Key())
 		return nil
 	})
