@@ -36,6 +36,7 @@ func clientCommands() map[string]clientCommand {
 		"automations": automationsCommand,
 		"audit":       auditCommand,
 		"runs":        runsCommand,
+		"jobs":        jobsCommand,
 	}
 }
 

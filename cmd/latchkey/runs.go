@@ -23,7 +23,7 @@ const runsUsage = `usage: latchkey runs COMMAND
             [-create-attempts N] [-retries N] [-timeout D] [-idempotency-key K]
                                 start a Run; -wait follows it with a live progress line
   get ID                        show one Run
-  list [-session ID] [-api A] [-state S]   list Runs, newest first
+  list [-session ID] [-api A] [-state S] [-job-run ID]   list Runs, newest first
   watch ID                      follow a Run until it ends
   cancel ID                     cancel a Run
   resume ID FIELD=VALUE...      answer a Run that asked for more information
@@ -114,12 +114,13 @@ func runsList(ctx context.Context, c *cli, rc latchkeyv1.RunServiceClient, args 
 	fs.SetOutput(c.stderr)
 	session := fs.String("session", "", "only Runs of this AuthSession")
 	api := fs.String("api", "", "only Runs of this API")
+	jobRun := fs.String("job-run", "", "only Runs of this JobRun (a firing of a Job)")
 	state := fs.String("state", "", "only Runs in this state (queued, running, succeeded, failed, canceled)")
 	limit := fs.Int("limit", 50, "at most this many")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	req := &latchkeyv1.ListRunsRequest{AuthSessionId: *session, Api: *api, PageSize: int32(*limit)}
+	req := &latchkeyv1.ListRunsRequest{AuthSessionId: *session, Api: *api, JobRunId: *jobRun, PageSize: int32(*limit)}
 	if *state != "" {
 		v, ok := latchkeyv1.RunState_value["RUN_STATE_"+strings.ToUpper(*state)]
 		if !ok {

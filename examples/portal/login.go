@@ -198,7 +198,10 @@ func (p *Portal) checkCode(pl pendingLogin, code string, now time.Time) bool {
 	if pl.step == stepEmailCode {
 		return subtle.ConstantTimeCompare([]byte(code), []byte(pl.code)) == 1
 	}
-	ok, err := totp.ValidateCustom(code, p.users[pl.user].TOTPSecret, now.UTC(), totp.ValidateOpts{
+	p.mu.Lock() // SetPassword writes p.users
+	secret := p.users[pl.user].TOTPSecret
+	p.mu.Unlock()
+	ok, err := totp.ValidateCustom(code, secret, now.UTC(), totp.ValidateOpts{
 		Period:    30,
 		Skew:      1,
 		Digits:    otp.DigitsSix,

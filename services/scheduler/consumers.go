@@ -42,7 +42,11 @@ func (s *Service) onSessionEvent(ctx context.Context, msg jetstream.Msg) error {
 	if err := proto.Unmarshal(msg.Data(), ev); err != nil {
 		return fmt.Errorf("%w: undecodable session event: %v", consume.ErrTerminal, err)
 	}
-	return s.orch.HandleSessionEvent(ctx, ev)
+	if err := s.orch.HandleSessionEvent(ctx, ev); err != nil {
+		return err
+	}
+	// Jobs pause when their AuthSession expires (DESIGN.md section 3).
+	return s.jobs.HandleSessionEvent(ctx, ev.GetProjectId(), ev.GetAuthSessionId(), ev.GetToState())
 }
 
 // onRunRequest starts a Run published on lk.runs.requests.<project>. The API key must

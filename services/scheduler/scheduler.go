@@ -1,8 +1,9 @@
 // Package scheduler is the scheduler service: Runs and their orchestration (validate,
-// recreate, execute), back-off, budgets and circuit breaking (DESIGN.md section 3).
-// Run records live in the LK_RUNS KV bucket and every step is a compare-and-swap, so
-// any number of replicas share the work and a restarted scheduler picks up every Run in
-// flight.
+// recreate, execute), back-off, budgets and circuit breaking (DESIGN.md section 3),
+// and Jobs (schedules and batches of Runs, internal/jobs). Run records live in the
+// LK_RUNS KV bucket, Job records in LK_JOBS, and every step is a compare-and-swap, so
+// any number of replicas share the work and a restarted scheduler picks up every Run
+// and Job in flight.
 package scheduler
 
 import (
@@ -26,6 +27,7 @@ import (
 	"github.com/latchkey/latchkey/libs/server"
 	"github.com/latchkey/latchkey/services/scheduler/internal/api"
 	"github.com/latchkey/latchkey/services/scheduler/internal/consume"
+	"github.com/latchkey/latchkey/services/scheduler/internal/jobs"
 	"github.com/latchkey/latchkey/services/scheduler/internal/orch"
 	"github.com/latchkey/latchkey/services/scheduler/internal/store"
 )
@@ -45,6 +47,8 @@ type Config struct {
 	// target origin (defaults 10 and 60).
 	SessionLoginBudget int64
 	OriginLoginBudget  int64
+	// JobTick is how often due Jobs are looked for (default 1 s).
+	JobTick time.Duration
 }
 
 // Deps are what the scheduler needs from its process.
@@ -64,14 +68,12 @@ type Service struct {
 	deps      Deps
 	srv       *server.Server
 	runs      *api.Runs
+	jobsAPI   *api.Jobs
+	jobs      *jobs.Engine
 	orch      *orch.Orchestrator
 	consumers *consume.Runner
 	stop      context.CancelFunc
 	sweeping  sync.WaitGroup
-}
-
-type jobs struct {
-	latchkeyv1.UnimplementedJobServiceServer
 }
 
 // New returns the scheduler service.
@@ -91,6 +93,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if cfg.RefreshInterval <= 0 {
 		cfg.RefreshInterval = 30 * time.Second
 	}
+	if cfg.JobTick <= 0 {
+		cfg.JobTick = time.Second
+	}
 	return &Service{cfg: cfg, deps: deps}, nil
 }
 
@@ -104,7 +109,8 @@ func (s *Service) Register(srv *server.Server) {
 	s.srv = srv
 	s.runs = &api.Runs{Registry: s.deps.Registry, Vault: s.deps.Vault, NC: s.deps.NC, Log: s.deps.Logger}
 	srv.Register(&latchkeyv1.RunService_ServiceDesc, s.runs, server.PolicyPublic, s.deps.Tracer)
-	srv.Register(&latchkeyv1.JobService_ServiceDesc, jobs{}, server.PolicyPublic, s.deps.Tracer)
+	s.jobsAPI = &api.Jobs{Runs: s.runs, Registry: s.deps.Registry}
+	srv.Register(&latchkeyv1.JobService_ServiceDesc, s.jobsAPI, server.PolicyPublic, s.deps.Tracer)
 }
 
 // Start opens the Run store, starts the consumers and the sweep, and reports healthy.
@@ -124,6 +130,10 @@ func (s *Service) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("opening leases: %w", err)
 	}
+	jobsKV, err := s.deps.JS.KeyValue(ctx, bus.BucketJobs)
+	if err != nil {
+		return fmt.Errorf("opening job records: %w", err)
+	}
 	policy := orch.DefaultPolicy()
 	if s.cfg.SessionLoginBudget > 0 {
 		policy.SessionBudget = s.cfg.SessionLoginBudget
@@ -136,8 +146,11 @@ func (s *Service) Start(ctx context.Context) error {
 	s.orch = orch.New(orch.Deps{
 		Store: st, JS: s.deps.JS, NC: s.deps.NC, Leases: leases, Registry: s.deps.Registry, Vault: s.deps.Vault,
 		Cache: s.deps.Cache, Tracer: tracer, Log: s.deps.Logger, Pool: s.cfg.Pool, Policy: policy,
+		RunEnded: func(ctx context.Context, run *latchkeyv1.Run) { s.jobs.RunEnded(ctx, run) },
 	})
 	s.runs.Orch, s.runs.Store = s.orch, st
+	s.jobs = jobs.New(jobs.NewStore(jobsKV), s.runs, s.deps.JS, tracer, s.deps.Logger, jobs.Options{})
+	s.jobsAPI.Engine = s.jobs
 	s.consumers = consume.NewRunner(s.deps.JS, tracer, s.deps.Logger)
 	for _, spec := range s.specs() {
 		if err := s.consumers.Start(ctx, spec); err != nil {
@@ -146,9 +159,10 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	sweepCtx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
-	s.sweeping.Add(2)
+	s.sweeping.Add(3)
 	go s.every(sweepCtx, s.cfg.SweepInterval, "sweep", func(ctx context.Context) error { return s.orch.Sweep(ctx, s.cfg.StuckAfter) })
 	go s.every(sweepCtx, s.cfg.RefreshInterval, "proactive refresh", func(ctx context.Context) error { return s.orch.Refresh(ctx, s.cfg.RefreshInterval) })
+	go s.every(sweepCtx, s.cfg.JobTick, "job tick", s.jobs.Tick)
 	for _, d := range s.descs() {
 		s.srv.SetServing(d.ServiceName, true)
 	}

@@ -33,7 +33,8 @@ const (
 	JobState_JOB_STATE_ACTIVE      JobState = 1
 	// Paused by a user or because its AuthSession expired (see pause_reason).
 	JobState_JOB_STATE_PAUSED JobState = 2
-	// A once-Job that has fired, or a batch that has run.
+	// A once-Job that has fired. A batch Job (no schedule) stays ACTIVE and can be
+	// triggered again.
 	JobState_JOB_STATE_COMPLETED JobState = 3
 )
 

@@ -91,6 +91,11 @@ func (r *Runs) StartRun(ctx context.Context, req *latchkeyv1.StartRunRequest) (*
 // Start validates and queues a Run for project; internal callers may start AuthSession
 // Runs. runID, when set, names the new Run (NATS publishers choose it).
 func (r *Runs) Start(ctx context.Context, proj string, internal bool, req *latchkeyv1.StartRunRequest, runID string) (*latchkeyv1.Run, error) {
+	return r.start(ctx, proj, internal, req, runID, "")
+}
+
+// start is Start for a Run that may belong to a JobRun (jobRunID, see jobs_runs.go).
+func (r *Runs) start(ctx context.Context, proj string, internal bool, req *latchkeyv1.StartRunRequest, runID, jobRunID string) (*latchkeyv1.Run, error) {
 	if err := validateStart(req, internal); err != nil {
 		return nil, err
 	}
@@ -146,7 +151,7 @@ func (r *Runs) Start(ctx context.Context, proj string, internal bool, req *latch
 			Id: runID, ProjectId: proj, Kind: kind, State: latchkeyv1.RunState_RUN_STATE_QUEUED, Api: api,
 			Params: req.GetParams(), AuthSessionId: req.GetAuthSessionId(), Options: req.GetOptions(),
 			BundleVersion: version, CreateTime: timestamppb.New(now), IdempotencyKey: req.GetIdempotencyKey(),
-			TraceId: trace.SpanContextFromContext(ctx).TraceID().String(),
+			TraceId: trace.SpanContextFromContext(ctx).TraceID().String(), JobRunId: jobRunID,
 		},
 	}
 	rec.TraceContext = r.Orch.TraceContextOf(ctx)

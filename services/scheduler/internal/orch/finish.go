@@ -51,6 +51,7 @@ func (o *Orchestrator) finish(ctx context.Context, project, runID string, state 
 		}
 	}
 	o.Log.InfoContext(ctx, "run ended", "run_id", runID, "kind", rec.GetRun().GetKind().String(), "state", state.String(), "reason", reason.String())
+	o.runEnded(ctx, rec.GetRun())
 	return nil
 }
 

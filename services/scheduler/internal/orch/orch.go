@@ -79,6 +79,8 @@ type Deps struct {
 	Log    *slog.Logger
 	Pool   string
 	Policy Policy
+	// RunEnded, if set, is called after every Run ends (hooks.go).
+	RunEnded RunEndedFunc
 }
 
 // Orchestrator drives Runs.

@@ -1,0 +1,21 @@
+package orch
+
+import (
+	"context"
+
+	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
+)
+
+// RunEndedFunc is told about a Run that has just ended, after its record is final and
+// its last event is published. The Jobs engine uses it to count a JobRun's child and
+// start the next one. It runs inside the call that ended the Run, so it must not block
+// for long; a scheduler that dies before calling it is covered by the Jobs engine's
+// reconciliation, which reads the child's Run record.
+type RunEndedFunc func(ctx context.Context, run *latchkeyv1.Run)
+
+// runEnded calls the RunEnded hook, if any.
+func (o *Orchestrator) runEnded(ctx context.Context, run *latchkeyv1.Run) {
+	if o.RunEnded != nil {
+		o.RunEnded(ctx, run)
+	}
+}
