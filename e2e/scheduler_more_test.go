@@ -58,57 +58,75 @@ func TestCreateAsksAndIsResumed(t *testing.T) {
 // TestSchedulerRestartMidRun runs the scheduler apart from the other services, stops it
 // while a Run's task is in the browser, starts a new one, and sees the Run finish.
 func TestSchedulerRestartMidRun(t *testing.T) {
+	w := newSplitWorld(t)
+	w.portal.SetFault(portal.Fault{Delay: 1500 * time.Millisecond})
+	started, err := w.runs.StartRun(t.Context(), &latchkeyv1.StartRunRequest{Api: "list-invoices", AuthSessionId: w.sessionID})
+	if err != nil {
+		t.Fatalf("StartRun: %v", err)
+	}
+	time.Sleep(500 * time.Millisecond) // the task is in the browser now
+	w.restartScheduler(t)
+	w.portal.SetFault(portal.Fault{})
+	run := w.wait(t, started.GetRun().GetId())
+	if run.GetState() != latchkeyv1.RunState_RUN_STATE_SUCCEEDED {
+		t.Fatalf("run after scheduler restart = %s %s: %s", run.GetState(), run.GetFailureReason(), run.GetFailureMessage())
+	}
+	wantInvoices(t, run)
+}
+
+// splitWorld is a stack whose scheduler runs apart from the other services, so a test
+// can stop it and start another: the session is a RECORDER session with an imported
+// logged-in state, which needs no login, so the registry needs no scheduler address.
+type splitWorld struct {
+	*world
+	core, sched *stacktest.Stack
+	schedOpts   stacktest.Options
+	key         string
+	sessionID   string
+}
+
+func newSplitWorld(t *testing.T) *splitWorld {
+	t.Helper()
 	p, url := testkit.Portal(t, portal.Config{})
-	chromium := testkit.ChromiumPath(t)
-	core := stacktest.Start(t, stacktest.Options{Services: []string{"vault", "registry", "runner"}, Env: map[string]string{"LATCHKEY_CHROMIUM_PATH": chromium}})
-	schedOpts := stacktest.Options{
+	core := stacktest.Start(t, stacktest.Options{Services: []string{"vault", "registry", "runner"}, Env: map[string]string{"LATCHKEY_CHROMIUM_PATH": testkit.ChromiumPath(t)}})
+	s := &splitWorld{core: core, schedOpts: stacktest.Options{
 		Services: []string{"scheduler"},
 		Env:      map[string]string{"LATCHKEY_NATS_URL": core.NATSURL()},
 		Args:     []string{"-registry-addr", core.GRPCAddr(), "-vault-addr", core.GRPCAddr()},
-	}
-	sched := stacktest.Start(t, schedOpts)
-	// The registry reaches the scheduler through -scheduler-addr; this test creates the
-	// session by importing a state instead, so the registry needs no scheduler.
+	}}
+	s.sched = stacktest.Start(t, s.schedOpts)
 	admin := core.Dial(t, core.AdminKey)
 	created, err := latchkeyv1.NewProjectServiceClient(admin).CreateProject(t.Context(), &latchkeyv1.CreateProjectRequest{ProjectId: "acme"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := created.GetApiKeySecret()
-	w := &world{st: core, portal: p, portalURL: url, conn: core.Dial(t, key)}
-	w.sessions = latchkeyv1.NewAuthSessionServiceClient(w.conn)
-	w.deploy(t)
-	sessResp, err := w.sessions.CreateAuthSession(t.Context(), &latchkeyv1.CreateAuthSessionRequest{
+	s.key = created.GetApiKeySecret()
+	s.world = &world{st: core, portal: p, portalURL: url, conn: core.Dial(t, s.key)}
+	s.sessions = latchkeyv1.NewAuthSessionServiceClient(s.conn)
+	s.deploy(t)
+	sessResp, err := s.sessions.CreateAuthSession(t.Context(), &latchkeyv1.CreateAuthSessionRequest{
 		Type: latchkeyv1.SessionType_SESSION_TYPE_RECORDER, Vars: map[string]string{"baseURL": url},
 		Recorder: &latchkeyv1.RecorderSettings{StartUrl: url + "/login", FinishUrlPrefix: url + "/dashboard"},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sessID := sessResp.GetAuthSession().GetId()
-	if _, err := w.sessions.ImportStorageState(t.Context(), &latchkeyv1.ImportStorageStateRequest{AuthSessionId: sessID, StorageStateJson: loggedInState(t, url)}); err != nil {
+	s.sessionID = sessResp.GetAuthSession().GetId()
+	if _, err := s.sessions.ImportStorageState(t.Context(), &latchkeyv1.ImportStorageStateRequest{AuthSessionId: s.sessionID, StorageStateJson: loggedInState(t, url)}); err != nil {
 		t.Fatalf("import: %v", err)
 	}
+	s.runs = latchkeyv1.NewRunServiceClient(s.sched.Dial(t, s.key))
+	return s
+}
 
-	runs := latchkeyv1.NewRunServiceClient(sched.Dial(t, key))
-	p.SetFault(portal.Fault{Delay: 1500 * time.Millisecond})
-	started, err := runs.StartRun(t.Context(), &latchkeyv1.StartRunRequest{Api: "list-invoices", AuthSessionId: sessID})
-	if err != nil {
-		t.Fatalf("StartRun: %v", err)
-	}
-	time.Sleep(500 * time.Millisecond) // the task is in the browser now
+// restartScheduler stops the scheduler and starts a new one in its place.
+func (s *splitWorld) restartScheduler(t *testing.T) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	sched.Shutdown(ctx)
+	s.sched.Shutdown(ctx)
 	cancel()
-	p.SetFault(portal.Fault{})
-
-	sched2 := stacktest.Start(t, schedOpts)
-	w.runs = latchkeyv1.NewRunServiceClient(sched2.Dial(t, key))
-	run := w.wait(t, started.GetRun().GetId())
-	if run.GetState() != latchkeyv1.RunState_RUN_STATE_SUCCEEDED {
-		t.Fatalf("run after scheduler restart = %s %s: %s", run.GetState(), run.GetFailureReason(), run.GetFailureMessage())
-	}
-	wantInvoices(t, run)
+	s.sched = stacktest.Start(t, s.schedOpts)
+	s.runs = latchkeyv1.NewRunServiceClient(s.sched.Dial(t, s.key))
 }
 
 // loggedInState logs alice in over HTTP and returns her cookies as a Playwright state.
