@@ -23,51 +23,19 @@ func (r *Runs) ListRuns(ctx context.Context, req *latchkeyv1.ListRunsRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	size := int(req.GetPageSize())
-	switch {
-	case size < 0 || size > MaxPageSize:
-		return nil, status.Errorf(codes.InvalidArgument, "page_size must be between 0 and %d", MaxPageSize)
-	case size == 0:
-		size = DefaultPageSize
+	size, err := pageSize(req.GetPageSize())
+	if err != nil {
+		return nil, err
 	}
 	ids, err := r.Store.Keys(ctx, proj)
 	if err != nil {
 		return nil, r.internal(ctx, "listing runs", err)
 	}
-	start := 0
-	if tok := req.GetPageToken(); tok != "" {
-		i, found := slices.BinarySearchFunc(ids, tok, func(a, b string) int { return -compare(a, b) })
-		if found {
-			i++
-		}
-		start = i
-	}
-	out := &latchkeyv1.ListRunsResponse{PageInfo: &latchkeyv1.PageInfo{}}
-	for _, id := range ids[start:] {
+	runs, info := page(ids, req.GetPageToken(), newestFirst, size, func(id string) (*latchkeyv1.Run, bool) {
 		rec, _, err := r.Store.Get(ctx, proj, id)
-		if err != nil {
-			continue
-		}
-		if !matches(rec.GetRun(), req) {
-			continue
-		}
-		if len(out.Runs) == size {
-			out.PageInfo.NextPageToken = out.Runs[len(out.Runs)-1].GetId()
-			break
-		}
-		out.Runs = append(out.Runs, rec.GetRun())
-	}
-	return out, nil
-}
-
-func compare(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+		return rec.GetRun(), err == nil && matches(rec.GetRun(), req)
+	})
+	return &latchkeyv1.ListRunsResponse{Runs: runs, PageInfo: info}, nil
 }
 
 func matches(run *latchkeyv1.Run, req *latchkeyv1.ListRunsRequest) bool {
