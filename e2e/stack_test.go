@@ -13,15 +13,10 @@ import (
 	"github.com/latchkey/latchkey/libs/testkit"
 )
 
-// TestMain checks for leaked goroutines. Two belong to libraries, not to us:
-// go-redis's background re-dial after a failed dial (tryDial) ends a second after its
-// pool closes, and nats.go's jetstream async-publish watcher
-// (resetPendingAcksOnReconnect) can be left waiting on a closed connection's status
-// channel.
+// TestMain checks for leaked goroutines (but the libraries' own, see
+// testkit.LibraryGoroutines).
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).tryDial"),
-		goleak.IgnoreTopFunction("github.com/nats-io/nats.go/jetstream.(*jetStream).resetPendingAcksOnReconnect"))
+	goleak.VerifyTestMain(m, testkit.LibraryGoroutines()...)
 }
 
 func TestStackWithRedisIsHealthy(t *testing.T) {

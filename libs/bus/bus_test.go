@@ -13,10 +13,11 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/latchkey/latchkey/libs/bus"
+	"github.com/latchkey/latchkey/libs/testkit"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, testkit.LibraryGoroutines()...)
 }
 
 // startServer runs an embedded server for one test and connects to it.

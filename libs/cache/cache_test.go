@@ -24,7 +24,7 @@ func TestMain(m *testing.M) {
 	// After a failed dial go-redis starts a background tryDial that sleeps a second
 	// between attempts and stops only once the pool is closed and it wakes up; it is
 	// go-redis's own goroutine, not one of ours, so it may outlive the test by a second.
-	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).tryDial"))
+	goleak.VerifyTestMain(m, testkit.LibraryGoroutines()...)
 }
 
 // implementations lists every Cache, each made fresh for one test.

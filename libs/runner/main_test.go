@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/latchkey/latchkey/libs/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -23,7 +25,7 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	sharedPool.close()
 	if code == 0 {
-		if err := goleak.Find(); err != nil {
+		if err := goleak.Find(testkit.LibraryGoroutines()...); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak:", err)
 			code = 1
 		}

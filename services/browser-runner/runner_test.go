@@ -19,7 +19,7 @@ import (
 	"github.com/latchkey/latchkey/libs/testkit"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testkit.LibraryGoroutines()...) }
 
 func TestNewRejectsBadConfig(t *testing.T) {
 	t.Parallel()

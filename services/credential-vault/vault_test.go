@@ -23,7 +23,7 @@ import (
 	"github.com/latchkey/latchkey/libs/testkit"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testkit.LibraryGoroutines()...) }
 
 func newKey() string {
 	b := make([]byte, 32)

@@ -26,7 +26,7 @@ import (
 	"github.com/latchkey/latchkey/services/credential-vault/internal/store"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testkit.LibraryGoroutines()...) }
 
 // env is a vault API over a private NATS server, with what tests inspect.
 type env struct {

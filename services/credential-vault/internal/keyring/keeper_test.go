@@ -17,7 +17,7 @@ import (
 	"github.com/latchkey/latchkey/services/credential-vault/internal/keyring"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testkit.LibraryGoroutines()...) }
 
 func secretsKV(t *testing.T) jetstream.KeyValue {
 	t.Helper()

@@ -21,7 +21,7 @@ import (
 	"github.com/latchkey/latchkey/libs/testkit"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testkit.LibraryGoroutines()...) }
 
 // runBook stands in for the scheduler's Run path: it records the child Runs it was
 // asked to start, and the test ends them. The engine's own logic (allotting,

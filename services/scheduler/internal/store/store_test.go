@@ -16,7 +16,7 @@ import (
 	"github.com/latchkey/latchkey/services/scheduler/internal/store"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testkit.LibraryGoroutines()...) }
 
 func newStore(t testing.TB) *store.Store {
 	t.Helper()
