@@ -41,23 +41,10 @@ recipe as .Params: '[{"month": "2026-01"}, {"month": "2026-02"}]'. -at takes RFC
 
 // jobsCommand runs `latchkey jobs ...`.
 func jobsCommand(ctx context.Context, c *cli, args []string) error {
-	if len(args) == 0 || isHelp(args[0]) {
-		return usageOr(c, jobsUsage, args, "jobs needs a command: create, get, list, update, delete, pause, resume, trigger or runs")
-	}
-	cmds := map[string]func(context.Context, *cli, latchkeyv1.JobServiceClient, []string) error{
-		"create": jobsCreate, "get": jobsGet, "list": jobsList, "update": jobsUpdate, "delete": jobsDelete,
-		"pause": jobsPause, "resume": jobsResume, "trigger": jobsTrigger, "runs": jobsRuns,
-	}
-	sub, ok := cmds[args[0]]
-	if !ok {
-		fmt.Fprint(c.stderr, jobsUsage)
-		return fmt.Errorf("unknown jobs command %q", args[0])
-	}
-	cc, err := c.dial()
-	if err != nil {
-		return err
-	}
-	return sub(ctx, c, latchkeyv1.NewJobServiceClient(cc), args[1:])
+	type j = sub[latchkeyv1.JobServiceClient]
+	return dispatch(ctx, c, args, "jobs", jobsUsage, latchkeyv1.NewJobServiceClient,
+		j{"create", jobsCreate}, j{"get", jobsGet}, j{"list", jobsList}, j{"update", jobsUpdate}, j{"delete", jobsDelete},
+		j{"pause", jobsPause}, j{"resume", jobsResume}, j{"trigger", jobsTrigger}, j{"runs", jobsRuns})
 }
 
 // jobFlags are the settings create and update share.

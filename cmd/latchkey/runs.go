@@ -31,22 +31,9 @@ const runsUsage = `usage: latchkey runs COMMAND
 
 // runsCommand runs `latchkey runs ...`.
 func runsCommand(ctx context.Context, c *cli, args []string) error {
-	if len(args) == 0 || isHelp(args[0]) {
-		return usageOr(c, runsUsage, args, "runs needs a command: start, get, list, watch, cancel or resume")
-	}
-	cmds := map[string]func(context.Context, *cli, latchkeyv1.RunServiceClient, []string) error{
-		"start": runsStart, "get": runsGet, "list": runsList, "watch": runsWatch, "cancel": runsCancel, "resume": runsResume,
-	}
-	sub, ok := cmds[args[0]]
-	if !ok {
-		fmt.Fprint(c.stderr, runsUsage)
-		return fmt.Errorf("unknown runs command %q", args[0])
-	}
-	cc, err := c.dial()
-	if err != nil {
-		return err
-	}
-	return sub(ctx, c, latchkeyv1.NewRunServiceClient(cc), args[1:])
+	type r = sub[latchkeyv1.RunServiceClient]
+	return dispatch(ctx, c, args, "runs", runsUsage, latchkeyv1.NewRunServiceClient,
+		r{"start", runsStart}, r{"get", runsGet}, r{"list", runsList}, r{"watch", runsWatch}, r{"cancel", runsCancel}, r{"resume", runsResume})
 }
 
 func runsStart(ctx context.Context, c *cli, rc latchkeyv1.RunServiceClient, args []string) error {
