@@ -45,8 +45,8 @@ func (s *Service) onSessionEvent(ctx context.Context, msg jetstream.Msg) error {
 	if err := s.orch.HandleSessionEvent(ctx, ev); err != nil {
 		return err
 	}
-	// Jobs pause when their AuthSession expires (DESIGN.md section 3).
-	return s.jobs.HandleSessionEvent(ctx, ev.GetProjectId(), ev.GetAuthSessionId(), ev.GetToState())
+	// Jobs pause when their AuthSession expires or is deleted (DESIGN.md section 3).
+	return s.jobs.HandleSessionEvent(ctx, ev)
 }
 
 // onRunRequest starts a Run published on lk.runs.requests.<project>. The API key must

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/latchkey/latchkey/libs/bus"
+	eventsv1 "github.com/latchkey/latchkey/libs/gen/latchkey/events/v1"
 	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/testkit"
@@ -159,6 +160,40 @@ func TestBatchStartsNoMoreThanMaxConcurrencyAndCountsEveryEnd(t *testing.T) {
 	}
 }
 
+// TestSessionDeletionPausesOnlyItsJobs: deleting a session pauses the Jobs that used
+// it, as its expiry does, and leaves other sessions' Jobs alone; a session written
+// back (READY to READY) pauses nothing.
+func TestSessionDeletionPausesOnlyItsJobs(t *testing.T) {
+	e, st := newEngine(t, newRunBook())
+	other := batch("other", 1, 1)
+	other.AuthSessionId = "s2"
+	for _, j := range []*latchkeyv1.Job{batch("mine", 1, 1), other} {
+		if _, err := e.Create(t.Context(), j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	state := func(id string) latchkeyv1.JobState {
+		rec, _, err := st.GetJob(t.Context(), "acme", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rec.GetJob().GetState()
+	}
+	written := &eventsv1.SessionEvent{ProjectId: "acme", AuthSessionId: "s1", Type: eventsv1.SessionEventType_SESSION_EVENT_TYPE_STATE_WRITTEN,
+		FromState: latchkeyv1.SessionState_SESSION_STATE_READY, ToState: latchkeyv1.SessionState_SESSION_STATE_READY}
+	if err := e.HandleSessionEvent(t.Context(), written); err != nil || state("mine") != latchkeyv1.JobState_JOB_STATE_ACTIVE {
+		t.Fatalf("after a write-back: %s, %v; want ACTIVE", state("mine"), err)
+	}
+	deleted := &eventsv1.SessionEvent{ProjectId: "acme", AuthSessionId: "s1", Type: eventsv1.SessionEventType_SESSION_EVENT_TYPE_DELETED,
+		FromState: latchkeyv1.SessionState_SESSION_STATE_READY}
+	if err := e.HandleSessionEvent(t.Context(), deleted); err != nil {
+		t.Fatal(err)
+	}
+	if state("mine") != latchkeyv1.JobState_JOB_STATE_PAUSED || state("other") != latchkeyv1.JobState_JOB_STATE_ACTIVE {
+		t.Fatalf("after deleting s1: mine %s, other %s; want PAUSED and ACTIVE", state("mine"), state("other"))
+	}
+}
+
 func TestSessionExpiryStopsTheFiringAndPausesTheJob(t *testing.T) {
 	book := newRunBook()
 	e, st := newEngine(t, book)
@@ -169,7 +204,8 @@ func TestSessionExpiryStopsTheFiringAndPausesTheJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.HandleSessionEvent(t.Context(), "acme", "s1", latchkeyv1.SessionState_SESSION_STATE_EXPIRED); err != nil {
+	if err := e.HandleSessionEvent(t.Context(), &eventsv1.SessionEvent{ProjectId: "acme", AuthSessionId: "s1",
+		Type: eventsv1.SessionEventType_SESSION_EVENT_TYPE_EXPIRED, ToState: latchkeyv1.SessionState_SESSION_STATE_EXPIRED}); err != nil {
 		t.Fatal(err)
 	}
 	rec, _, _ := st.GetJob(t.Context(), "acme", "b")

@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	eventsv1 "github.com/latchkey/latchkey/libs/gen/latchkey/events/v1"
 	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 )
@@ -139,14 +140,16 @@ func (e *Engine) reconcile(ctx context.Context, rec *schedulerv1.JobRecord, now 
 	return JobRunEnded(after.GetJobRun().GetState())
 }
 
-// HandleSessionEvent pauses the Jobs of a session that became EXPIRED (reason
-// AUTH_SESSION_EXPIRED) and stops their running JobRuns from starting more Runs; the
-// Runs already running end by themselves (the scheduler cancels those waiting on the
-// session). It finds the session's Jobs by reading the project's Jobs.
-func (e *Engine) HandleSessionEvent(ctx context.Context, project, session string, to latchkeyv1.SessionState) error {
-	if to != latchkeyv1.SessionState_SESSION_STATE_EXPIRED {
+// HandleSessionEvent pauses the Jobs of a session that became EXPIRED, or was deleted
+// (reason AUTH_SESSION_EXPIRED either way: the Job has no usable session), and stops
+// their running JobRuns from starting more Runs; the Runs already running end by
+// themselves (the scheduler cancels those waiting on the session). It finds the
+// session's Jobs by reading the project's Jobs.
+func (e *Engine) HandleSessionEvent(ctx context.Context, ev *eventsv1.SessionEvent) error {
+	if ev.GetToState() != latchkeyv1.SessionState_SESSION_STATE_EXPIRED && ev.GetType() != eventsv1.SessionEventType_SESSION_EVENT_TYPE_DELETED {
 		return nil
 	}
+	project, session := ev.GetProjectId(), ev.GetAuthSessionId()
 	ids, err := e.store.JobIDs(ctx, project)
 	if err != nil {
 		return err
