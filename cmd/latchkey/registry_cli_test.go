@@ -126,6 +126,10 @@ func TestRegistryCLI(t *testing.T) {
 	if out := run("audit", "rec"); !strings.Contains(out, "export") {
 		t.Fatalf("audit:\n%s", out)
 	}
+	if out := run("sessions", "record", "rec"); !strings.Contains(out, "http://") || !strings.Contains(out, "/record/") || !strings.Contains(out, "RUN") {
+		t.Fatalf("sessions record:\n%s", out)
+	}
+	fails("NotFound", "sessions", "record", "nope")
 
 	credFile := filepath.Join(t.TempDir(), "creds.json")
 	if err := os.WriteFile(credFile, []byte("password=cli-secret"), 0o600); err != nil {

@@ -30,6 +30,8 @@ const sessionsUsage = `usage: latchkey sessions COMMAND
   delete ID                                            delete a session, its states and secrets
   import ID FILE|-                                     store a Playwright storageState JSON
   export ID [-revision N] [-out FILE]                  write the state as Playwright JSON (audited)
+  record ID [-wait]                                    print a one-time recorder URL through which a
+                                                       person logs in (RECORDER sessions)
 
 Credentials never come from a flag value (it would land in shell history): pass a
 JSON object of named fields, e.g. {"username": "alice", "password": "..."}, in a file
@@ -40,12 +42,12 @@ A proxy password comes the same way, from -proxy-password-file.
 // sessionsCommand runs `latchkey sessions ...`.
 func sessionsCommand(ctx context.Context, c *cli, args []string) error {
 	if len(args) == 0 || isHelp(args[0]) {
-		return usageOr(c, sessionsUsage, args, "sessions needs a command: create, get, list, update, update-credentials, delete, import or export")
+		return usageOr(c, sessionsUsage, args, "sessions needs a command: create, get, list, update, update-credentials, delete, import, export or record")
 	}
 	cmds := map[string]func(context.Context, *cli, latchkeyv1.AuthSessionServiceClient, []string) error{
 		"create": sessionsCreate, "get": sessionsGet, "list": sessionsList, "update": sessionsUpdate,
 		"update-credentials": sessionsUpdateCredentials, "delete": sessionsDelete,
-		"import": sessionsImport, "export": sessionsExport,
+		"import": sessionsImport, "export": sessionsExport, "record": sessionsRecord,
 	}
 	run, ok := cmds[args[0]]
 	if !ok {

@@ -228,8 +228,10 @@ func (st *Stack) newService(ctx context.Context, name string, env config.Env) (s
 	vaultClient, registryClient := vaultv1.NewVaultServiceClient(p[0]), registryv1.NewSessionStateServiceClient(p[1])
 	switch name {
 	case "registry":
-		return registry.New(registry.Config{AdminKey: cfg.AdminKey}, registry.Deps{
-			Logger: log, Tracer: tp, JS: st.js, Cache: st.cache,
+		return registry.New(registry.Config{
+			AdminKey: cfg.AdminKey, InternalToken: cfg.InternalToken, PublicURL: cfg.PublicURL, RecorderTTL: cfg.RecorderTTL,
+		}, registry.Deps{
+			Logger: log, Tracer: tp, JS: st.js, NC: st.nc, Cache: st.cache,
 			Vault: vaultClient, Runs: latchkeyv1.NewRunServiceClient(p[2]),
 		})
 	case "scheduler":
@@ -241,7 +243,10 @@ func (st *Stack) newService(ctx context.Context, name string, env config.Env) (s
 			Registry: registryClient, Vault: vaultClient,
 		})
 	default: // runner
-		return runner.New(runner.Config{Pool: cfg.RunnerPool, Contexts: cfg.RunnerContexts, ChromiumPath: cfg.ChromiumPath}, runner.Deps{
+		return runner.New(runner.Config{
+			Pool: cfg.RunnerPool, Contexts: cfg.RunnerContexts, ChromiumPath: cfg.ChromiumPath,
+			LiveKey: bus.DeriveKey(cfg.InternalToken, bus.LiveKeyPurpose),
+		}, runner.Deps{
 			Logger: log, Tracer: tp, JS: st.js,
 			Registry: registryClient, Vault: vaultClient,
 		})

@@ -19,6 +19,9 @@ const (
 	DefaultRunRecordsMaxAge = 30 * 24 * time.Hour
 	DefaultLeaseTTL         = 30 * time.Second
 	DefaultArtifactsTTL     = 7 * 24 * time.Hour
+	// RecordingsMaxAge is how long LK_RECORDINGS keeps the claim of a recorder
+	// URL: longer than any recorder URL lives, so a claimed URL stays claimed.
+	RecordingsMaxAge = 2 * time.Hour
 )
 
 // ErrInvalidOptions is returned by Ensure for options it cannot apply.
@@ -193,6 +196,8 @@ func keyValueConfigs(o Options) []jetstream.KeyValueConfig {
 	// Limit markers let a key carry its own TTL and tell watchers when a
 	// lease expired.
 	leases.LimitMarkerTTL = o.LeaseTTL
+	recordings := kv(BucketRecordings, "Claims of one-time recorder URLs")
+	recordings.TTL = RecordingsMaxAge
 	return []jetstream.KeyValueConfig{
 		kv(BucketProjects, "Projects"),
 		kv(BucketAPIKeys, "Hashed API keys"),
@@ -203,6 +208,7 @@ func keyValueConfigs(o Options) []jetstream.KeyValueConfig {
 		runs,
 		kv(BucketJobs, "Jobs and JobRuns"),
 		leases,
+		recordings,
 	}
 }
 

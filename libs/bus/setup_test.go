@@ -61,6 +61,7 @@ func TestEnsureIsIdempotent(t *testing.T) {
 		{bus.BucketRuns, bus.DefaultRunRecordsMaxAge},
 		{bus.BucketJobs, 0},
 		{bus.BucketLeases, bus.DefaultLeaseTTL},
+		{bus.BucketRecordings, bus.RecordingsMaxAge},
 	}
 	for _, want := range buckets {
 		kv, err := js.KeyValue(ctx, want.name)

@@ -61,6 +61,7 @@ const (
 	BucketRuns        = "LK_RUNS"
 	BucketJobs        = "LK_JOBS"
 	BucketLeases      = "LK_LEASES"
+	BucketRecordings  = "LK_RECORDINGS"
 )
 
 // Object store bucket names.

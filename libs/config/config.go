@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -21,6 +22,9 @@ const (
 	DefaultEmbeddedNATS   = "127.0.0.1:4223"
 	DefaultRunnerContexts = 4
 	DefaultRunnerPool     = "default"
+	DefaultRecorderTTL    = 10 * time.Minute
+	// MaxRecorderTTL keeps recorder URLs short-lived (and within LK_RECORDINGS' age).
+	MaxRecorderTTL = time.Hour
 )
 
 // Config is the configuration of every service and of `latchkey dev`. Fields that hold
@@ -70,6 +74,11 @@ type Config struct {
 	// session and per target origin.
 	SessionLoginBudget int64
 	OriginLoginBudget  int64
+	// PublicURL is the base of the recorder URLs the registry hands out, as a person's
+	// browser reaches the HTTP listener; empty: http://<HTTPAddr>.
+	PublicURL string
+	// RecorderTTL is how long a recorder URL (and the browser it holds) lives.
+	RecorderTTL time.Duration
 }
 
 // Secret is a string that never prints itself.
@@ -102,6 +111,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("log_level", c.LogLevel),
 		slog.String("log_format", c.LogFormat),
 		slog.Duration("refresh_interval", c.RefreshInterval),
+		slog.String("public_url", c.PublicURL),
+		slog.Duration("recorder_ttl", c.RecorderTTL),
 	)
 }
 
@@ -163,6 +174,7 @@ func Register(fs *flag.FlagSet, env Env) *Config {
 	str(&c.SchedulerAddr, "scheduler-addr", "LATCHKEY_SCHEDULER_ADDR", "", "scheduler gRPC address (default: grpc-addr)")
 	str(&c.LogLevel, "log-level", "LATCHKEY_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	str(&c.LogFormat, "log-format", "LATCHKEY_LOG_FORMAT", "text", "log format: text or json")
+	str(&c.PublicURL, "public-url", "LATCHKEY_PUBLIC_URL", "", "base URL of recorder links as people reach the HTTP listener (default: http://<http-addr>)")
 
 	contexts := DefaultRunnerContexts
 	if v, ok := env("LATCHKEY_RUNNER_CONTEXTS"); ok && v != "" {
@@ -195,6 +207,13 @@ func Register(fs *flag.FlagSet, env Env) *Config {
 	budget(&c.SessionLoginBudget, "session-login-budget", "LATCHKEY_SESSION_LOGIN_BUDGET", 10, "automatic logins per hour per session before it needs a person")
 	budget(&c.OriginLoginBudget, "origin-login-budget", "LATCHKEY_ORIGIN_LOGIN_BUDGET", 60, "automatic logins per hour per target origin")
 	fs.DurationVar(&c.RefreshInterval, "refresh-interval", refresh, "how often the scheduler looks for sessions to refresh ($LATCHKEY_REFRESH_INTERVAL)")
+	recorderTTL := DefaultRecorderTTL
+	if v, ok := env("LATCHKEY_RECORDER_TTL"); ok && v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			recorderTTL = d
+		}
+	}
+	fs.DurationVar(&c.RecorderTTL, "recorder-ttl", recorderTTL, "how long a recorder URL and its hosted browser live ($LATCHKEY_RECORDER_TTL)")
 	return c
 }
 
@@ -232,6 +251,14 @@ func (c *Config) Validate() error {
 	}
 	if c.RefreshInterval < 100*time.Millisecond {
 		errs = append(errs, errors.New("-refresh-interval must be at least 100ms"))
+	}
+	if c.RecorderTTL < 10*time.Second || c.RecorderTTL > MaxRecorderTTL {
+		errs = append(errs, fmt.Errorf("-recorder-ttl must be between 10s and %s, got %s", MaxRecorderTTL, c.RecorderTTL))
+	}
+	if c.PublicURL != "" {
+		if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			errs = append(errs, fmt.Errorf("-public-url must be an http(s) URL such as https://latchkey.example.com, got %q", c.PublicURL))
+		}
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, errors.New("-shutdown-timeout must be positive"))

@@ -91,6 +91,9 @@ type Config struct {
 	// BundleCacheTTL is how long the newest bundle (version 0) is cached; numbered
 	// versions never change and stay cached.
 	BundleCacheTTL time.Duration
+	// LiveKey seals the live view of RECORD tasks (bus.SealLive); without it the
+	// runner answers RECORD tasks FAILED.
+	LiveKey []byte
 }
 
 func (c Config) withDefaults() (Config, error) {

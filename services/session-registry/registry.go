@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
@@ -21,6 +23,7 @@ import (
 	vaultv1 "github.com/latchkey/latchkey/libs/gen/latchkey/vault/v1"
 	"github.com/latchkey/latchkey/libs/server"
 	"github.com/latchkey/latchkey/services/session-registry/internal/api"
+	"github.com/latchkey/latchkey/services/session-registry/internal/recorder"
 	"github.com/latchkey/latchkey/services/session-registry/internal/store"
 )
 
@@ -30,6 +33,13 @@ type Config struct {
 	AdminKey string
 	// Store tunes caching and state retention; zero values take the defaults.
 	Store store.Options
+	// InternalToken is the secret the services share: the recorder's URL-signing and
+	// live-view keys are derived from it.
+	InternalToken string
+	// PublicURL is the base of recorder URLs; empty: http://<the HTTP listener>.
+	PublicURL string
+	// RecorderTTL is how long a recorder URL lives; zero: 10 minutes.
+	RecorderTTL time.Duration
 }
 
 // Deps are what the registry needs from its process.
@@ -41,28 +51,38 @@ type Deps struct {
 	Cache cache.Cache
 	// Vault seals credentials and storage states.
 	Vault vaultv1.VaultServiceClient
-	// Runs starts AUTHSESSION_CREATE and UPDATE Runs on the scheduler.
+	// Runs starts AUTHSESSION_CREATE, UPDATE and RECORD Runs on the scheduler.
 	Runs latchkeyv1.RunServiceClient
+	// NC carries the recorder's live view (core NATS).
+	NC *nats.Conn
 }
 
 // Service is the session registry.
 type Service struct {
-	cfg  Config
-	deps Deps
-	api  *api.API
-	srv  *server.Server
+	cfg      Config
+	deps     Deps
+	api      *api.API
+	recorder *recorder.Recorder
+	srv      *server.Server
 }
 
 // New returns the registry service.
 func New(cfg Config, deps Deps) (*Service, error) {
-	if deps.Logger == nil || deps.Tracer == nil || deps.JS == nil || deps.Vault == nil || deps.Runs == nil {
-		return nil, errors.New("registry: logger, tracer, jetstream, vault and runs clients are required")
+	if deps.Logger == nil || deps.Tracer == nil || deps.JS == nil || deps.NC == nil || deps.Vault == nil || deps.Runs == nil {
+		return nil, errors.New("registry: logger, tracer, jetstream, nats, vault and runs clients are required")
 	}
 	if deps.Cache == nil {
 		deps.Cache = cache.NewResilient(cache.NewMemory(cache.MemoryOptions{}), deps.Logger)
 	}
-	a := api.New(api.Deps{Log: deps.Logger, Vault: deps.Vault, Runs: deps.Runs, AdminKey: cfg.AdminKey})
-	return &Service{cfg: cfg, deps: deps, api: a}, nil
+	s := &Service{cfg: cfg, deps: deps}
+	rec, err := recorder.New(recorder.Config{Secret: cfg.InternalToken, PublicURL: cfg.PublicURL, TTL: cfg.RecorderTTL},
+		recorder.Deps{Log: deps.Logger, NC: deps.NC, Runs: deps.Runs, ListenAddr: func() string { return s.srv.HTTPAddr() }})
+	if err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	s.recorder = rec
+	s.api = api.New(api.Deps{Log: deps.Logger, Vault: deps.Vault, Runs: deps.Runs, AdminKey: cfg.AdminKey, Recorder: rec})
+	return s, nil
 }
 
 func (s *Service) descs() []*grpc.ServiceDesc {
@@ -81,13 +101,14 @@ func (s *Service) Register(srv *server.Server) {
 	srv.Register(&latchkeyv1.AutomationService_ServiceDesc, api.Automations{API: s.api}, server.PolicyPublic, s.deps.Tracer)
 	srv.Register(&latchkeyv1.AuthSessionService_ServiceDesc, api.AuthSessions{API: s.api}, server.PolicyPublic, s.deps.Tracer)
 	srv.Register(&registryv1.SessionStateService_ServiceDesc, api.SessionState{API: s.api}, server.PolicyInternal, s.deps.Tracer)
+	s.recorder.Mount(srv.Handle)
 }
 
 // Start opens the registry's buckets and reports it healthy.
 func (s *Service) Start(ctx context.Context) error {
 	needs := bus.Needs{
 		Streams: []string{bus.StreamEvents},
-		Buckets: []string{bus.BucketProjects, bus.BucketAPIKeys, bus.BucketAutomations, bus.BucketSessions, bus.BucketStates},
+		Buckets: []string{bus.BucketProjects, bus.BucketAPIKeys, bus.BucketAutomations, bus.BucketSessions, bus.BucketStates, bus.BucketRecordings},
 	}
 	if err := bus.CheckReady(ctx, s.deps.JS, needs); err != nil {
 		return fmt.Errorf("starting registry: %w", err)
@@ -97,14 +118,18 @@ func (s *Service) Start(ctx context.Context) error {
 		return fmt.Errorf("starting registry: %w", err)
 	}
 	s.api.SetStore(st)
+	if err := s.recorder.Open(ctx, s.deps.JS); err != nil {
+		return fmt.Errorf("starting registry: %w", err)
+	}
 	for _, d := range s.descs() {
 		s.srv.SetServing(d.ServiceName, true)
 	}
 	return nil
 }
 
-// Stop reports the registry unhealthy.
+// Stop reports the registry unhealthy and ends the recorder's live streams.
 func (s *Service) Stop(context.Context) error {
+	s.recorder.Close()
 	for _, d := range s.descs() {
 		s.srv.SetServing(d.ServiceName, false)
 	}

@@ -130,7 +130,7 @@ type benchEnv struct {
 // directly through its store (the setup is not measured).
 func seedBench(b *testing.B) benchEnv {
 	b.Helper()
-	_, _, js := testkit.NATS(b)
+	_, nc, js := testkit.NATS(b)
 	rs := testkit.Redis(b)
 	c, err := cache.Open(b.Context(), cache.Config{URL: rs.URL(), Logger: logging.Discard()})
 	if err != nil {
@@ -140,8 +140,8 @@ func seedBench(b *testing.B) benchEnv {
 	auth := server.NewAuthenticator(internalToken, adminKey, nil)
 	srv := server.NewForTests(b, auth)
 	unused := benchDial(b, srv.GRPCAddr(), internalToken)
-	svc, err := New(Config{AdminKey: adminKey}, Deps{
-		Logger: logging.Discard(), Tracer: noop.NewTracerProvider(), JS: js, Cache: c,
+	svc, err := New(Config{AdminKey: adminKey, InternalToken: internalToken}, Deps{
+		Logger: logging.Discard(), Tracer: noop.NewTracerProvider(), JS: js, NC: nc, Cache: c,
 		Vault: vaultv1.NewVaultServiceClient(unused), Runs: latchkeyv1.NewRunServiceClient(unused),
 	})
 	if err != nil {

@@ -39,12 +39,12 @@ type started struct {
 
 func start(t *testing.T) started {
 	t.Helper()
-	_, _, js := testkit.NATS(t)
+	_, nc, js := testkit.NATS(t)
 	auth := server.NewAuthenticator(internalToken, adminKey, nil)
 	srv := server.NewForTests(t, auth)
 	cc := dial(t, srv.GRPCAddr(), internalToken)
-	svc, err := New(Config{AdminKey: adminKey}, Deps{
-		Logger: logging.Discard(), Tracer: noop.NewTracerProvider(), JS: js,
+	svc, err := New(Config{AdminKey: adminKey, InternalToken: internalToken}, Deps{
+		Logger: logging.Discard(), Tracer: noop.NewTracerProvider(), JS: js, NC: nc,
 		Vault: vaultv1.NewVaultServiceClient(cc), Runs: latchkeyv1.NewRunServiceClient(cc),
 	})
 	if err != nil {

@@ -185,7 +185,9 @@ func (r *Runs) releaseKey(ctx context.Context, proj string, req *latchkeyv1.Star
 
 // checkSession refuses Runs a session cannot serve.
 func checkSession(req *latchkeyv1.StartRunRequest, sess *latchkeyv1.AuthSession) error {
-	if sess.GetState() == latchkeyv1.SessionState_SESSION_STATE_EXPIRED && req.GetKind() != latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_UPDATE {
+	// Updating credentials and recording a login are how an EXPIRED session is fixed.
+	fixes := req.GetKind() == latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_UPDATE || req.GetKind() == latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_RECORD
+	if sess.GetState() == latchkeyv1.SessionState_SESSION_STATE_EXPIRED && !fixes {
 		st := status.New(codes.FailedPrecondition, fmt.Sprintf(
 			"auth session %q is EXPIRED (%s): update its credentials or log in again through the recorder before starting Runs",
 			sess.GetId(), strings.TrimPrefix(sess.GetStateReason().String(), "FAILURE_REASON_")))
@@ -228,7 +230,7 @@ func validateStart(req *latchkeyv1.StartRunRequest, internal bool) error {
 	kind := req.GetKind()
 	switch kind {
 	case latchkeyv1.RunKind_RUN_KIND_UNSPECIFIED, latchkeyv1.RunKind_RUN_KIND_API:
-	case latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_CREATE, latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_UPDATE:
+	case latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_CREATE, latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_UPDATE, latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_RECORD:
 		if !internal {
 			return status.Error(codes.PermissionDenied, "AuthSession Runs are started by Latchkey itself: create the session or update its credentials instead")
 		}

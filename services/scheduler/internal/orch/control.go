@@ -107,6 +107,8 @@ func (o *Orchestrator) Sweep(ctx context.Context, stuckAfter time.Duration) erro
 			err = o.dispatchCreate(rctx, project, id, schedulerv1.Stage_STAGE_BACKING_OFF)
 		case run.GetState() == latchkeyv1.RunState_RUN_STATE_REQUESTED_MORE_INFO:
 			return // the runner holds the context; the Run's deadline bounds it
+		case recording(rec):
+			return // a person is logging in; the recording's deadline bounds it (record.go)
 		case idle > o.Policy.TaskTimeout+stuckAfter:
 			err = o.HandleResult(rctx, &runnerv1.TaskResult{
 				TaskId: rec.GetTaskId(), RunId: id, ProjectId: project, Status: runnerv1.TaskStatus_TASK_STATUS_FAILED,

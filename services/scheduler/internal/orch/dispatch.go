@@ -22,6 +22,8 @@ func (o *Orchestrator) Begin(ctx context.Context, rec *schedulerv1.RunRecord, se
 	switch run.GetKind() {
 	case latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_CREATE, latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_UPDATE:
 		return o.dispatchCreate(ctx, run.GetProjectId(), run.GetId(), schedulerv1.Stage_STAGE_UNSPECIFIED)
+	case latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_RECORD:
+		return o.dispatchRecord(ctx, rec) // record.go
 	}
 	if sess != nil && sess.GetState() == latchkeyv1.SessionState_SESSION_STATE_READY {
 		return o.sendAPITask(ctx, rec, schedulerv1.Stage_STAGE_UNSPECIFIED, sess, true)

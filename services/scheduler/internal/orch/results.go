@@ -44,6 +44,8 @@ func (o *Orchestrator) HandleResult(ctx context.Context, res *runnerv1.TaskResul
 			return o.verifyResult(ctx, rec, res)
 		}
 		return o.createResult(ctx, rec, res)
+	case latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_RECORD:
+		return o.recordResult(ctx, rec, res) // record.go
 	case latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_VALIDATE:
 		return o.validateResult(ctx, rec, res)
 	default:

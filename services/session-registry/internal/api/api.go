@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -32,6 +33,16 @@ type Deps struct {
 	Runs  latchkeyv1.RunServiceClient
 	// AdminKey lets AuthenticateApiKey recognise the admin key; empty: none.
 	AdminKey string
+	// Recorder mints recorder URLs (internal/recorder).
+	Recorder RecorderURLs
+}
+
+// RecorderURLs mints the one-time URLs of the hosted recorder.
+type RecorderURLs interface {
+	// TTL is how long a URL lives.
+	TTL() time.Duration
+	// URL returns the URL that records run's browser for the session until expire.
+	URL(project, session, run string, expire time.Time) (string, error)
 }
 
 // API holds the registry's gRPC services. Its store is set by SetStore once the

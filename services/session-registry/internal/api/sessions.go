@@ -217,21 +217,9 @@ func (a AuthSessions) DeleteAuthSession(ctx context.Context, req *latchkeyv1.Del
 	})
 }
 
-// CreateRecorderUrl answers Unimplemented for a RECORDER session: the hosted recorder
-// is not built yet.
+// CreateRecorderUrl starts an AUTHSESSION_RECORD Run for a RECORDER session (a runner
+// opens a browser at the session's recorder.start_url) and returns the one-time URL
+// of the page through which a person logs in (recorder.go).
 func (a AuthSessions) CreateRecorderUrl(ctx context.Context, req *latchkeyv1.CreateRecorderUrlRequest) (*latchkeyv1.CreateRecorderUrlResponse, error) {
-	return handle(ctx, a.API, req, func(ctx context.Context, st *store.Store, req *latchkeyv1.CreateRecorderUrlRequest) (*latchkeyv1.CreateRecorderUrlResponse, error) {
-		project, err := callerProject(ctx)
-		if err != nil {
-			return nil, err
-		}
-		sess, err := st.GetSession(ctx, project, req.GetAuthSessionId())
-		if err != nil {
-			return nil, err
-		}
-		if sess.Rec.GetSession().GetType() != latchkeyv1.SessionType_SESSION_TYPE_RECORDER {
-			return nil, errs.New(errs.ErrPrecondition, "auth session %q is not a RECORDER session", req.GetAuthSessionId())
-		}
-		return nil, errs.New(errs.ErrUnimplemented, "the hosted recorder is not available yet: record the login elsewhere and import it with `latchkey sessions import`")
-	})
+	return handle(ctx, a.API, req, a.recorderURL)
 }

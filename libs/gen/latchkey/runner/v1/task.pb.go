@@ -344,7 +344,9 @@ type RunnerTask struct {
 	// For CHECK after CREATE: the state to check, sealed like a storage state.
 	CandidateStateCiphertext []byte `protobuf:"bytes,14,opt,name=candidate_state_ciphertext,json=candidateStateCiphertext,proto3" json:"candidate_state_ciphertext,omitempty"`
 	// Attempt number of this task for its Run, from 1.
-	Attempt       int32 `protobuf:"varint,15,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Attempt int32 `protobuf:"varint,15,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// For RECORD tasks: where the person logs in and when they are done.
+	Record        *RecordSpec `protobuf:"bytes,16,opt,name=record,proto3" json:"record,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -484,6 +486,79 @@ func (x *RunnerTask) GetAttempt() int32 {
 	return 0
 }
 
+func (x *RunnerTask) GetRecord() *RecordSpec {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+// RecordSpec tells a RECORD task which live view it hosts and where the person logs in.
+type RecordSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Names the live view: frames go out on lk.live.<recording_id>.frames and the
+	// person's input comes in on lk.live.<recording_id>.input (the RECORD Run's id).
+	RecordingId string `protobuf:"bytes,1,opt,name=recording_id,json=recordingId,proto3" json:"recording_id,omitempty"`
+	// The page the hosted browser opens.
+	StartUrl string `protobuf:"bytes,2,opt,name=start_url,json=startUrl,proto3" json:"start_url,omitempty"`
+	// When the main frame reaches a URL with this prefix the state is captured; empty:
+	// only when the person presses Finish on the recorder page.
+	FinishUrlPrefix string `protobuf:"bytes,3,opt,name=finish_url_prefix,json=finishUrlPrefix,proto3" json:"finish_url_prefix,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RecordSpec) Reset() {
+	*x = RecordSpec{}
+	mi := &file_latchkey_runner_v1_task_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordSpec) ProtoMessage() {}
+
+func (x *RecordSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_latchkey_runner_v1_task_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordSpec.ProtoReflect.Descriptor instead.
+func (*RecordSpec) Descriptor() ([]byte, []int) {
+	return file_latchkey_runner_v1_task_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RecordSpec) GetRecordingId() string {
+	if x != nil {
+		return x.RecordingId
+	}
+	return ""
+}
+
+func (x *RecordSpec) GetStartUrl() string {
+	if x != nil {
+		return x.StartUrl
+	}
+	return ""
+}
+
+func (x *RecordSpec) GetFinishUrlPrefix() string {
+	if x != nil {
+		return x.FinishUrlPrefix
+	}
+	return ""
+}
+
 // FailedStep names the recipe step that failed. Never carries a credential value.
 type FailedStep struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -498,7 +573,7 @@ type FailedStep struct {
 
 func (x *FailedStep) Reset() {
 	*x = FailedStep{}
-	mi := &file_latchkey_runner_v1_task_proto_msgTypes[3]
+	mi := &file_latchkey_runner_v1_task_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -510,7 +585,7 @@ func (x *FailedStep) String() string {
 func (*FailedStep) ProtoMessage() {}
 
 func (x *FailedStep) ProtoReflect() protoreflect.Message {
-	mi := &file_latchkey_runner_v1_task_proto_msgTypes[3]
+	mi := &file_latchkey_runner_v1_task_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -523,7 +598,7 @@ func (x *FailedStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailedStep.ProtoReflect.Descriptor instead.
 func (*FailedStep) Descriptor() ([]byte, []int) {
-	return file_latchkey_runner_v1_task_proto_rawDescGZIP(), []int{3}
+	return file_latchkey_runner_v1_task_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *FailedStep) GetFile() string {
@@ -596,7 +671,7 @@ type TaskResult struct {
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_latchkey_runner_v1_task_proto_msgTypes[4]
+	mi := &file_latchkey_runner_v1_task_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -608,7 +683,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_latchkey_runner_v1_task_proto_msgTypes[4]
+	mi := &file_latchkey_runner_v1_task_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -621,7 +696,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_latchkey_runner_v1_task_proto_rawDescGZIP(), []int{4}
+	return file_latchkey_runner_v1_task_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *TaskResult) GetTaskId() string {
@@ -763,7 +838,7 @@ type TaskResume struct {
 
 func (x *TaskResume) Reset() {
 	*x = TaskResume{}
-	mi := &file_latchkey_runner_v1_task_proto_msgTypes[5]
+	mi := &file_latchkey_runner_v1_task_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -775,7 +850,7 @@ func (x *TaskResume) String() string {
 func (*TaskResume) ProtoMessage() {}
 
 func (x *TaskResume) ProtoReflect() protoreflect.Message {
-	mi := &file_latchkey_runner_v1_task_proto_msgTypes[5]
+	mi := &file_latchkey_runner_v1_task_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -788,7 +863,7 @@ func (x *TaskResume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResume.ProtoReflect.Descriptor instead.
 func (*TaskResume) Descriptor() ([]byte, []int) {
-	return file_latchkey_runner_v1_task_proto_rawDescGZIP(), []int{5}
+	return file_latchkey_runner_v1_task_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TaskResume) GetRunId() string {
@@ -822,7 +897,7 @@ const file_latchkey_runner_v1_task_proto_rawDesc = "" +
 	"ciphertext\x18\x02 \x01(\fH\x00R\n" +
 	"ciphertext\x12*\n" +
 	"\x11ciphertext_run_id\x18\x03 \x01(\tR\x0fciphertextRunIdB\b\n" +
-	"\x06source\"\xef\x04\n" +
+	"\x06source\"\xa7\x05\n" +
 	"\n" +
 	"RunnerTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x15\n" +
@@ -843,7 +918,13 @@ const file_latchkey_runner_v1_task_proto_rawDesc = "" +
 	"\rfresh_context\x18\f \x01(\bR\ffreshContext\x126\n" +
 	"\bdeadline\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12<\n" +
 	"\x1acandidate_state_ciphertext\x18\x0e \x01(\fR\x18candidateStateCiphertext\x12\x18\n" +
-	"\aattempt\x18\x0f \x01(\x05R\aattempt\"x\n" +
+	"\aattempt\x18\x0f \x01(\x05R\aattempt\x126\n" +
+	"\x06record\x18\x10 \x01(\v2\x1e.latchkey.runner.v1.RecordSpecR\x06record\"x\n" +
+	"\n" +
+	"RecordSpec\x12!\n" +
+	"\frecording_id\x18\x01 \x01(\tR\vrecordingId\x12\x1b\n" +
+	"\tstart_url\x18\x02 \x01(\tR\bstartUrl\x12*\n" +
+	"\x11finish_url_prefix\x18\x03 \x01(\tR\x0ffinishUrlPrefix\"x\n" +
 	"\n" +
 	"FailedStep\x12\x12\n" +
 	"\x04file\x18\x01 \x01(\tR\x04file\x12\x10\n" +
@@ -909,47 +990,49 @@ func file_latchkey_runner_v1_task_proto_rawDescGZIP() []byte {
 }
 
 var file_latchkey_runner_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_latchkey_runner_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_latchkey_runner_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_latchkey_runner_v1_task_proto_goTypes = []any{
 	(TaskKind)(0),                 // 0: latchkey.runner.v1.TaskKind
 	(TaskStatus)(0),               // 1: latchkey.runner.v1.TaskStatus
 	(*SessionRef)(nil),            // 2: latchkey.runner.v1.SessionRef
 	(*CredentialsRef)(nil),        // 3: latchkey.runner.v1.CredentialsRef
 	(*RunnerTask)(nil),            // 4: latchkey.runner.v1.RunnerTask
-	(*FailedStep)(nil),            // 5: latchkey.runner.v1.FailedStep
-	(*TaskResult)(nil),            // 6: latchkey.runner.v1.TaskResult
-	(*TaskResume)(nil),            // 7: latchkey.runner.v1.TaskResume
-	(v1.SessionType)(0),           // 8: latchkey.v1.SessionType
-	(*v1.Proxy)(nil),              // 9: latchkey.v1.Proxy
-	(*structpb.Struct)(nil),       // 10: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(v1.CheckOutcome)(0),          // 12: latchkey.v1.CheckOutcome
-	(*structpb.Value)(nil),        // 13: google.protobuf.Value
-	(v1.FailureReason)(0),         // 14: latchkey.v1.FailureReason
-	(*v1.MoreInfoRequest)(nil),    // 15: latchkey.v1.MoreInfoRequest
-	(*durationpb.Duration)(nil),   // 16: google.protobuf.Duration
+	(*RecordSpec)(nil),            // 5: latchkey.runner.v1.RecordSpec
+	(*FailedStep)(nil),            // 6: latchkey.runner.v1.FailedStep
+	(*TaskResult)(nil),            // 7: latchkey.runner.v1.TaskResult
+	(*TaskResume)(nil),            // 8: latchkey.runner.v1.TaskResume
+	(v1.SessionType)(0),           // 9: latchkey.v1.SessionType
+	(*v1.Proxy)(nil),              // 10: latchkey.v1.Proxy
+	(*structpb.Struct)(nil),       // 11: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(v1.CheckOutcome)(0),          // 13: latchkey.v1.CheckOutcome
+	(*structpb.Value)(nil),        // 14: google.protobuf.Value
+	(v1.FailureReason)(0),         // 15: latchkey.v1.FailureReason
+	(*v1.MoreInfoRequest)(nil),    // 16: latchkey.v1.MoreInfoRequest
+	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
 }
 var file_latchkey_runner_v1_task_proto_depIdxs = []int32{
-	8,  // 0: latchkey.runner.v1.SessionRef.type:type_name -> latchkey.v1.SessionType
-	9,  // 1: latchkey.runner.v1.SessionRef.proxy:type_name -> latchkey.v1.Proxy
+	9,  // 0: latchkey.runner.v1.SessionRef.type:type_name -> latchkey.v1.SessionType
+	10, // 1: latchkey.runner.v1.SessionRef.proxy:type_name -> latchkey.v1.Proxy
 	0,  // 2: latchkey.runner.v1.RunnerTask.kind:type_name -> latchkey.runner.v1.TaskKind
-	10, // 3: latchkey.runner.v1.RunnerTask.params:type_name -> google.protobuf.Struct
+	11, // 3: latchkey.runner.v1.RunnerTask.params:type_name -> google.protobuf.Struct
 	2,  // 4: latchkey.runner.v1.RunnerTask.session:type_name -> latchkey.runner.v1.SessionRef
 	3,  // 5: latchkey.runner.v1.RunnerTask.credentials:type_name -> latchkey.runner.v1.CredentialsRef
-	11, // 6: latchkey.runner.v1.RunnerTask.deadline:type_name -> google.protobuf.Timestamp
-	1,  // 7: latchkey.runner.v1.TaskResult.status:type_name -> latchkey.runner.v1.TaskStatus
-	12, // 8: latchkey.runner.v1.TaskResult.check_outcome:type_name -> latchkey.v1.CheckOutcome
-	13, // 9: latchkey.runner.v1.TaskResult.output:type_name -> google.protobuf.Value
-	14, // 10: latchkey.runner.v1.TaskResult.failure_reason:type_name -> latchkey.v1.FailureReason
-	5,  // 11: latchkey.runner.v1.TaskResult.failed_step:type_name -> latchkey.runner.v1.FailedStep
-	11, // 12: latchkey.runner.v1.TaskResult.earliest_cookie_expiry:type_name -> google.protobuf.Timestamp
-	15, // 13: latchkey.runner.v1.TaskResult.more_info:type_name -> latchkey.v1.MoreInfoRequest
-	16, // 14: latchkey.runner.v1.TaskResult.browser_time:type_name -> google.protobuf.Duration
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	12, // 6: latchkey.runner.v1.RunnerTask.deadline:type_name -> google.protobuf.Timestamp
+	5,  // 7: latchkey.runner.v1.RunnerTask.record:type_name -> latchkey.runner.v1.RecordSpec
+	1,  // 8: latchkey.runner.v1.TaskResult.status:type_name -> latchkey.runner.v1.TaskStatus
+	13, // 9: latchkey.runner.v1.TaskResult.check_outcome:type_name -> latchkey.v1.CheckOutcome
+	14, // 10: latchkey.runner.v1.TaskResult.output:type_name -> google.protobuf.Value
+	15, // 11: latchkey.runner.v1.TaskResult.failure_reason:type_name -> latchkey.v1.FailureReason
+	6,  // 12: latchkey.runner.v1.TaskResult.failed_step:type_name -> latchkey.runner.v1.FailedStep
+	12, // 13: latchkey.runner.v1.TaskResult.earliest_cookie_expiry:type_name -> google.protobuf.Timestamp
+	16, // 14: latchkey.runner.v1.TaskResult.more_info:type_name -> latchkey.v1.MoreInfoRequest
+	17, // 15: latchkey.runner.v1.TaskResult.browser_time:type_name -> google.protobuf.Duration
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_latchkey_runner_v1_task_proto_init() }
@@ -967,7 +1050,7 @@ func file_latchkey_runner_v1_task_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_latchkey_runner_v1_task_proto_rawDesc), len(file_latchkey_runner_v1_task_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

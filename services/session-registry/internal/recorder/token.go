@@ -1,0 +1,89 @@
+package recorder
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+)
+
+// A recorder token is the capability in a recorder URL: base64url(JSON claims) "."
+// base64url(HMAC-SHA256(key, first part)). The key is derived from the internal token
+// (bus.DeriveKey), so any registry replica can check a token another one minted.
+
+// maxTokenLen bounds what the handlers parse at all.
+const maxTokenLen = 1024
+
+// Errors of parse, each answered with its own HTTP status.
+var (
+	errBadToken = errors.New("this recorder link is not valid")
+	errExpired  = errors.New("this recorder link has expired")
+)
+
+// claims are what a token grants: recording one Run's browser for one session, until
+// expiry.
+type claims struct {
+	Project string `json:"p"`
+	Session string `json:"s"`
+	Run     string `json:"r"`
+	Expiry  int64  `json:"e"` // unix seconds
+	Nonce   string `json:"n"`
+}
+
+func (c claims) expires() time.Time { return time.Unix(c.Expiry, 0) }
+
+// mint signs c into a token.
+func mint(key []byte, c claims) (string, error) {
+	var n [9]byte
+	if _, err := rand.Read(n[:]); err != nil {
+		return "", err
+	}
+	c.Nonce = base64.RawURLEncoding.EncodeToString(n[:])
+	b, err := json.Marshal(c)
+	if err != nil {
+		return "", err
+	}
+	body := base64.RawURLEncoding.EncodeToString(b)
+	return body + "." + base64.RawURLEncoding.EncodeToString(sign(key, body)), nil
+}
+
+func sign(key []byte, body string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(body))
+	return m.Sum(nil)
+}
+
+// parse checks a token's signature and expiry and returns its claims.
+func parse(key []byte, token string, now time.Time) (claims, error) {
+	var c claims
+	if len(token) > maxTokenLen {
+		return c, errBadToken
+	}
+	body, sig, ok := strings.Cut(token, ".")
+	if !ok {
+		return c, errBadToken
+	}
+	got, err := base64.RawURLEncoding.DecodeString(sig)
+	if err != nil || !hmac.Equal(got, sign(key, body)) {
+		return c, errBadToken
+	}
+	b, err := base64.RawURLEncoding.DecodeString(body)
+	if err != nil || json.Unmarshal(b, &c) != nil || c.Project == "" || c.Session == "" || c.Run == "" {
+		return c, errBadToken
+	}
+	if !now.Before(c.expires()) {
+		return c, errExpired
+	}
+	return c, nil
+}
+
+// tokenID names a token in LK_RECORDINGS and logs without revealing it.
+func tokenID(token string) string {
+	d := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(d[:16])
+}
