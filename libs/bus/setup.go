@@ -17,7 +17,7 @@ const (
 	DefaultEventsMaxAge     = 7 * 24 * time.Hour
 	DefaultAuditMaxAge      = 365 * 24 * time.Hour
 	DefaultRunRecordsMaxAge = 30 * 24 * time.Hour
-	DefaultLeaseTTL         = 30 * time.Second
+	DefaultLeaseTTL         = time.Hour
 	DefaultArtifactsTTL     = 7 * 24 * time.Hour
 	// RecordingsMaxAge is how long LK_RECORDINGS keeps the claim of a recorder
 	// URL: longer than any recorder URL lives, so a claimed URL stays claimed.
@@ -44,8 +44,10 @@ type Options struct {
 	// RunRecordsMaxAge is how long the LK_RUNS bucket keeps a Run record
 	// after its last update.
 	RunRecordsMaxAge time.Duration
-	// LeaseTTL is the life of an LK_LEASES key since its last update; a key
-	// may also be given its own TTL (jetstream.KeyTTL) on Create.
+	// LeaseTTL is the longest an LK_LEASES key lives since its last update (the
+	// bucket's age limit); every lease Latchkey takes sets its own shorter TTL with
+	// jetstream.KeyTTL on Create. The age limit wins over a longer key TTL, so it must
+	// be no shorter than the longest lease (the 5-minute recreate lease).
 	LeaseTTL time.Duration
 	// ArtifactsTTL is how long LK_ARTIFACTS keeps failure screenshots.
 	ArtifactsTTL time.Duration

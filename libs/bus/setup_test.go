@@ -236,3 +236,44 @@ func TestLeasesExpire(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestALeaseLivesByItsOwnTTL: with the default bucket, a lease taken with its own TTL
+// (as the scheduler's recreate lease, 5 minutes, and refresh round are) expires by that
+// TTL, and the bucket's age limit is no shorter than the longest lease Latchkey takes:
+// a 30 s bucket age once cut the 5-minute recreate lease to 30 s.
+func TestALeaseLivesByItsOwnTTL(t *testing.T) {
+	t.Parallel()
+	_, _, js := startServer(t)
+	ctx := t.Context()
+	if err := bus.Ensure(ctx, js, bus.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, bus.BucketLeases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.TTL() < 10*time.Minute {
+		t.Fatalf("LK_LEASES keeps a key at most %s: shorter than a 5-minute recreate lease", st.TTL())
+	}
+	if _, err := kv.Create(ctx, "short", []byte("a"), jetstream.KeyTTL(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Create(ctx, "long", []byte("a"), jetstream.KeyTTL(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if _, err := kv.Get(ctx, "short"); errors.Is(err, jetstream.ErrKeyNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a lease with a 1 s TTL still exists after 10 s")
+		}
+	}
+	if _, err := kv.Get(ctx, "long"); err != nil {
+		t.Fatalf("the 1-hour lease is gone with the 1-second one: %v", err)
+	}
+}
