@@ -50,6 +50,12 @@ func TestRacingWriteBacksKeepEveryCookie(t *testing.T) {
 			return
 		}
 	}
-	t.Fatalf("a cookie was lost in the write-back race: mark_fast %v, mark_slow %v",
-		strings.Contains(state, "mark_fast"), strings.Contains(state, "mark_slow"))
+	var warnings []string
+	for line := range strings.Lines(w.st.Logs.String()) {
+		if strings.Contains(line, `"level":"WARN"`) || strings.Contains(line, `"level":"ERROR"`) {
+			warnings = append(warnings, line)
+		}
+	}
+	t.Fatalf("a cookie was lost in the write-back race: mark_fast %v, mark_slow %v\nwarnings and errors logged:\n%s",
+		strings.Contains(state, "mark_fast"), strings.Contains(state, "mark_slow"), strings.Join(warnings, ""))
 }
