@@ -54,9 +54,15 @@ type bctx struct {
 	// What the context holds, owned by the task that has it: the state revision it
 	// holds (0: unknown), the digest of the sealed state its contents match, and the
 	// origins whose localStorage it was given or saw.
-	revision       int64
-	digest         [32]byte
-	state          *latchkeyv1.StorageState
+	revision int64
+	digest   [32]byte
+	state    *latchkeyv1.StorageState
+	// stored is what the session's revision holds when it is not state: after this
+	// context's write-back merged in another writer's cookies, the context keeps its
+	// own (another context's session token is not its own), and its next write-back
+	// merges stored back in, so the other writer's cookies are not dropped. Nil when
+	// the revision holds state.
+	stored         *latchkeyv1.StorageState
 	storageOrigins map[string]bool
 	lastUsed       time.Time
 

@@ -203,7 +203,7 @@ func (e *execution) restore(tab context.Context, st *latchkeyv1.StorageState, di
 		return e.browserError(tab, err)
 	}
 	normalize(st)
-	e.bc.state, e.bc.digest, e.bc.revision = st, digest, rev
+	e.bc.state, e.bc.digest, e.bc.revision, e.bc.stored = st, digest, rev, nil
 	e.state = st
 	e.bc.takeVisited()
 	return nil

@@ -138,28 +138,42 @@ func (e *execution) captureState(tab context.Context) error {
 		return nil
 	}
 	span.SetAttributes(attribute.Bool("latchkey.state_changed", true))
-	plain, err := storagestate.Marshal(st)
+	toStore := st
+	if bc.stored != nil && bc.revision != 0 && e.res.GetBaseStateRevision() == bc.revision {
+		// The revision this task started from also holds another writer's cookies,
+		// merged in when this context last wrote back: keep them.
+		toStore = storagestate.Merge(e.state, bc.stored, st)
+	}
+	plain, err := storagestate.Marshal(toStore)
 	if err != nil {
 		return Fail(reasonScript, "the captured state is not storable: %v", err)
 	}
 	if e.r.deps.Vault == nil {
-		bc.state, bc.revision = st, 0
+		bc.state, bc.revision, bc.stored = st, 0, nil
 		return nil
 	}
 	sealed, err := e.seal(ctx, plain)
 	if err != nil {
 		return err
 	}
-	if rev, final, ok := e.writeBack(ctx, st, sealed); ok {
+	if rev, final, stored, ok := e.writeBack(ctx, toStore, sealed); ok {
 		// Stored by the runner itself; the context holds its own cookies, current for
 		// it, even when the stored state merged in another writer's.
 		span.SetAttributes(attribute.Int64("latchkey.state_revision", rev))
-		bc.state, bc.revision, bc.digest = st, rev, digestOf(final)
+		bc.state, bc.revision, bc.digest, bc.stored = st, rev, digestOf(final), divergent(stored, st)
 		return nil
 	}
 	e.res.CapturedStateCiphertext = sealed
-	bc.state, bc.revision, bc.digest = st, 0, digestOf(sealed)
+	bc.state, bc.revision, bc.digest, bc.stored = st, 0, digestOf(sealed), divergent(toStore, st)
 	return nil
+}
+
+// divergent returns stored when it differs from what the context holds, else nil.
+func divergent(stored, held *latchkeyv1.StorageState) *latchkeyv1.StorageState {
+	if sameState(stored, held) {
+		return nil
+	}
+	return stored
 }
 
 func (e *execution) seal(ctx context.Context, plain []byte) ([]byte, error) {
@@ -175,46 +189,48 @@ const maxMergeRounds = 4
 // state the task started from) and try again. It reports false when it did not store
 // (no writer, a create or a candidate check, or trouble), and the scheduler stores the
 // ciphertext from the result instead.
-func (e *execution) writeBack(ctx context.Context, mine *latchkeyv1.StorageState, sealed []byte) (int64, []byte, bool) {
+func (e *execution) writeBack(ctx context.Context, mine *latchkeyv1.StorageState, sealed []byte) (int64, []byte, *latchkeyv1.StorageState, bool) {
 	t := e.task
 	w, ok := e.r.deps.States.(StateWriter)
 	base := e.res.GetBaseStateRevision()
 	if !ok || t.GetKind() == runnerv1.TaskKind_TASK_KIND_CREATE || len(t.GetCandidateStateCiphertext()) > 0 || base == 0 {
-		return 0, nil, false
+		return 0, nil, nil, false
 	}
+	stored := mine
 	project, session := t.GetProjectId(), t.GetSession().GetAuthSessionId()
 	for range maxMergeRounds {
 		rev, err := w.PutStorageState(ctx, project, session, sealed, base)
 		if err == nil {
 			e.res.BaseStateRevision = rev
-			return rev, sealed, true
+			return rev, sealed, stored, true
 		}
 		if !errors.Is(err, ErrStateConflict) {
 			e.r.log.WarnContext(ctx, "state write-back failed; the scheduler will store it", "task_id", t.GetTaskId(), "error", err)
-			return 0, nil, false
+			return 0, nil, nil, false
 		}
 		cipher, newest, err := e.r.deps.States.StorageState(ctx, project, session, 0)
 		if err != nil {
-			return 0, nil, false
+			return 0, nil, nil, false
 		}
 		plain, err := e.r.deps.Vault.Open(ctx, Sealed{Project: project, Kind: storagestate.CryptoKind, ID: session}, cipher, t.GetRunId())
 		if err != nil {
-			return 0, nil, false
+			return 0, nil, nil, false
 		}
 		current, err := storagestate.Unmarshal(plain)
 		if err != nil {
-			return 0, nil, false
+			return 0, nil, nil, false
 		}
-		merged, err := storagestate.Marshal(storagestate.Merge(e.state, current, mine))
+		stored = storagestate.Merge(e.state, current, mine)
+		merged, err := storagestate.Marshal(stored)
 		if err != nil {
-			return 0, nil, false
+			return 0, nil, nil, false
 		}
 		if sealed, err = e.seal(ctx, merged); err != nil {
-			return 0, nil, false
+			return 0, nil, nil, false
 		}
 		base = newest
 	}
-	return 0, nil, false
+	return 0, nil, nil, false
 }
 
 // browserError turns an error of a browser call into infrastructure trouble when the
