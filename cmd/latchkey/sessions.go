@@ -41,24 +41,11 @@ A proxy password comes the same way, from -proxy-password-file.
 
 // sessionsCommand runs `latchkey sessions ...`.
 func sessionsCommand(ctx context.Context, c *cli, args []string) error {
-	if len(args) == 0 || isHelp(args[0]) {
-		return usageOr(c, sessionsUsage, args, "sessions needs a command: create, get, list, update, update-credentials, delete, import, export or record")
-	}
-	cmds := map[string]func(context.Context, *cli, latchkeyv1.AuthSessionServiceClient, []string) error{
-		"create": sessionsCreate, "get": sessionsGet, "list": sessionsList, "update": sessionsUpdate,
-		"update-credentials": sessionsUpdateCredentials, "delete": sessionsDelete,
-		"import": sessionsImport, "export": sessionsExport, "record": sessionsRecord,
-	}
-	run, ok := cmds[args[0]]
-	if !ok {
-		fmt.Fprint(c.stderr, sessionsUsage)
-		return fmt.Errorf("unknown sessions command %q", args[0])
-	}
-	cc, err := c.dial()
-	if err != nil {
-		return err
-	}
-	return run(ctx, c, latchkeyv1.NewAuthSessionServiceClient(cc), args[1:])
+	type s = sub[latchkeyv1.AuthSessionServiceClient]
+	return dispatch(ctx, c, args, "sessions", sessionsUsage, latchkeyv1.NewAuthSessionServiceClient,
+		s{"create", sessionsCreate}, s{"get", sessionsGet}, s{"list", sessionsList}, s{"update", sessionsUpdate},
+		s{"update-credentials", sessionsUpdateCredentials}, s{"delete", sessionsDelete},
+		s{"import", sessionsImport}, s{"export", sessionsExport}, s{"record", sessionsRecord})
 }
 
 // sessionFlags are the settings create and update share.
