@@ -60,6 +60,8 @@ type Stack struct {
 	exporter sdktrace.SpanExporter
 	srv      *server.Server
 	services []service // in start order
+	// stopWatches end background watches (API key revocations) at shutdown.
+	stopWatches []context.CancelFunc
 }
 
 // Options are what a stack takes besides its configuration.
@@ -272,7 +274,17 @@ func (st *Stack) setKeyVerifier(auth *server.Authenticator) error {
 		return fmt.Errorf("dialing the registry to verify api keys: %w", err)
 	}
 	st.conns = append(st.conns, cc)
-	auth.SetKeyVerifier(registry.NewRemoteKeyVerifier(registryv1.NewSessionStateServiceClient(cc), registry.RemoteVerifierOptions{}))
+	keys, err := st.js.KeyValue(context.Background(), bus.BucketAPIKeys)
+	if err != nil {
+		return fmt.Errorf("opening the api key bucket to watch revocations: %w", err)
+	}
+	v := registry.NewRemoteKeyVerifier(registryv1.NewSessionStateServiceClient(cc), registry.RemoteVerifierOptions{Keys: keys})
+	ctx, cancel := context.WithCancel(context.Background())
+	st.stopWatches = append(st.stopWatches, cancel)
+	if err := v.WatchRevocations(ctx); err != nil {
+		return err
+	}
+	auth.SetKeyVerifier(v)
 	return nil
 }
 
@@ -281,6 +293,9 @@ func (st *Stack) setKeyVerifier(auth *server.Authenticator) error {
 // cache, and last the tracers (flushing spans).
 func (st *Stack) Shutdown(ctx context.Context) {
 	var errs []error
+	for _, stop := range st.stopWatches {
+		stop()
+	}
 	for i := len(st.services) - 1; i >= 0; i-- {
 		errs = append(errs, st.services[i].Stop(ctx))
 	}
