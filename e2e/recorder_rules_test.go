@@ -103,6 +103,25 @@ func TestRecorderCanceledLeavesSessionAsItWas(t *testing.T) {
 	}
 }
 
+// TestANewRecorderURLReplacesTheOld: asking for a second URL cancels the first
+// recording, which would otherwise hold a runner's browser until it expired.
+func TestANewRecorderURLReplacesTheOld(t *testing.T) {
+	w := newWorld(t, stacktest.Options{})
+	sess := w.recorderSession(t)
+	first := w.recorderURL(t, sess.GetId())
+	second := w.recorderURL(t, sess.GetId())
+	if run := w.wait(t, first.GetRecordRunId()); run.GetState() != latchkeyv1.RunState_RUN_STATE_CANCELED {
+		t.Fatalf("the first recording after a second URL = %s", fmtRun(run))
+	}
+	resp, err := w.runs.GetRun(t.Context(), &latchkeyv1.GetRunRequest{RunId: second.GetRecordRunId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := resp.GetRun().GetState(); st != latchkeyv1.RunState_RUN_STATE_QUEUED && st != latchkeyv1.RunState_RUN_STATE_RUNNING {
+		t.Fatalf("the second recording = %s, want it live", fmtRun(resp.GetRun()))
+	}
+}
+
 // TestRecorderURLOnlyForOwnRecorderSessions: CreateRecorderUrl on a CREDENTIALS
 // session is FailedPrecondition; another project's session and an unknown one are
 // NotFound; a public caller cannot start a RECORD Run directly.

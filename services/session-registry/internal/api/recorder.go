@@ -10,6 +10,7 @@ import (
 
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/recipe"
+	"github.com/latchkey/latchkey/libs/server"
 	"github.com/latchkey/latchkey/services/session-registry/internal/errs"
 	"github.com/latchkey/latchkey/services/session-registry/internal/store"
 )
@@ -40,6 +41,7 @@ func (a AuthSessions) recorderURL(ctx context.Context, st *store.Store, req *lat
 		return nil, errs.New(errs.ErrUnavailable, "the recorder is not available in this registry")
 	}
 	ttl := a.d.Recorder.TTL()
+	a.cancelRecordings(ctx, project, s.GetId())
 	runID, err := a.startRun(ctx, project, &latchkeyv1.StartRunRequest{
 		Api: recipe.CheckAPI, AuthSessionId: s.GetId(), Kind: latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_RECORD,
 		Options: &latchkeyv1.RunOptions{Timeout: durationpb.New(ttl + RecordVerifyTime)},
@@ -55,6 +57,26 @@ func (a AuthSessions) recorderURL(ctx context.Context, st *store.Store, req *lat
 	// The URL is a capability: it is never logged.
 	a.d.Log.InfoContext(ctx, "recorder url created", "project_id", project, "auth_session_id", s.GetId(), "run_id", runID, "expire_time", expire)
 	return &latchkeyv1.CreateRecorderUrlResponse{RecorderUrl: u, ExpireTime: timestamppb.New(expire), RecordRunId: runID}, nil
+}
+
+// cancelRecordings cancels the session's recordings that have not ended: a new URL
+// replaces the old ones, whose Runs would otherwise each hold a runner's browser until
+// they expire. Best effort: a recording it misses ends at its own deadline.
+func (a AuthSessions) cancelRecordings(ctx context.Context, project, session string) {
+	pctx := server.ForProject(ctx, project)
+	resp, err := a.d.Runs.ListRuns(pctx, &latchkeyv1.ListRunsRequest{
+		AuthSessionId: session, Kinds: []latchkeyv1.RunKind{latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_RECORD},
+		States: []latchkeyv1.RunState{latchkeyv1.RunState_RUN_STATE_QUEUED, latchkeyv1.RunState_RUN_STATE_RUNNING}, PageSize: 50,
+	})
+	if err != nil {
+		a.d.Log.WarnContext(ctx, "listing the session's earlier recordings failed", "auth_session_id", session, "error", err)
+		return
+	}
+	for _, run := range resp.GetRuns() {
+		if _, err := a.d.Runs.CancelRun(pctx, &latchkeyv1.CancelRunRequest{RunId: run.GetId()}); err != nil {
+			a.d.Log.WarnContext(ctx, "canceling an earlier recording failed", "run_id", run.GetId(), "error", err)
+		}
+	}
 }
 
 // checkRecorderSettings refuses a RECORDER session the recorder cannot open.
