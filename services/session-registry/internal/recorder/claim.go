@@ -42,7 +42,7 @@ func (r *Recorder) token(w http.ResponseWriter, req *http.Request) (claims, stri
 		plain(w, http.StatusForbidden, "This recorder link is not valid. Ask for a new one: latchkey sessions record SESSION")
 		return c, "", false
 	}
-	return c, tokenID(tok), true
+	return c, tokenID(c), true
 }
 
 func (r *Recorder) bucket(w http.ResponseWriter) (jetstream.KeyValue, bool) {
@@ -54,9 +54,11 @@ func (r *Recorder) bucket(w http.ResponseWriter) (jetstream.KeyValue, bool) {
 	return *kv, true
 }
 
-// claim makes the first browser that loads a token its only holder: the digest of a
-// random cookie goes under claim.<token id> with a create (so exactly one load wins);
-// a reload by the holder keeps working, any other browser is refused.
+// claim makes the first browser whose page claims a token its only holder: the digest
+// of a random cookie goes under claim.<token id> with a create (so exactly one claim
+// wins); the holder may claim again (a reload), any other browser is refused. The page
+// claims with a POST from its script, so a link preview or a mail scanner that only
+// GETs the URL does not use the link up.
 func (r *Recorder) claim(w http.ResponseWriter, req *http.Request, id string, c claims) bool {
 	kv, ok := r.bucket(w)
 	if !ok {
@@ -130,4 +132,15 @@ func plain(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
 	_, _ = w.Write([]byte(msg + "\n"))
+}
+
+// claimPage answers the page's claim: 204 with the holder's cookie, or why not.
+func (r *Recorder) claimPage(w http.ResponseWriter, req *http.Request) {
+	c, id, ok := r.token(w, req)
+	if !ok || !r.claim(w, req, id, c) {
+		return
+	}
+	r.d.Log.InfoContext(req.Context(), "recorder link claimed", "project_id", c.Project, "auth_session_id", c.Session, "run_id", c.Run, "token_id", id)
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusNoContent)
 }

@@ -32,13 +32,12 @@ const (
 	resultWait = 3 * time.Minute
 )
 
-// page serves the recorder page to the browser that claims the token.
+// page serves the recorder page for a valid token; its script claims the token
+// (claimPage) before it shows anything.
 func (r *Recorder) page(w http.ResponseWriter, req *http.Request) {
-	c, id, ok := r.token(w, req)
-	if !ok || !r.claim(w, req, id, c) {
+	if _, _, ok := r.token(w, req); !ok {
 		return
 	}
-	r.d.Log.InfoContext(req.Context(), "recorder page opened", "project_id", c.Project, "auth_session_id", c.Session, "run_id", c.Run, "token_id", id)
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")

@@ -117,6 +117,7 @@ func (r *Recorder) base() string {
 // Mount adds the recorder's routes with handle (server.Server.Handle).
 func (r *Recorder) Mount(handle func(pattern string, h http.Handler)) {
 	handle("GET /record/{token}", http.HandlerFunc(r.page))
+	handle("POST /record/{token}/claim", http.HandlerFunc(r.claimPage))
 	handle("GET /record/{token}/frames", http.HandlerFunc(r.frames))
 	handle("POST /record/{token}/input", http.HandlerFunc(r.input))
 }

@@ -68,12 +68,14 @@ func parse(key []byte, token string, now time.Time) (claims, error) {
 	if !ok {
 		return c, errBadToken
 	}
-	got, err := base64.RawURLEncoding.DecodeString(sig)
+	// Strict: the last character's spare bits must be zero, so one signature has one
+	// spelling (else four spellings of a token would each get a claim of their own).
+	got, err := base64.RawURLEncoding.Strict().DecodeString(sig)
 	if err != nil || !hmac.Equal(got, sign(key, body)) {
 		return c, errBadToken
 	}
-	b, err := base64.RawURLEncoding.DecodeString(body)
-	if err != nil || json.Unmarshal(b, &c) != nil || c.Project == "" || c.Session == "" || c.Run == "" {
+	b, err := base64.RawURLEncoding.Strict().DecodeString(body)
+	if err != nil || json.Unmarshal(b, &c) != nil || c.Project == "" || c.Session == "" || c.Run == "" || c.Nonce == "" {
 		return c, errBadToken
 	}
 	if !now.Before(c.expires()) {
@@ -82,8 +84,9 @@ func parse(key []byte, token string, now time.Time) (claims, error) {
 	return c, nil
 }
 
-// tokenID names a token in LK_RECORDINGS and logs without revealing it.
-func tokenID(token string) string {
-	d := sha256.Sum256([]byte(token))
+// tokenID names a minted token in LK_RECORDINGS and logs without revealing it: a
+// hash of its Run and random nonce, so however the token is spelt it has one claim.
+func tokenID(c claims) string {
+	d := sha256.Sum256([]byte(c.Run + "." + c.Nonce))
 	return hex.EncodeToString(d[:16])
 }
