@@ -226,6 +226,34 @@ func TestOriginLoginBudgetSpansSessions(t *testing.T) {
 	}
 }
 
+// TestFailedLoginsTeachTheOriginBudget: a session whose first login fails (wrong
+// password) still learns the site's origin, and that login counts: with a budget of
+// one login per origin, fixing its credentials is refused before a second login
+// reaches the portal.
+func TestFailedLoginsTeachTheOriginBudget(t *testing.T) {
+	w := newWorld(t, stacktest.Options{Args: []string{"-session-login-budget", "100", "-origin-login-budget", "1"}})
+	sess, createID := w.createSession(t, latchkeyv1.SessionType_SESSION_TYPE_CREDENTIALS,
+		map[string]string{"username": portal.AliceUsername, "password": "wrong"})
+	if run := w.wait(t, createID); run.GetFailureReason() != latchkeyv1.FailureReason_FAILURE_REASON_INVALID_CREDENTIALS {
+		t.Fatalf("create with a wrong password = %s %s", run.GetState(), run.GetFailureReason())
+	}
+	got := w.session(t, sess.GetId())
+	if got.GetState() != latchkeyv1.SessionState_SESSION_STATE_EXPIRED || !slices.Contains(got.GetOrigins(), w.portalURL) {
+		t.Fatalf("after a failed first login the session is %s with origins %q, want EXPIRED knowing %s", got.GetState(), got.GetOrigins(), w.portalURL)
+	}
+	before := w.portal.Counters()
+	resp, err := w.sessions.UpdateAuthSessionCredentials(t.Context(), &latchkeyv1.UpdateAuthSessionCredentialsRequest{AuthSessionId: sess.GetId(), Credentials: alice()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run := w.wait(t, resp.GetUpdateRunId()); run.GetFailureReason() != latchkeyv1.FailureReason_FAILURE_REASON_LOGIN_BUDGET_EXHAUSTED {
+		t.Fatalf("update past the origin's budget = %s %s: %s", run.GetState(), run.GetFailureReason(), run.GetFailureMessage())
+	}
+	if now := w.portal.Counters(); now.Logins != before.Logins || now.FailedLogins != before.FailedLogins {
+		t.Errorf("a login past the origin's budget reached the portal: %+v, before %+v", now, before)
+	}
+}
+
 // TestTransientLoginFailuresBackOffThenOpenTheCircuit makes the portal's login page
 // fail (500) while its check still answers: the recreate retries with back-off up to
 // create_attempts, and the fifth transient failure of the session opens its circuit,

@@ -57,6 +57,13 @@ func checkMessage(err error) string {
 // redelivered instead of answered.
 func (e *execution) finish(err error) (redeliver bool) {
 	defer e.release(err)
+	if e.bc != nil && len(e.res.GetOrigins()) == 0 && e.task.GetKind() == runnerv1.TaskKind_TASK_KIND_CREATE {
+		// A login that failed before it captured anything still reports where it went:
+		// the scheduler's per-origin login budget counts failed logins too.
+		visited := e.bc.takeVisited()
+		slices.Sort(visited)
+		e.res.Origins = visited
+	}
 	if err == nil {
 		return false
 	}

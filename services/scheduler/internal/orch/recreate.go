@@ -109,7 +109,7 @@ func (o *Orchestrator) dispatchCreate(ctx context.Context, project, runID string
 	if err != nil {
 		return o.createFailed(ctx, rec, latchkeyv1.FailureReason_FAILURE_REASON_INVALID_CREDENTIALS, err.Error())
 	}
-	if reason, msg := o.spendBudget(ctx, sess); reason != 0 {
+	if reason, msg := o.spendBudget(ctx, sess, rec.GetOrigins()); reason != 0 {
 		return o.createFailed(ctx, rec, reason, msg)
 	}
 	taskID := NewID("task")
@@ -159,14 +159,14 @@ func (o *Orchestrator) createCredentials(ctx context.Context, rec *schedulerv1.R
 }
 
 // spendBudget counts one login against the session's and its origins' budgets.
-func (o *Orchestrator) spendBudget(ctx context.Context, sess *latchkeyv1.AuthSession) (latchkeyv1.FailureReason, string) {
+func (o *Orchestrator) spendBudget(ctx context.Context, sess *latchkeyv1.AuthSession, tried []string) (latchkeyv1.FailureReason, string) {
 	p := o.Policy
 	n, err := o.Cache.Incr(ctx, "budget.session."+sess.GetProjectId()+"."+sess.GetId(), p.BudgetWindow)
 	if err == nil && p.SessionBudget > 0 && n > p.SessionBudget {
 		return latchkeyv1.FailureReason_FAILURE_REASON_LOGIN_BUDGET_EXHAUSTED,
 			fmt.Sprintf("more than %d logins for this session within %s; a person must check the login", p.SessionBudget, p.BudgetWindow)
 	}
-	for _, origin := range sess.GetOrigins() {
+	for _, origin := range union(sess.GetOrigins(), tried) {
 		if n := o.countOriginLogin(ctx, sess.GetProjectId(), origin); p.OriginBudget > 0 && n > p.OriginBudget {
 			return latchkeyv1.FailureReason_FAILURE_REASON_LOGIN_BUDGET_EXHAUSTED,
 				fmt.Sprintf("more than %d logins to %s within %s", p.OriginBudget, origin, p.BudgetWindow)
@@ -203,10 +203,17 @@ func loginOrigins(visited []string) []string {
 	return out
 }
 
-// countNewOrigins counts a login against the origins it visited that the session did
-// not know before it (spendBudget counted the known ones), so a site's first logins
-// from new sessions count towards its budget too.
-func (o *Orchestrator) countNewOrigins(ctx context.Context, project, sessionID string, visited []string) {
+// union returns the origins of a and b, sorted, each once.
+func union(a, b []string) []string {
+	out := slices.Concat(a, b)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// countNewOrigins counts a login against the origins it visited that neither the
+// session nor the Run's earlier attempts (tried) knew before it — spendBudget counted
+// those — so a site's first logins from new sessions count towards its budget too.
+func (o *Orchestrator) countNewOrigins(ctx context.Context, project, sessionID string, visited, tried []string) {
 	if len(visited) == 0 {
 		return
 	}
@@ -215,7 +222,7 @@ func (o *Orchestrator) countNewOrigins(ctx context.Context, project, sessionID s
 		return
 	}
 	for _, origin := range loginOrigins(visited) {
-		if !slices.Contains(sess.GetOrigins(), origin) {
+		if !slices.Contains(sess.GetOrigins(), origin) && !slices.Contains(tried, origin) {
 			o.countOriginLogin(ctx, project, origin)
 		}
 	}
@@ -223,7 +230,10 @@ func (o *Orchestrator) countNewOrigins(ctx context.Context, project, sessionID s
 
 // createResult handles the result of a login task.
 func (o *Orchestrator) createResult(ctx context.Context, rec *schedulerv1.RunRecord, res *runnerv1.TaskResult) error {
-	o.countNewOrigins(ctx, rec.GetRun().GetProjectId(), rec.GetRun().GetAuthSessionId(), res.GetOrigins())
+	o.countNewOrigins(ctx, rec.GetRun().GetProjectId(), rec.GetRun().GetAuthSessionId(), res.GetOrigins(), rec.GetOrigins())
+	// Failed attempts teach the origins too: the next attempt's budget check and the
+	// expired session keep them.
+	rec.Origins = union(rec.GetOrigins(), loginOrigins(res.GetOrigins()))
 	switch res.GetStatus() {
 	case runnerv1.TaskStatus_TASK_STATUS_SUCCEEDED:
 		if len(res.GetCapturedStateCiphertext()) == 0 {
@@ -363,7 +373,7 @@ func (o *Orchestrator) createFailed(ctx context.Context, rec *schedulerv1.RunRec
 	if !final && rec.GetCreateAttempts() < attempts {
 		delay := o.backoff(rec.GetCreateAttempts())
 		if _, err := o.Store.Update(ctx, project, run.GetId(), func(r *schedulerv1.RunRecord) error {
-			r.Stage, r.NotBefore = schedulerv1.Stage_STAGE_BACKING_OFF, timestamppb.New(o.now().Add(delay))
+			r.Stage, r.NotBefore, r.Origins = schedulerv1.Stage_STAGE_BACKING_OFF, timestamppb.New(o.now().Add(delay)), rec.GetOrigins()
 			return nil
 		}); err != nil {
 			return err
@@ -381,7 +391,7 @@ func (o *Orchestrator) createFailed(ctx context.Context, rec *schedulerv1.RunRec
 	if run.GetKind() == latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_UPDATE {
 		o.completeUpdate(ctx, sess, run.GetId(), false)
 	} else {
-		o.expireSession(ctx, sess, reason, msg, run.GetId())
+		o.expireSession(ctx, sess, reason, msg, run.GetId(), rec.GetOrigins()...)
 	}
 	o.releaseLease(ctx, sess, run.GetId())
 	return o.WakeSession(ctx, project, sess.GetId())

@@ -227,11 +227,12 @@ func (o *Orchestrator) HandleSessionEvent(ctx context.Context, ev *eventsv1.Sess
 }
 
 // expireSession marks a session EXPIRED with reason, re-reading it on conflict.
-func (o *Orchestrator) expireSession(ctx context.Context, sess *latchkeyv1.AuthSession, reason latchkeyv1.FailureReason, msg, runID string) {
+func (o *Orchestrator) expireSession(ctx context.Context, sess *latchkeyv1.AuthSession, reason latchkeyv1.FailureReason, msg, runID string, origins ...string) {
 	for range 5 {
 		_, err := o.Registry.TransitionSession(ctx, &registryv1.TransitionSessionRequest{
 			ProjectId: sess.GetProjectId(), AuthSessionId: sess.GetId(), ExpectedEtag: sess.GetEtag(),
 			ToState: latchkeyv1.SessionState_SESSION_STATE_EXPIRED, Reason: reason, Message: msg, RunId: runID,
+			Origins: union(sess.GetOrigins(), origins),
 		})
 		if err == nil {
 			return

@@ -79,7 +79,7 @@ func (s *Store) Transition(ctx context.Context, req *registryv1.TransitionSessio
 			return err
 		}
 		applyTransition(rec, req)
-		if to == ready && len(origins) > 0 {
+		if len(origins) > 0 && to != recreating {
 			rec.GetSession().Origins = origins
 		}
 		return nil

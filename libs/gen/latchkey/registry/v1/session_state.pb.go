@@ -134,8 +134,9 @@ type TransitionSessionRequest struct {
 	RunId            string                 `protobuf:"bytes,8,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
 	NextRefreshTime  *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=next_refresh_time,json=nextRefreshTime,proto3" json:"next_refresh_time,omitempty"`
 	LastValidateTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_validate_time,json=lastValidateTime,proto3" json:"last_validate_time,omitempty"`
-	// With to_state READY after a login: the origins the login visited. They replace
-	// the session's origins (used for per-origin login budgets) when not empty.
+	// With to_state READY or EXPIRED after a login: the origins the login visited (a
+	// failed one too). They replace the session's origins (used for per-origin login
+	// budgets) when not empty.
 	Origins       []string `protobuf:"bytes,11,rep,name=origins,proto3" json:"origins,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
