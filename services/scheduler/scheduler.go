@@ -150,7 +150,7 @@ func (s *Service) Start(ctx context.Context) error {
 	})
 	s.runs.Orch, s.runs.Store = s.orch, st
 	s.jobs = jobs.New(jobs.NewStore(jobsKV), s.runs, s.deps.JS, tracer, s.deps.Logger, jobs.Options{})
-	s.jobsAPI.Engine = s.jobs
+	s.jobsAPI.SetEngine(s.jobs)
 	s.consumers = consume.NewRunner(s.deps.JS, tracer, s.deps.Logger)
 	for _, spec := range s.specs() {
 		if err := s.consumers.Start(ctx, spec); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -24,14 +25,18 @@ import (
 // send; the engine keeps the records and fires.
 type Jobs struct {
 	latchkeyv1.UnimplementedJobServiceServer
-	// Engine is set when the scheduler starts.
-	Engine *jobs.Engine
+	// engine is set when the scheduler starts (SetEngine); calls before that answer
+	// Unavailable.
+	engine atomic.Pointer[jobs.Engine]
 	// Runs is the Run API, for its bundle check and error logging.
 	Runs     *Runs
 	Registry registryv1.SessionStateServiceClient
 }
 
-func jobsProject(ctx context.Context) (string, error) {
+func (j *Jobs) project(ctx context.Context) (string, error) {
+	if j.engine.Load() == nil {
+		return "", status.Error(codes.Unavailable, "the scheduler is starting: try again in a moment")
+	}
 	p, _ := server.PrincipalFrom(ctx)
 	if p.ProjectID == "" {
 		return "", status.Error(codes.PermissionDenied, "Jobs belong to a project: call with a project API key (the admin key manages projects only)")
@@ -39,9 +44,12 @@ func jobsProject(ctx context.Context) (string, error) {
 	return p.ProjectID, nil
 }
 
+// SetEngine makes JobService answer; the scheduler calls it when it has started.
+func (j *Jobs) SetEngine(e *jobs.Engine) { j.engine.Store(e) }
+
 // CreateJob creates a Job, ACTIVE unless created paused.
 func (j *Jobs) CreateJob(ctx context.Context, req *latchkeyv1.CreateJobRequest) (*latchkeyv1.CreateJobResponse, error) {
-	proj, err := jobsProject(ctx)
+	proj, err := j.project(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -71,7 +79,7 @@ func (j *Jobs) CreateJob(ctx context.Context, req *latchkeyv1.CreateJobRequest) 
 	if req.GetPaused() {
 		job.State = latchkeyv1.JobState_JOB_STATE_PAUSED
 	}
-	created, err := j.Engine.Create(ctx, job)
+	created, err := j.engine.Load().Create(ctx, job)
 	if errors.Is(err, jobs.ErrJobExists) {
 		return nil, status.Errorf(codes.AlreadyExists, "job %q exists in this project: pick another id, or update it", job.GetId())
 	}
@@ -108,14 +116,14 @@ func (j *Jobs) checkSession(ctx context.Context, proj, id, doing string) error {
 
 // job reads one Job of the caller's project; another project's Job is NotFound.
 func (j *Jobs) job(ctx context.Context, id string) (string, *latchkeyv1.Job, error) {
-	proj, err := jobsProject(ctx)
+	proj, err := j.project(ctx)
 	if err != nil {
 		return "", nil, err
 	}
 	if err := bus.CheckToken(id); err != nil {
 		return "", nil, invalid("job_id: %v", err)
 	}
-	rec, _, err := j.Engine.Store().GetJob(ctx, proj, id)
+	rec, _, err := j.engine.Load().Store().GetJob(ctx, proj, id)
 	if err != nil {
 		return "", nil, j.fail(ctx, id, "reading job", err)
 	}
@@ -164,7 +172,7 @@ func (j *Jobs) UpdateJob(ctx context.Context, req *latchkeyv1.UpdateJobRequest) 
 	if err := checkMask(in, paths, time.Now()); err != nil {
 		return nil, err
 	}
-	job, err := j.Engine.Update(ctx, proj, in.GetId(), func(job *latchkeyv1.Job) error { return applyMask(job, in, paths) })
+	job, err := j.engine.Load().Update(ctx, proj, in.GetId(), func(job *latchkeyv1.Job) error { return applyMask(job, in, paths) })
 	if err != nil {
 		return nil, j.fail(ctx, in.GetId(), "updating job", err)
 	}
@@ -177,7 +185,7 @@ func (j *Jobs) DeleteJob(ctx context.Context, req *latchkeyv1.DeleteJobRequest) 
 	if err != nil {
 		return nil, err
 	}
-	if err := j.Engine.Delete(ctx, proj, req.GetJobId()); err != nil {
+	if err := j.engine.Load().Delete(ctx, proj, req.GetJobId()); err != nil {
 		return nil, j.fail(ctx, req.GetJobId(), "deleting job", err)
 	}
 	return &latchkeyv1.DeleteJobResponse{}, nil
@@ -189,7 +197,7 @@ func (j *Jobs) PauseJob(ctx context.Context, req *latchkeyv1.PauseJobRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	job, err := j.Engine.Pause(ctx, proj, req.GetJobId(), 0)
+	job, err := j.engine.Load().Pause(ctx, proj, req.GetJobId(), 0)
 	if err != nil {
 		return nil, j.fail(ctx, req.GetJobId(), "pausing job", err)
 	}
@@ -205,7 +213,7 @@ func (j *Jobs) ResumeJob(ctx context.Context, req *latchkeyv1.ResumeJobRequest) 
 	if err := j.checkSession(ctx, proj, job.GetAuthSessionId(), "resuming"); err != nil {
 		return nil, err
 	}
-	job, err = j.Engine.Resume(ctx, proj, req.GetJobId())
+	job, err = j.engine.Load().Resume(ctx, proj, req.GetJobId())
 	if err != nil {
 		return nil, j.fail(ctx, req.GetJobId(), "resuming job", err)
 	}
@@ -221,7 +229,7 @@ func (j *Jobs) TriggerJob(ctx context.Context, req *latchkeyv1.TriggerJobRequest
 	if err := j.checkSession(ctx, proj, job.GetAuthSessionId(), "triggering"); err != nil {
 		return nil, err
 	}
-	jr, err := j.Engine.Trigger(ctx, proj, req.GetJobId())
+	jr, err := j.engine.Load().Trigger(ctx, proj, req.GetJobId())
 	if err != nil {
 		return nil, j.fail(ctx, req.GetJobId(), "triggering job", err)
 	}
@@ -230,7 +238,7 @@ func (j *Jobs) TriggerJob(ctx context.Context, req *latchkeyv1.TriggerJobRequest
 
 // GetJobRun returns one firing.
 func (j *Jobs) GetJobRun(ctx context.Context, req *latchkeyv1.GetJobRunRequest) (*latchkeyv1.GetJobRunResponse, error) {
-	proj, err := jobsProject(ctx)
+	proj, err := j.project(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -238,7 +246,7 @@ func (j *Jobs) GetJobRun(ctx context.Context, req *latchkeyv1.GetJobRunRequest) 
 	if err := bus.CheckToken(id); err != nil {
 		return nil, invalid("job_run_id: %v", err)
 	}
-	rec, _, err := j.Engine.Store().GetJobRun(ctx, proj, id)
+	rec, _, err := j.engine.Load().Store().GetJobRun(ctx, proj, id)
 	if err != nil {
 		return nil, j.fail(ctx, id, "reading job run", err)
 	}

@@ -9,7 +9,7 @@ import (
 // ListJobs lists the project's Jobs in id order, optionally those of one session. The
 // page token is the last Job id of the previous page.
 func (j *Jobs) ListJobs(ctx context.Context, req *latchkeyv1.ListJobsRequest) (*latchkeyv1.ListJobsResponse, error) {
-	proj, err := jobsProject(ctx)
+	proj, err := j.project(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -17,7 +17,7 @@ func (j *Jobs) ListJobs(ctx context.Context, req *latchkeyv1.ListJobsRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	st := j.Engine.Store()
+	st := j.engine.Load().Store()
 	ids, err := st.JobIDs(ctx, proj)
 	if err != nil {
 		return nil, j.Runs.internal(ctx, "listing jobs", err)
@@ -40,7 +40,7 @@ func (j *Jobs) ListJobRuns(ctx context.Context, req *latchkeyv1.ListJobRunsReque
 	if err != nil {
 		return nil, err
 	}
-	st := j.Engine.Store()
+	st := j.engine.Load().Store()
 	ids, err := st.JobRunIDs(ctx, proj, req.GetJobId())
 	if err != nil {
 		return nil, j.Runs.internal(ctx, "listing job runs", err)

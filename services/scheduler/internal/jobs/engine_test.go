@@ -297,6 +297,44 @@ func TestTickRepairsLostSteps(t *testing.T) {
 	}
 }
 
+// TestAStoppedFiringEndsWithAChildThatNeverStarted: a child whose start was lost, in a
+// firing that was then stopped (its session expired), counts as canceled, so the
+// JobRun ends and the Job can fire again once resumed.
+func TestAStoppedFiringEndsWithAChildThatNeverStarted(t *testing.T) {
+	book := newRunBook()
+	e, st := newEngine(t, book)
+	if _, err := e.Create(t.Context(), batch("b", 3, 2)); err != nil {
+		t.Fatal(err)
+	}
+	book.lose = true // the first child's start is lost
+	jr, err := e.Trigger(t.Context(), "acme", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	book.lose = false
+	expired := &eventsv1.SessionEvent{ProjectId: "acme", AuthSessionId: "s1",
+		Type: eventsv1.SessionEventType_SESSION_EVENT_TYPE_EXPIRED, ToState: latchkeyv1.SessionState_SESSION_STATE_EXPIRED}
+	if err := e.HandleSessionEvent(t.Context(), expired); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range book.running() {
+		book.end(t, e, id, latchkeyv1.RunState_RUN_STATE_CANCELED, true)
+	}
+	e.now = func() time.Time { return time.Now().Add(time.Minute) } // past restartAfter
+	for range 2 {
+		if err := e.Tick(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := getJobRun(t, st, jr.GetId())
+	if got.GetState() != latchkeyv1.JobRunState_JOB_RUN_STATE_CANCELED || got.GetRunsCanceled() != 3 {
+		t.Fatalf("stopped firing = %v, want CANCELED with 3 of 3 canceled", got)
+	}
+	if rec, _, _ := st.GetJob(t.Context(), "acme", "b"); rec.GetActiveJobRunId() != "" {
+		t.Fatalf("the Job still names its ended firing %q", rec.GetActiveJobRunId())
+	}
+}
+
 // TestReplicasFireEachDueTimeOnce: three engines on one bucket tick at once; each due
 // time of an interval Job fires exactly once.
 func TestReplicasFireEachDueTimeOnce(t *testing.T) {

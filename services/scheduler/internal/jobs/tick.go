@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -119,8 +120,15 @@ func (e *Engine) reconcile(ctx context.Context, rec *schedulerv1.JobRecord, now 
 	after, err := e.drive(ctx, project, jobRunID, func(r *schedulerv1.JobRunRecord) bool {
 		changed := false
 		for _, c := range r.GetChildren() {
-			if s, ok := ended[c.GetRunId()]; ok && !isTerminal(c.GetState()) {
+			if isTerminal(c.GetState()) {
+				continue
+			}
+			if s, ok := ended[c.GetRunId()]; ok {
 				c.State, changed = s, true
+			} else if r.GetStopReason() != 0 && slices.Contains(restart, c.GetRunId()) {
+				// The firing was stopped: a child whose start was lost is not started
+				// again, and counts as canceled, so the JobRun can end.
+				c.State, changed = latchkeyv1.RunState_RUN_STATE_CANCELED, true
 			}
 		}
 		return changed
