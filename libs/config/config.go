@@ -24,7 +24,9 @@ const (
 	DefaultRunnerPool     = "default"
 	DefaultRecorderTTL    = 10 * time.Minute
 	// MaxRecorderTTL keeps recorder URLs short-lived (and within LK_RECORDINGS' age).
-	MaxRecorderTTL = time.Hour
+	// A RECORD Run lives the URL's life plus two minutes to check the capture, and a
+	// Run's timeout is at most an hour: 55 minutes leaves that room.
+	MaxRecorderTTL = 55 * time.Minute
 )
 
 // Config is the configuration of every service and of `latchkey dev`. Fields that hold
