@@ -154,6 +154,11 @@ func (e *Engine) Trigger(ctx context.Context, project, id string) (*latchkeyv1.J
 	}
 	e.startJobRun(ctx, rec, jobRunID)
 	jr, _, err := e.store.GetJobRun(ctx, project, jobRunID)
+	if errors.Is(err, ErrJobRunNotFound) {
+		// The firing is recorded on the Job but its JobRun could not be written yet:
+		// the tick creates it. Answer the firing as it will be, not "not found".
+		return &latchkeyv1.JobRun{Id: jobRunID, JobId: id, ProjectId: project, State: latchkeyv1.JobRunState_JOB_RUN_STATE_RUNNING}, nil
+	}
 	if err != nil {
 		return nil, err
 	}
