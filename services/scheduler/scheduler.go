@@ -148,7 +148,7 @@ func (s *Service) Start(ctx context.Context) error {
 		Cache: s.deps.Cache, Tracer: tracer, Log: s.deps.Logger, Pool: s.cfg.Pool, Policy: policy,
 		RunEnded: func(ctx context.Context, run *latchkeyv1.Run) { s.jobs.RunEnded(ctx, run) },
 	})
-	s.runs.Orch, s.runs.Store = s.orch, st
+	s.runs.SetOrchestrator(s.orch, st)
 	s.jobs = jobs.New(jobs.NewStore(jobsKV), s.runs, s.deps.JS, tracer, s.deps.Logger, jobs.Options{})
 	s.jobsAPI.SetEngine(s.jobs)
 	s.consumers = consume.NewRunner(s.deps.JS, tracer, s.deps.Logger)

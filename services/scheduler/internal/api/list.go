@@ -19,7 +19,7 @@ import (
 // ListRuns lists Runs newest first. The page token is the last Run id of the previous
 // page; ids sort by creation time.
 func (r *Runs) ListRuns(ctx context.Context, req *latchkeyv1.ListRunsRequest) (*latchkeyv1.ListRunsResponse, error) {
-	proj, err := project(ctx)
+	proj, err := r.project(ctx)
 	if err != nil {
 		return nil, err
 	}

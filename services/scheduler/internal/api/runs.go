@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -47,8 +48,11 @@ const (
 // Runs implements latchkey.v1.RunService.
 type Runs struct {
 	latchkeyv1.UnimplementedRunServiceServer
+	// Orch and Store are set when the scheduler starts (SetOrchestrator); calls before
+	// that answer Unavailable.
 	Orch     *orch.Orchestrator
 	Store    *store.Store
+	started  atomic.Bool
 	Registry registryv1.SessionStateServiceClient
 	Vault    vaultv1.VaultServiceClient
 	NC       *nats.Conn
@@ -66,7 +70,17 @@ type cachedBundle struct {
 // bundleTTL bounds how long a deploy takes to reach StartRun's API check.
 const bundleTTL = 2 * time.Second
 
-func project(ctx context.Context) (string, error) {
+// SetOrchestrator gives the API its orchestrator and store and lets it answer.
+func (r *Runs) SetOrchestrator(o *orch.Orchestrator, st *store.Store) {
+	r.Orch, r.Store = o, st
+	r.started.Store(true)
+}
+
+// project is the caller's project, once the scheduler has started.
+func (r *Runs) project(ctx context.Context) (string, error) {
+	if !r.started.Load() {
+		return "", status.Error(codes.Unavailable, "the scheduler is starting: try again in a moment")
+	}
 	p, _ := server.PrincipalFrom(ctx)
 	if p.ProjectID == "" {
 		return "", status.Error(codes.PermissionDenied, "Runs belong to a project: call with a project API key (the admin key manages projects only)")
@@ -76,7 +90,7 @@ func project(ctx context.Context) (string, error) {
 
 // StartRun queues a Run.
 func (r *Runs) StartRun(ctx context.Context, req *latchkeyv1.StartRunRequest) (*latchkeyv1.StartRunResponse, error) {
-	proj, err := project(ctx)
+	proj, err := r.project(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -276,7 +290,7 @@ func (r *Runs) internal(ctx context.Context, doing string, err error) error {
 }
 
 func (r *Runs) get(ctx context.Context, runID string) (*schedulerv1.RunRecord, error) {
-	proj, err := project(ctx)
+	proj, err := r.project(ctx)
 	if err != nil {
 		return nil, err
 	}
