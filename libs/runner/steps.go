@@ -44,7 +44,7 @@ func (in *interp) exec(ctx context.Context, s *recipe.Step) error {
 		if err := waitFor(ctx, s.Selector, true); err != nil {
 			return err
 		}
-		return chromedp.Do(ctx, chromedp.Clear(chromedp.CSS(s.Selector)), chromedp.SendKeys(chromedp.CSS(s.Selector), s.Value))
+		return chromedp.Do(ctx, chromedp.Clear(chromedp.CSS(s.Selector)), typeInto(s.Selector, s.Value))
 	case recipe.Press:
 		return press(ctx, s)
 	case recipe.Select:
@@ -208,7 +208,7 @@ func press(ctx context.Context, s *recipe.Step) error {
 		if err := waitFor(ctx, s.Selector, true); err != nil {
 			return err
 		}
-		return chromedp.Do(ctx, chromedp.SendKeys(chromedp.CSS(s.Selector), key))
+		return chromedp.Do(ctx, typeInto(s.Selector, key))
 	}
 	return chromedp.Do(ctx, chromedp.KeyEvent(key))
 }
@@ -422,4 +422,17 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// typeInto types keys into the first element selector matches, as chromedp.SendKeys
+// does for anything but file inputs. chromedp.SendKeys (v0.23) reads the node's
+// attributes before it takes the node's lock: a data race with the DOM events that
+// update them, seen under -race when Clear's value change arrived during the read.
+func typeInto(selector, keys string) chromedp.Action[chromedp.Void] {
+	return chromedp.QueryAfter(chromedp.CSS(selector), func(ctx context.Context, t *chromedp.Target, nodes []*chromedp.Node) (chromedp.Void, error) {
+		if len(nodes) == 0 {
+			return chromedp.Void{}, fmt.Errorf("selector %q matched nothing", selector)
+		}
+		return chromedp.KeyEventNode(nodes[0], keys)(ctx, t)
+	}, chromedp.NodeVisible)
 }
