@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -37,4 +38,12 @@ func Scan(ctx context.Context, kv jetstream.KeyValue, filter string, metaOnly bo
 			return fmt.Errorf("listing %s %s: %w", kv.Bucket(), filter, ctx.Err())
 		}
 	}
+}
+
+// IsConflict reports whether a KV write lost a compare-and-swap: the key exists (a
+// Create), or its revision moved on (an Update with a stale revision).
+func IsConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) ||
+		(errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence)
 }

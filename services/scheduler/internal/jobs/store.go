@@ -53,7 +53,7 @@ func (s *Store) CreateJob(ctx context.Context, rec *schedulerv1.JobRecord) error
 		return fmt.Errorf("encoding job: %w", err)
 	}
 	if _, err := s.kv.Create(ctx, jobKey(rec.GetJob().GetProjectId(), rec.GetJob().GetId()), b); err != nil {
-		if isConflict(err) {
+		if bus.IsConflict(err) {
 			return ErrJobExists
 		}
 		return fmt.Errorf("creating job record: %w", err)
@@ -145,7 +145,7 @@ func (s *Store) CreateJobRun(ctx context.Context, rec *schedulerv1.JobRunRecord)
 		return false, fmt.Errorf("encoding job run: %w", err)
 	}
 	if _, err := s.kv.Create(ctx, jobRunKey(jr.GetProjectId(), jr.GetId()), b); err != nil {
-		if isConflict(err) {
+		if bus.IsConflict(err) {
 			return false, nil
 		}
 		return false, fmt.Errorf("creating job run record: %w", err)
@@ -227,7 +227,7 @@ func (s *Store) put(ctx context.Context, key string, m proto.Message, rev uint64
 		return false, fmt.Errorf("encoding %s: %w", key, err)
 	}
 	if _, err := s.kv.Update(ctx, key, b, rev); err != nil {
-		if isConflict(err) {
+		if bus.IsConflict(err) {
 			return false, nil
 		}
 		return false, fmt.Errorf("writing %s: %w", key, err)
@@ -248,9 +248,4 @@ func (s *Store) keys(ctx context.Context, filter string) ([]string, error) {
 		out = append(out, k)
 	}
 	return out, nil
-}
-
-func isConflict(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.Is(err, jetstream.ErrKeyExists) || (errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence)
 }

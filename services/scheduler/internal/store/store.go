@@ -100,16 +100,11 @@ func (s *Store) Update(ctx context.Context, project, run string, fn func(*schedu
 		if err == nil {
 			return rec, nil
 		}
-		if !isConflict(err) {
+		if !bus.IsConflict(err) {
 			return nil, fmt.Errorf("updating run record: %w", err)
 		}
 	}
 	return nil, fmt.Errorf("updating run %s: too much contention", run)
-}
-
-func isConflict(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.Is(err, jetstream.ErrKeyExists) || (errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence)
 }
 
 // Keys lists the Run ids of a project, newest first (ids sort by creation time).
@@ -147,7 +142,7 @@ func (s *Store) ClaimIdempotencyKey(ctx context.Context, project, key, run strin
 	k := "idem." + project + "." + hex.EncodeToString(sum[:16])
 	if _, err := s.kv.Create(ctx, k, []byte(run)); err == nil {
 		return run, true, nil
-	} else if !isConflict(err) {
+	} else if !bus.IsConflict(err) {
 		return "", false, fmt.Errorf("recording idempotency key: %w", err)
 	}
 	e, err := s.kv.Get(ctx, k)

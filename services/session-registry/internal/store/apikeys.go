@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/latchkey/latchkey/libs/bus"
 	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/services/session-registry/internal/errs"
@@ -150,7 +151,7 @@ func (s *Store) RevokeKey(ctx context.Context, projectID, keyID string) error {
 		}
 		if _, err := s.keys.Update(ctx, "k."+keyID, b, rev); err == nil {
 			return nil
-		} else if !isConflict(err) {
+		} else if !bus.IsConflict(err) {
 			return fmt.Errorf("revoking api key: %w", err)
 		}
 	}

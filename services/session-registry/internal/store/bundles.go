@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/latchkey/latchkey/libs/bus"
 	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/recipe"
@@ -111,7 +112,7 @@ func (s *Store) createVersion(ctx context.Context, b *latchkeyv1.Bundle, v int64
 		if err == nil {
 			return vkey, nil
 		}
-		if !isConflict(err) {
+		if !bus.IsConflict(err) {
 			return "", fmt.Errorf("storing bundle: %w", err)
 		}
 	}
@@ -131,7 +132,7 @@ func (s *Store) moveHead(ctx context.Context, headKey string, version int64, rev
 	switch {
 	case err == nil:
 		return true, nil
-	case isConflict(err):
+	case bus.IsConflict(err):
 		return false, nil
 	}
 	return false, fmt.Errorf("moving bundle head: %w", err)

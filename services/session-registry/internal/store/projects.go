@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/latchkey/latchkey/libs/bus"
 	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/services/session-registry/internal/errs"
@@ -135,7 +136,7 @@ func (s *Store) SetProjectDeleting(ctx context.Context, id string, deleting bool
 		}
 		if _, err := s.projects.Update(ctx, id, b, rev); err == nil {
 			return !deleting, nil
-		} else if !isConflict(err) {
+		} else if !bus.IsConflict(err) {
 			return false, fmt.Errorf("marking project %s deleting: %w", id, err)
 		}
 	}

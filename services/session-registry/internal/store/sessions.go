@@ -146,7 +146,7 @@ func (s *Store) UpdateSession(ctx context.Context, projectID, id string, etag ui
 		if err == nil {
 			return Session{Rec: cur.Rec, Etag: rev}, nil
 		}
-		if !isConflict(err) {
+		if !bus.IsConflict(err) {
 			return Session{}, fmt.Errorf("updating session: %w", err)
 		}
 		if etag != 0 {
@@ -174,7 +174,7 @@ func (s *Store) DeleteSession(ctx context.Context, projectID, id string) (Sessio
 	}
 	key, _ := sessionKey(projectID, id)
 	if err := s.sessions.Purge(ctx, key, jetstream.LastRevision(cur.Etag)); err != nil {
-		if isConflict(err) {
+		if bus.IsConflict(err) {
 			return Session{}, errs.New(errs.ErrStale, "auth session %q changed while being deleted; try again", id)
 		}
 		return Session{}, fmt.Errorf("deleting session: %w", err)

@@ -163,10 +163,6 @@ func marshal(m proto.Message) ([]byte, error) {
 
 func isNotFound(err error) bool { return errors.Is(err, jetstream.ErrKeyNotFound) }
 
-func isConflict(err error) bool {
-	return errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists)
-}
-
 // liveKeys returns the sorted keys of kv matching filter that are not deleted, by
 // receiving every entry's metadata: exact, but slow for large buckets.
 func liveKeys(ctx context.Context, kv jetstream.KeyValue, filter string) ([]string, error) {
