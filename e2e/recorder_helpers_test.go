@@ -143,22 +143,6 @@ func typeKeys(t *testing.T, tab context.Context, text string) {
 	}
 }
 
-// waitSession polls a session until cond holds.
-func (w *world) waitSession(t *testing.T, id, what string, cond func(*latchkeyv1.AuthSession) bool) *latchkeyv1.AuthSession {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		s := w.session(t, id)
-		if cond(s) {
-			return s
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for session %s to be %s; it is %s (%s)\nlogs:\n%s", id, what, s.GetState(), s.GetStateMessage(), tail(w.st.Logs.String()))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
 // httpGet fetches url with client and returns the status and body.
 func httpGet(t *testing.T, client *http.Client, url string) (int, string) {
 	t.Helper()

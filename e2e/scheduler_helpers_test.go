@@ -153,3 +153,19 @@ func tail(s string) string {
 	}
 	return s
 }
+
+// waitSession polls a session until cond holds.
+func (w *world) waitSession(t *testing.T, id, what string, cond func(*latchkeyv1.AuthSession) bool) *latchkeyv1.AuthSession {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		s := w.session(t, id)
+		if cond(s) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for session %s to be %s; it is %s (%s)\nlogs:\n%s", id, what, s.GetState(), s.GetStateMessage(), tail(w.st.Logs.String()))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

@@ -237,9 +237,12 @@ func TestFailedLoginsTeachTheOriginBudget(t *testing.T) {
 	if run := w.wait(t, createID); run.GetFailureReason() != latchkeyv1.FailureReason_FAILURE_REASON_INVALID_CREDENTIALS {
 		t.Fatalf("create with a wrong password = %s %s", run.GetState(), run.GetFailureReason())
 	}
-	got := w.session(t, sess.GetId())
-	if got.GetState() != latchkeyv1.SessionState_SESSION_STATE_EXPIRED || !slices.Contains(got.GetOrigins(), w.portalURL) {
-		t.Fatalf("after a failed first login the session is %s with origins %q, want EXPIRED knowing %s", got.GetState(), got.GetOrigins(), w.portalURL)
+	// The session is expired right after its create Run ends.
+	got := w.waitSession(t, sess.GetId(), "the session to expire", func(s *latchkeyv1.AuthSession) bool {
+		return s.GetState() == latchkeyv1.SessionState_SESSION_STATE_EXPIRED
+	})
+	if !slices.Contains(got.GetOrigins(), w.portalURL) {
+		t.Fatalf("after a failed first login the session knows origins %q, want %s", got.GetOrigins(), w.portalURL)
 	}
 	before := w.portal.Counters()
 	resp, err := w.sessions.UpdateAuthSessionCredentials(t.Context(), &latchkeyv1.UpdateAuthSessionCredentialsRequest{AuthSessionId: sess.GetId(), Credentials: alice()})
