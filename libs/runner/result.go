@@ -177,7 +177,7 @@ func (e *execution) captureState(tab context.Context) error {
 
 // divergent returns stored when it differs from what the context holds, else nil.
 func divergent(stored, held *latchkeyv1.StorageState) *latchkeyv1.StorageState {
-	if sameState(stored, held) {
+	if stored == held || sameState(stored, held) { // the same value when nothing merged
 		return nil
 	}
 	return stored
