@@ -3,11 +3,15 @@ package api
 import (
 	"context"
 	"net/url"
+	"strings"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/recipe"
 	"github.com/latchkey/latchkey/libs/server"
@@ -32,7 +36,7 @@ func (a AuthSessions) recorderURL(ctx context.Context, st *store.Store, req *lat
 	s := sess.Rec.GetSession()
 	if s.GetType() != latchkeyv1.SessionType_SESSION_TYPE_RECORDER {
 		return nil, errs.New(errs.ErrPrecondition, "auth session %q is a %s session, which logs in by itself; only RECORDER sessions are logged in by a person through the recorder",
-			s.GetId(), typeName(s.GetType()))
+			s.GetId(), strings.TrimPrefix(s.GetType().String(), "SESSION_TYPE_"))
 	}
 	if err := checkRecorderSettings(s.GetRecorder()); err != nil {
 		return nil, err
@@ -41,13 +45,20 @@ func (a AuthSessions) recorderURL(ctx context.Context, st *store.Store, req *lat
 		return nil, errs.New(errs.ErrUnavailable, "the recorder is not available in this registry")
 	}
 	ttl := a.d.Recorder.TTL()
-	a.cancelRecordings(ctx, project, s.GetId())
+	a.cancelRecording(ctx, project, sess.Rec.GetRecordingRunId())
 	runID, err := a.startRun(ctx, project, &latchkeyv1.StartRunRequest{
 		Api: recipe.CheckAPI, AuthSessionId: s.GetId(), Kind: latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_RECORD,
 		Options: &latchkeyv1.RunOptions{Timeout: durationpb.New(ttl + RecordVerifyTime)},
 	})
 	if err != nil {
 		return nil, err
+	}
+	if _, err := st.UpdateSession(ctx, project, s.GetId(), 0, func(rec *registryv1.SessionRecord) error {
+		rec.RecordingRunId = runID
+		return nil
+	}); err != nil {
+		// The recording runs; only the next URL's cancel of it is lost.
+		a.d.Log.WarnContext(ctx, "remembering the session's recording failed", "auth_session_id", s.GetId(), "run_id", runID, "error", err)
 	}
 	expire := time.Now().Add(ttl)
 	u, err := a.d.Recorder.URL(project, s.GetId(), runID, expire)
@@ -59,23 +70,16 @@ func (a AuthSessions) recorderURL(ctx context.Context, st *store.Store, req *lat
 	return &latchkeyv1.CreateRecorderUrlResponse{RecorderUrl: u, ExpireTime: timestamppb.New(expire), RecordRunId: runID}, nil
 }
 
-// cancelRecordings cancels the session's recordings that have not ended: a new URL
-// replaces the old ones, whose Runs would otherwise each hold a runner's browser until
-// they expire. Best effort: a recording it misses ends at its own deadline.
-func (a AuthSessions) cancelRecordings(ctx context.Context, project, session string) {
-	pctx := server.ForProject(ctx, project)
-	resp, err := a.d.Runs.ListRuns(pctx, &latchkeyv1.ListRunsRequest{
-		AuthSessionId: session, Kinds: []latchkeyv1.RunKind{latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_RECORD},
-		States: []latchkeyv1.RunState{latchkeyv1.RunState_RUN_STATE_QUEUED, latchkeyv1.RunState_RUN_STATE_RUNNING}, PageSize: 50,
-	})
-	if err != nil {
-		a.d.Log.WarnContext(ctx, "listing the session's earlier recordings failed", "auth_session_id", session, "error", err)
+// cancelRecording cancels the session's previous recording, if it has not ended: a
+// new URL replaces the old one, whose Run would otherwise hold a runner's browser until
+// it expired. Best effort: a recording it misses ends at its own deadline.
+func (a AuthSessions) cancelRecording(ctx context.Context, project, runID string) {
+	if runID == "" {
 		return
 	}
-	for _, run := range resp.GetRuns() {
-		if _, err := a.d.Runs.CancelRun(pctx, &latchkeyv1.CancelRunRequest{RunId: run.GetId()}); err != nil {
-			a.d.Log.WarnContext(ctx, "canceling an earlier recording failed", "run_id", run.GetId(), "error", err)
-		}
+	_, err := a.d.Runs.CancelRun(server.ForProject(ctx, project), &latchkeyv1.CancelRunRequest{RunId: runID})
+	if c := status.Code(err); err != nil && c != codes.FailedPrecondition && c != codes.NotFound {
+		a.d.Log.WarnContext(ctx, "canceling the session's previous recording failed", "run_id", runID, "error", err)
 	}
 }
 
@@ -86,16 +90,4 @@ func checkRecorderSettings(r *latchkeyv1.RecorderSettings) error {
 		return errs.New(errs.ErrPrecondition, "the session's recorder.start_url must be the http(s) URL of the login page: set it with `latchkey sessions update ID -start-url URL`")
 	}
 	return nil
-}
-
-func typeName(t latchkeyv1.SessionType) string {
-	switch t {
-	case latchkeyv1.SessionType_SESSION_TYPE_CREDENTIALS:
-		return "CREDENTIALS"
-	case latchkeyv1.SessionType_SESSION_TYPE_RUNTIME:
-		return "RUNTIME"
-	case latchkeyv1.SessionType_SESSION_TYPE_RECORDER:
-		return "RECORDER"
-	}
-	return t.String()
 }

@@ -276,8 +276,11 @@ type SessionRecord struct {
 	// The AUTHSESSION_UPDATE Run whose credentials wait in session-<id>-pending.
 	PendingUpdateRunId string                 `protobuf:"bytes,6,opt,name=pending_update_run_id,json=pendingUpdateRunId,proto3" json:"pending_update_run_id,omitempty"`
 	PendingUpdateTime  *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=pending_update_time,json=pendingUpdateTime,proto3" json:"pending_update_time,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The newest AUTHSESSION_RECORD Run started for the session (CreateRecorderUrl), so
+	// a new recorder URL cancels the one before it without listing Runs.
+	RecordingRunId string `protobuf:"bytes,8,opt,name=recording_run_id,json=recordingRunId,proto3" json:"recording_run_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SessionRecord) Reset() {
@@ -359,6 +362,13 @@ func (x *SessionRecord) GetPendingUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *SessionRecord) GetRecordingRunId() string {
+	if x != nil {
+		return x.RecordingRunId
+	}
+	return ""
+}
+
 var File_latchkey_registry_v1_records_proto protoreflect.FileDescriptor
 
 const file_latchkey_registry_v1_records_proto_rawDesc = "" +
@@ -379,7 +389,7 @@ const file_latchkey_registry_v1_records_proto_rawDesc = "" +
 	"\x04size\x18\x03 \x01(\x03R\x04size\x12&\n" +
 	"\x0fin_object_store\x18\x04 \x01(\bR\rinObjectStore\x12;\n" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xea\x02\n" +
+	"createTime\"\x94\x03\n" +
 	"\rSessionRecord\x122\n" +
 	"\asession\x18\x01 \x01(\v2\x18.latchkey.v1.AuthSessionR\asession\x12\x10\n" +
 	"\x03uid\x18\x02 \x01(\tR\x03uid\x126\n" +
@@ -387,7 +397,8 @@ const file_latchkey_registry_v1_records_proto_rawDesc = "" +
 	"\x13known_good_revision\x18\x04 \x01(\x03R\x11knownGoodRevision\x12,\n" +
 	"\x12proxy_has_password\x18\x05 \x01(\bR\x10proxyHasPassword\x121\n" +
 	"\x15pending_update_run_id\x18\x06 \x01(\tR\x12pendingUpdateRunId\x12J\n" +
-	"\x13pending_update_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x11pendingUpdateTimeB\xe1\x01\n" +
+	"\x13pending_update_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x11pendingUpdateTime\x12(\n" +
+	"\x10recording_run_id\x18\b \x01(\tR\x0erecordingRunIdB\xe1\x01\n" +
 	"\x18com.latchkey.registry.v1B\fRecordsProtoP\x01ZEgithub.com/latchkey/latchkey/libs/gen/latchkey/registry/v1;registryv1\xa2\x02\x03LRX\xaa\x02\x14Latchkey.Registry.V1\xca\x02\x14Latchkey\\Registry\\V1\xe2\x02 Latchkey\\Registry\\V1\\GPBMetadata\xea\x02\x16Latchkey::Registry::V1b\x06proto3"
 
 var (
