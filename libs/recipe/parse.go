@@ -75,11 +75,6 @@ type parser struct {
 
 func (p *parser) fail(e *Error) { p.errs = append(p.errs, e) }
 
-type fileDoc struct {
-	Vars map[string]string `yaml:"vars"`
-	APIs yaml.Node         `yaml:"apis"`
-}
-
 func (p *parser) file(f File) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(f.Content, &root); err != nil {
