@@ -1,0 +1,40 @@
+// Package domain holds the names and small facts that more than one service must
+// agree on and that no .proto file can carry: the ids of the secrets the registry
+// keeps in the vault, the crypto kinds that bind a ciphertext to its use, and which
+// Run states are final. Subjects and buckets live in libs/bus.
+package domain
+
+import (
+	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
+)
+
+// Crypto kinds: the vault seals every ciphertext for (project, kind, id), so one made
+// for one use never opens for another.
+const (
+	// KindSecret is a secret stored in the vault (a session's credentials).
+	KindSecret = "secret"
+	// KindStorageState is a session's browser state, id the session.
+	KindStorageState = "storage_state"
+	// KindRuntimeCredentials are the credentials a Run passed for a RUNTIME session,
+	// id the Run that passed them.
+	KindRuntimeCredentials = "runtime_credentials"
+	// KindResumeAnswers are a caller's answers to a Run that asked for more
+	// information, id the Run.
+	KindResumeAnswers = "resume_answers"
+)
+
+// CredentialsSecret is the vault secret holding a CREDENTIALS session's credentials.
+func CredentialsSecret(sessionID string) string { return "session-" + sessionID }
+
+// PendingCredentialsSecret holds a CREDENTIALS session's new credentials while the
+// AUTHSESSION_UPDATE Run that tries them runs.
+func PendingCredentialsSecret(sessionID string) string { return CredentialsSecret(sessionID) + "-pending" }
+
+// RunEnded reports whether a Run state is final: SUCCEEDED, FAILED or CANCELED.
+func RunEnded(s latchkeyv1.RunState) bool {
+	switch s {
+	case latchkeyv1.RunState_RUN_STATE_SUCCEEDED, latchkeyv1.RunState_RUN_STATE_FAILED, latchkeyv1.RunState_RUN_STATE_CANCELED:
+		return true
+	}
+	return false
+}
