@@ -28,7 +28,9 @@ func CredentialsSecret(sessionID string) string { return "session-" + sessionID 
 
 // PendingCredentialsSecret holds a CREDENTIALS session's new credentials while the
 // AUTHSESSION_UPDATE Run that tries them runs.
-func PendingCredentialsSecret(sessionID string) string { return CredentialsSecret(sessionID) + "-pending" }
+func PendingCredentialsSecret(sessionID string) string {
+	return CredentialsSecret(sessionID) + "-pending"
+}
 
 // RunEnded reports whether a Run state is final: SUCCEEDED, FAILED or CANCELED.
 func RunEnded(s latchkeyv1.RunState) bool {

@@ -98,8 +98,14 @@ func (e *Error) WithCause(err error) *Error {
 	return e
 }
 
-// Error returns the user's message.
-func (e *Error) Error() string { return e.msg }
+// Error returns the user's message; for another service's answer, the status as
+// gRPC prints it (with its code), as it read before it was mapped.
+func (e *Error) Error() string {
+	if e.remote && e.cause != nil {
+		return e.cause.Error()
+	}
+	return e.msg
+}
 
 // Unwrap returns the kind and, when set, the cause.
 func (e *Error) Unwrap() []error {

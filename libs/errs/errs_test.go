@@ -57,7 +57,7 @@ func TestReasonAndDetailRoundTrip(t *testing.T) {
 		t.Fatalf("kind or reason lost: %v", got)
 	}
 	var e *Error
-	if !errors.As(got, &e) || e.Error() != "session s1 is EXPIRED" || e.meta["auth_session_id"] != "s1" {
+	if !errors.As(got, &e) || e.msg != "session s1 is EXPIRED" || e.meta["auth_session_id"] != "s1" {
 		t.Fatalf("message or metadata lost: %#v", e)
 	}
 	if d, ok := e.Detail().(*wrapperspb.StringValue); !ok || d.GetValue() != "current" {

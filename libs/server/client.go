@@ -10,6 +10,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/latchkey/latchkey/libs/errs"
 )
 
 // DialOptions configure a client connection from one service to another.
@@ -29,6 +31,9 @@ type DialOptions struct {
 func Dial(target string, o DialOptions) (*grpc.ClientConn, error) {
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// A refusal comes back as an errs.Error of its kind, so callers test it with
+		// errors.Is and never decode a status (it still reads as one: status.Code).
+		grpc.WithUnaryInterceptor(errs.UnaryClientInterceptor()),
 	}
 	if o.Token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(tokenCreds{token: o.Token, service: o.Service}))
