@@ -6,6 +6,8 @@
 package bus
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -107,6 +109,19 @@ func CheckToken(s string) error {
 // RunRequestSubject is the LK_RUNS subject for run requests of a project.
 func RunRequestSubject(project string) (string, error) {
 	return join("run request", "lk.runs.requests", part{"project", project})
+}
+
+// RunRequestProject returns the project a run request subject names.
+func RunRequestProject(subject string) (string, bool) {
+	project, ok := strings.CutPrefix(subject, "lk.runs.requests.")
+	return project, ok && ValidToken(project)
+}
+
+// WarmSubject is the core NATS subject where the runners holding a warm browser
+// context of a session (hashed: the id stays off the wire) listen for its tasks.
+func WarmSubject(pool, session string) string {
+	sum := sha256.Sum256([]byte(session))
+	return "lk.runner." + pool + ".warm." + hex.EncodeToString(sum[:16])
 }
 
 // TaskSubject is the LK_TASKS subject for tasks of a runner pool.

@@ -104,3 +104,22 @@ func TestKeysUseKVAlphabet(t *testing.T) {
 		}
 	}
 }
+
+func TestRunRequestProjectInvertsTheSubject(t *testing.T) {
+	t.Parallel()
+	subj, err := bus.RunRequestSubject("acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := bus.RunRequestProject(subj); !ok || p != "acme" {
+		t.Fatalf("RunRequestProject(%q) = %q, %v", subj, p, ok)
+	}
+	for _, bad := range []string{"lk.runs.requests.a.b", "lk.tasks.acme", "lk.runs.requests."} {
+		if p, ok := bus.RunRequestProject(bad); ok {
+			t.Errorf("RunRequestProject(%q) = %q, want not a run request", bad, p)
+		}
+	}
+	if a, b := bus.WarmSubject("default", "s1"), bus.WarmSubject("default", "s2"); a == b || strings.Contains(a, "s1") {
+		t.Fatalf("warm subjects %q and %q: want distinct, without the session id", a, b)
+	}
+}

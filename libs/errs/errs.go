@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -156,11 +157,11 @@ func HasReason(err error, reason string) bool {
 	return errors.As(err, &e) && e.reason == reason
 }
 
-// IsUser reports whether err carries a message meant for the user (an Error of a
-// known kind), as opposed to an internal failure.
+// IsUser reports whether err carries a message meant for this service's caller (an
+// Error made with New), as opposed to an internal failure or another service's answer.
 func IsUser(err error) bool {
 	var e *Error
-	return errors.As(err, &e)
+	return errors.As(err, &e) && !e.remote
 }
 
 // Status maps err to a gRPC status error for service's method. A user Error keeps its
@@ -238,21 +239,31 @@ func FromStatus(err error) error {
 	return err
 }
 
-// UnaryServerInterceptor maps every handler's error with Status: handlers return
-// domain errors, and only this maps them. Errors that are already gRPC statuses pass
-// through unchanged.
-func UnaryServerInterceptor(service string, log *slog.Logger) grpc.UnaryServerInterceptor {
+// UnaryServerInterceptor maps every handler's error with Status, naming the gRPC
+// service in the generic Internal: handlers return domain errors and only this maps
+// them. Errors that are already gRPC statuses pass through unchanged.
+func UnaryServerInterceptor(log *slog.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		resp, err := handler(ctx, req)
-		return resp, serverError(ctx, log, service, info.FullMethod, err)
+		return resp, serverError(ctx, log, serviceOf(info.FullMethod)+" service", info.FullMethod, err)
 	}
 }
 
 // StreamServerInterceptor is UnaryServerInterceptor for streaming RPCs.
-func StreamServerInterceptor(service string, log *slog.Logger) grpc.StreamServerInterceptor {
+func StreamServerInterceptor(log *slog.Logger) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		return serverError(ss.Context(), log, service, info.FullMethod, handler(srv, ss))
+		return serverError(ss.Context(), log, serviceOf(info.FullMethod)+" service", info.FullMethod, handler(srv, ss))
 	}
+}
+
+// serviceOf returns the service of a full method name: "/pkg.Service/Method" →
+// "pkg.Service".
+func serviceOf(method string) string {
+	method = strings.TrimPrefix(method, "/")
+	if i := strings.LastIndex(method, "/"); i >= 0 {
+		return method[:i]
+	}
+	return method
 }
 
 func serverError(ctx context.Context, log *slog.Logger, service, method string, err error) error {

@@ -29,6 +29,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+
+	"github.com/latchkey/latchkey/libs/errs"
 )
 
 // Options configure a Server.
@@ -97,8 +99,9 @@ func New(opts Options) (*Server, error) {
 	}
 	s.grpc = grpc.NewServer(
 		grpc.StatsHandler(s.dispatch),
-		grpc.ChainUnaryInterceptor(s.recoverUnary, s.authUnary),
-		grpc.ChainStreamInterceptor(s.recoverStream, s.authStream),
+		// errs maps the handlers' domain errors to statuses, once for every service.
+		grpc.ChainUnaryInterceptor(s.recoverUnary, s.authUnary, errs.UnaryServerInterceptor(s.log)),
+		grpc.ChainStreamInterceptor(s.recoverStream, s.authStream, errs.StreamServerInterceptor(s.log)),
 	)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)

@@ -2,16 +2,15 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/latchkey/latchkey/libs/bus"
+	"github.com/latchkey/latchkey/libs/errs"
 	eventsv1 "github.com/latchkey/latchkey/libs/gen/latchkey/events/v1"
 	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
@@ -29,12 +28,25 @@ func (s *Service) specs() []consume.Spec {
 	}
 }
 
+// settle turns the orchestrator's answer into what the consumer does with the
+// message: a stale one is acked, a back-off is redelivered after its delay.
+func settle(err error) error {
+	var retry *orch.RetryAfter
+	switch {
+	case err == nil || orch.ErrStale(err):
+		return nil
+	case errors.As(err, &retry):
+		return &consume.Redeliver{Delay: retry.Delay}
+	}
+	return err
+}
+
 func (s *Service) onResult(ctx context.Context, msg jetstream.Msg) error {
 	res := &runnerv1.TaskResult{}
 	if err := proto.Unmarshal(msg.Data(), res); err != nil {
 		return fmt.Errorf("%w: undecodable task result: %v", consume.ErrTerminal, err)
 	}
-	return s.orch.HandleResult(ctx, res)
+	return settle(s.orch.HandleResult(ctx, res))
 }
 
 func (s *Service) onSessionEvent(ctx context.Context, msg jetstream.Msg) error {
@@ -42,7 +54,7 @@ func (s *Service) onSessionEvent(ctx context.Context, msg jetstream.Msg) error {
 	if err := proto.Unmarshal(msg.Data(), ev); err != nil {
 		return fmt.Errorf("%w: undecodable session event: %v", consume.ErrTerminal, err)
 	}
-	if err := s.orch.HandleSessionEvent(ctx, ev); err != nil {
+	if err := settle(s.orch.HandleSessionEvent(ctx, ev)); err != nil {
 		return err
 	}
 	// Jobs pause when their AuthSession expires or is deleted (DESIGN.md section 3).
@@ -51,36 +63,37 @@ func (s *Service) onSessionEvent(ctx context.Context, msg jetstream.Msg) error {
 
 // onRunRequest starts a Run published on lk.runs.requests.<project>. The API key must
 // belong to that project. A request that can never start is dropped, and when it named
-// its run_id a FAILED Run event tells the publisher why.
+// its run_id a FAILED Run event tells the publisher why. This is the NATS edge, as
+// the gRPC API is the other: the one place the intake maps refusals (to a code name
+// in the event's message).
 func (s *Service) onRunRequest(ctx context.Context, msg jetstream.Msg) error {
-	project := strings.TrimPrefix(msg.Subject(), "lk.runs.requests.")
+	project, ok := bus.RunRequestProject(msg.Subject())
+	if !ok {
+		return fmt.Errorf("%w: run request on %s: not a run request subject", consume.ErrTerminal, msg.Subject())
+	}
 	req := &latchkeyv1.RunRequest{}
 	if err := proto.Unmarshal(msg.Data(), req); err != nil {
 		return fmt.Errorf("%w: undecodable run request: %v", consume.ErrTerminal, err)
 	}
 	runID := req.GetRunId()
-	reject := func(code codes.Code, why string) error {
-		if runID != "" && bus.ValidToken(runID) {
-			s.orch.Emit(ctx, &latchkeyv1.Run{
-				Id: runID, ProjectId: project, State: latchkeyv1.RunState_RUN_STATE_FAILED, Api: req.GetRequest().GetApi(),
-				FailureMessage: why, EndTime: timestamppb.Now(),
-			}, "rejected")
-		}
-		return fmt.Errorf("%w: run request on %s: %s: %s", consume.ErrTerminal, msg.Subject(), code, why)
+	reject := func(err error) error {
+		why := err.Error()
+		s.orch.EmitRejected(ctx, project, runID, req.GetRequest().GetApi(), why)
+		return fmt.Errorf("%w: run request on %s: %s: %s", consume.ErrTerminal, msg.Subject(), status.Code(err), why)
 	}
 	auth, err := s.deps.Registry.AuthenticateApiKey(ctx, &registryv1.AuthenticateApiKeyRequest{ApiKey: req.GetApiKey()})
-	if status.Code(err) == codes.Unauthenticated || status.Code(err) == codes.InvalidArgument {
-		return reject(codes.Unauthenticated, "unknown or revoked API key")
+	if err = errs.FromStatus(err); errors.Is(err, errs.ErrUnauthenticated) || errors.Is(err, errs.ErrInvalid) {
+		return reject(errs.New(errs.ErrUnauthenticated, "unknown or revoked API key"))
 	}
 	if err != nil {
 		return err // the registry is unavailable: redeliver
 	}
 	if auth.GetProjectId() != project {
-		return reject(codes.PermissionDenied, "the API key does not belong to the project named in the subject")
+		return reject(errs.New(errs.ErrDenied, "the API key does not belong to the project named in the subject"))
 	}
 	r := req.GetRequest()
 	if r == nil {
-		return reject(codes.InvalidArgument, "request is empty")
+		return reject(errs.New(errs.ErrInvalid, "request is empty"))
 	}
 	if r.GetIdempotencyKey() == "" {
 		if id := msg.Headers().Get(bus.HeaderMsgID); id != "" {
@@ -91,13 +104,9 @@ func (s *Service) onRunRequest(ctx context.Context, msg jetstream.Msg) error {
 	if runID == "" {
 		runID = orch.NewID("run")
 	}
-	_, err = s.runs.Start(ctx, project, false, r, runID)
-	switch status.Code(err) {
-	case codes.OK:
-		return nil
-	case codes.InvalidArgument, codes.NotFound, codes.FailedPrecondition, codes.PermissionDenied:
-		return reject(status.Code(err), status.Convert(err).Message())
-	default:
-		return err
+	_, err = s.orch.Start(ctx, project, r, orch.StartOptions{RunID: runID})
+	if errs.IsUser(err) && !errors.Is(err, errs.ErrUnavailable) {
+		return reject(err)
 	}
+	return err
 }

@@ -67,7 +67,7 @@ type Service struct {
 	cfg       Config
 	deps      Deps
 	srv       *server.Server
-	runs      *api.Runs
+	runs      *api.Runs // the gRPC APIs
 	jobsAPI   *api.Jobs
 	jobs      *jobs.Engine
 	orch      *orch.Orchestrator
@@ -107,9 +107,9 @@ func (s *Service) descs() []*grpc.ServiceDesc {
 // until then the services report NOT_SERVING.
 func (s *Service) Register(srv *server.Server) {
 	s.srv = srv
-	s.runs = &api.Runs{Registry: s.deps.Registry, Vault: s.deps.Vault, NC: s.deps.NC, Log: s.deps.Logger}
+	s.runs = &api.Runs{NC: s.deps.NC}
 	srv.Register(&latchkeyv1.RunService_ServiceDesc, s.runs, server.PolicyPublic, s.deps.Tracer)
-	s.jobsAPI = &api.Jobs{Runs: s.runs, Registry: s.deps.Registry}
+	s.jobsAPI = &api.Jobs{}
 	srv.Register(&latchkeyv1.JobService_ServiceDesc, s.jobsAPI, server.PolicyPublic, s.deps.Tracer)
 }
 
@@ -148,9 +148,9 @@ func (s *Service) Start(ctx context.Context) error {
 		Cache: s.deps.Cache, Tracer: tracer, Log: s.deps.Logger, Pool: s.cfg.Pool, Policy: policy,
 		RunEnded: func(ctx context.Context, run *latchkeyv1.Run) { s.jobs.RunEnded(ctx, run) },
 	})
-	s.runs.SetOrchestrator(s.orch, st)
-	s.jobs = jobs.New(jobs.NewStore(jobsKV), s.runs, s.deps.JS, tracer, s.deps.Logger, jobs.Options{})
-	s.jobsAPI.SetEngine(s.jobs)
+	s.runs.SetOrchestrator(s.orch)
+	s.jobs = jobs.New(jobs.NewStore(jobsKV), s.orch, s.deps.JS, tracer, s.deps.Logger, jobs.Options{})
+	s.jobsAPI.SetEngine(s.jobs, s.orch)
 	s.consumers = consume.NewRunner(s.deps.JS, tracer, s.deps.Logger)
 	for _, spec := range s.specs() {
 		if err := s.consumers.Start(ctx, spec); err != nil {

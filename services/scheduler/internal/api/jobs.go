@@ -4,17 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/latchkey/latchkey/libs/bus"
-	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
+	"github.com/latchkey/latchkey/libs/errs"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/server"
 	"github.com/latchkey/latchkey/services/scheduler/internal/jobs"
@@ -22,30 +18,32 @@ import (
 )
 
 // Jobs implements latchkey.v1.JobService over the jobs engine. It checks what users
-// send; the engine keeps the records and fires.
+// send; the engine keeps the records and fires, the orchestrator checks the session
+// and the API. Handlers return domain errors; the engine's are mapped in fail.
 type Jobs struct {
 	latchkeyv1.UnimplementedJobServiceServer
-	// engine is set when the scheduler starts (SetEngine); calls before that answer
-	// Unavailable.
+	// engine and orch are set when the scheduler starts (SetEngine); calls before that
+	// answer Unavailable.
 	engine atomic.Pointer[jobs.Engine]
-	// Runs is the Run API, for its bundle check and error logging.
-	Runs     *Runs
-	Registry registryv1.SessionStateServiceClient
+	orch   atomic.Pointer[orch.Orchestrator]
 }
 
 func (j *Jobs) project(ctx context.Context) (string, error) {
 	if j.engine.Load() == nil {
-		return "", status.Error(codes.Unavailable, "the scheduler is starting: try again in a moment")
+		return "", errs.New(errs.ErrUnavailable, "the scheduler is starting: try again in a moment")
 	}
 	p, _ := server.PrincipalFrom(ctx)
 	if p.ProjectID == "" {
-		return "", status.Error(codes.PermissionDenied, "Jobs belong to a project: call with a project API key (the admin key manages projects only)")
+		return "", errs.New(errs.ErrDenied, "Jobs belong to a project: call with a project API key (the admin key manages projects only)")
 	}
 	return p.ProjectID, nil
 }
 
 // SetEngine makes JobService answer; the scheduler calls it when it has started.
-func (j *Jobs) SetEngine(e *jobs.Engine) { j.engine.Store(e) }
+func (j *Jobs) SetEngine(e *jobs.Engine, o *orch.Orchestrator) {
+	j.orch.Store(o)
+	j.engine.Store(e)
+}
 
 // CreateJob creates a Job, ACTIVE unless created paused.
 func (j *Jobs) CreateJob(ctx context.Context, req *latchkeyv1.CreateJobRequest) (*latchkeyv1.CreateJobResponse, error) {
@@ -68,7 +66,7 @@ func (j *Jobs) CreateJob(ctx context.Context, req *latchkeyv1.CreateJobRequest) 
 	if err := j.checkSession(ctx, proj, in.GetAuthSessionId(), "creating"); err != nil {
 		return nil, err
 	}
-	if _, err := j.Runs.bundleVersion(ctx, proj, in.GetApi(), latchkeyv1.RunKind_RUN_KIND_API); err != nil {
+	if _, err := j.orch.Load().BundleVersion(ctx, proj, in.GetApi()); err != nil {
 		return nil, err
 	}
 	job := &latchkeyv1.Job{
@@ -81,10 +79,10 @@ func (j *Jobs) CreateJob(ctx context.Context, req *latchkeyv1.CreateJobRequest) 
 	}
 	created, err := j.engine.Load().Create(ctx, job)
 	if errors.Is(err, jobs.ErrJobExists) {
-		return nil, status.Errorf(codes.AlreadyExists, "job %q exists in this project: pick another id, or update it", job.GetId())
+		return nil, errs.New(errs.ErrExists, "job %q exists in this project: pick another id, or update it", job.GetId())
 	}
 	if err != nil {
-		return nil, j.Runs.internal(ctx, "creating job", err)
+		return nil, fmt.Errorf("creating job: %w", err)
 	}
 	return &latchkeyv1.CreateJobResponse{Job: created}, nil
 }
@@ -93,25 +91,11 @@ func (j *Jobs) CreateJob(ctx context.Context, req *latchkeyv1.CreateJobRequest) 
 // FailedPrecondition (reason AUTH_SESSION_EXPIRED) for an EXPIRED one: Jobs on it
 // cannot be created, resumed or triggered until a person fixes it.
 func (j *Jobs) checkSession(ctx context.Context, proj, id, doing string) error {
-	resp, err := j.Registry.GetSession(ctx, &registryv1.GetSessionRequest{ProjectId: proj, AuthSessionId: id})
-	if status.Code(err) == codes.NotFound || status.Code(err) == codes.InvalidArgument {
-		if doing == "creating" {
-			return status.Errorf(codes.NotFound, "auth session %q not found in this project", id)
-		}
-		return status.Errorf(codes.FailedPrecondition, "the job's auth session %q no longer exists: delete the job and create one on another session", id)
+	err := j.orch.Load().CheckSession(ctx, proj, id, doing+" the job")
+	if errors.Is(err, orch.ErrSessionNotFound) && doing != "creating" {
+		return errs.New(errs.ErrPrecondition, "the job's auth session %q no longer exists: delete the job and create one on another session", id)
 	}
-	if err != nil {
-		return j.Runs.internal(ctx, "reading session", err)
-	}
-	sess := resp.GetAuthSession()
-	if sess.GetState() != latchkeyv1.SessionState_SESSION_STATE_EXPIRED {
-		return nil
-	}
-	st := status.New(codes.FailedPrecondition, fmt.Sprintf(
-		"auth session %q is EXPIRED (%s): update its credentials or log in again through the recorder before %s the job",
-		sess.GetId(), strings.TrimPrefix(sess.GetStateReason().String(), "FAILURE_REASON_"), doing))
-	st, _ = st.WithDetails(&errdetails.ErrorInfo{Reason: "AUTH_SESSION_EXPIRED", Domain: ErrorDomain, Metadata: map[string]string{"auth_session_id": sess.GetId()}})
-	return st.Err()
+	return err
 }
 
 // job reads one Job of the caller's project; another project's Job is NotFound.
@@ -125,28 +109,28 @@ func (j *Jobs) job(ctx context.Context, id string) (string, *latchkeyv1.Job, err
 	}
 	rec, _, err := j.engine.Load().Store().GetJob(ctx, proj, id)
 	if err != nil {
-		return "", nil, j.fail(ctx, id, "reading job", err)
+		return "", nil, j.fail(id, "reading job", err)
 	}
 	return proj, rec.GetJob(), nil
 }
 
-// fail maps the engine's errors to statuses; status errors pass through.
-func (j *Jobs) fail(ctx context.Context, id, doing string, err error) error {
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
+// fail maps the engine's errors to the user's; others pass on as they are.
+func (j *Jobs) fail(id, doing string, err error) error {
 	switch {
 	case errors.Is(err, jobs.ErrJobNotFound):
-		return status.Errorf(codes.NotFound, "job %q not found in this project", id)
+		return errs.New(errs.ErrNotFound, "job %q not found in this project", id)
 	case errors.Is(err, jobs.ErrJobRunNotFound):
-		return status.Errorf(codes.NotFound, "job run %q not found in this project", id)
+		return errs.New(errs.ErrNotFound, "job run %q not found in this project", id)
 	case errors.Is(err, jobs.ErrCompleted):
-		return status.Errorf(codes.FailedPrecondition, "job %q is COMPLETED (a once-Job that has fired): trigger it, or update its schedule to run it again", id)
+		return errs.New(errs.ErrPrecondition, "job %q is COMPLETED (a once-Job that has fired): trigger it, or update its schedule to run it again", id)
 	}
 	if busy := (*jobs.BusyError)(nil); errors.As(err, &busy) {
-		return status.Errorf(codes.FailedPrecondition, "job %q is running already (job run %s): wait for it to end, or follow it with ListJobRuns", id, busy.JobRunID)
+		return errs.New(errs.ErrPrecondition, "job %q is running already (job run %s): wait for it to end, or follow it with ListJobRuns", id, busy.JobRunID)
 	}
-	return j.Runs.internal(ctx, doing, err)
+	if errs.IsUser(err) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", doing, err)
 }
 
 // GetJob returns one Job.
@@ -174,7 +158,7 @@ func (j *Jobs) UpdateJob(ctx context.Context, req *latchkeyv1.UpdateJobRequest) 
 	}
 	job, err := j.engine.Load().Update(ctx, proj, in.GetId(), func(job *latchkeyv1.Job) error { return applyMask(job, in, paths) })
 	if err != nil {
-		return nil, j.fail(ctx, in.GetId(), "updating job", err)
+		return nil, j.fail(in.GetId(), "updating job", err)
 	}
 	return &latchkeyv1.UpdateJobResponse{Job: job}, nil
 }
@@ -186,7 +170,7 @@ func (j *Jobs) DeleteJob(ctx context.Context, req *latchkeyv1.DeleteJobRequest) 
 		return nil, err
 	}
 	if err := j.engine.Load().Delete(ctx, proj, req.GetJobId()); err != nil {
-		return nil, j.fail(ctx, req.GetJobId(), "deleting job", err)
+		return nil, j.fail(req.GetJobId(), "deleting job", err)
 	}
 	return &latchkeyv1.DeleteJobResponse{}, nil
 }
@@ -199,7 +183,7 @@ func (j *Jobs) PauseJob(ctx context.Context, req *latchkeyv1.PauseJobRequest) (*
 	}
 	job, err := j.engine.Load().Pause(ctx, proj, req.GetJobId(), 0)
 	if err != nil {
-		return nil, j.fail(ctx, req.GetJobId(), "pausing job", err)
+		return nil, j.fail(req.GetJobId(), "pausing job", err)
 	}
 	return &latchkeyv1.PauseJobResponse{Job: job}, nil
 }
@@ -215,7 +199,7 @@ func (j *Jobs) ResumeJob(ctx context.Context, req *latchkeyv1.ResumeJobRequest) 
 	}
 	job, err = j.engine.Load().Resume(ctx, proj, req.GetJobId())
 	if err != nil {
-		return nil, j.fail(ctx, req.GetJobId(), "resuming job", err)
+		return nil, j.fail(req.GetJobId(), "resuming job", err)
 	}
 	return &latchkeyv1.ResumeJobResponse{Job: job}, nil
 }
@@ -231,7 +215,7 @@ func (j *Jobs) TriggerJob(ctx context.Context, req *latchkeyv1.TriggerJobRequest
 	}
 	jr, err := j.engine.Load().Trigger(ctx, proj, req.GetJobId())
 	if err != nil {
-		return nil, j.fail(ctx, req.GetJobId(), "triggering job", err)
+		return nil, j.fail(req.GetJobId(), "triggering job", err)
 	}
 	return &latchkeyv1.TriggerJobResponse{JobRun: jr}, nil
 }
@@ -248,7 +232,7 @@ func (j *Jobs) GetJobRun(ctx context.Context, req *latchkeyv1.GetJobRunRequest) 
 	}
 	rec, _, err := j.engine.Load().Store().GetJobRun(ctx, proj, id)
 	if err != nil {
-		return nil, j.fail(ctx, id, "reading job run", err)
+		return nil, j.fail(id, "reading job run", err)
 	}
 	return &latchkeyv1.GetJobRunResponse{JobRun: rec.GetJobRun()}, nil
 }

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"fmt"
 
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 )
@@ -20,7 +21,7 @@ func (j *Jobs) ListJobs(ctx context.Context, req *latchkeyv1.ListJobsRequest) (*
 	st := j.engine.Load().Store()
 	ids, err := st.JobIDs(ctx, proj)
 	if err != nil {
-		return nil, j.Runs.internal(ctx, "listing jobs", err)
+		return nil, fmt.Errorf("listing jobs: %w", err)
 	}
 	jobs, info := page(ids, req.GetPageToken(), compare, size, func(id string) (*latchkeyv1.Job, bool) {
 		rec, _, err := st.GetJob(ctx, proj, id)
@@ -43,7 +44,7 @@ func (j *Jobs) ListJobRuns(ctx context.Context, req *latchkeyv1.ListJobRunsReque
 	st := j.engine.Load().Store()
 	ids, err := st.JobRunIDs(ctx, proj, req.GetJobId())
 	if err != nil {
-		return nil, j.Runs.internal(ctx, "listing job runs", err)
+		return nil, fmt.Errorf("listing job runs: %w", err)
 	}
 	runs, info := page(ids, req.GetPageToken(), newestFirst, size, func(id string) (*latchkeyv1.JobRun, bool) {
 		rec, _, err := st.GetJobRun(ctx, proj, id)

@@ -7,12 +7,12 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/latchkey/latchkey/libs/errs"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/services/scheduler/internal/jobs"
+	"github.com/latchkey/latchkey/services/scheduler/internal/orch"
 )
 
 // Limits of Jobs besides those of the jobs package.
@@ -27,7 +27,7 @@ const (
 var updatableJob = []string{"display_name", "schedule", "payloads", "run_options", "max_concurrency"}
 
 func invalid(format string, args ...any) error {
-	return status.Errorf(codes.InvalidArgument, format, args...)
+	return errs.New(errs.ErrInvalid, format, args...)
 }
 
 // checkJob checks the fields a user sets on a Job. Output-only fields are ignored.
@@ -83,16 +83,16 @@ func checkPayloads(job *latchkeyv1.Job) error {
 	total := 0
 	for i, p := range job.GetPayloads() {
 		size := proto.Size(p)
-		if size > MaxParamsBytes {
-			return invalid("job.payloads[%d] is %d bytes, at most %d are allowed", i, size, MaxParamsBytes)
+		if size > orch.MaxParamsBytes {
+			return invalid("job.payloads[%d] is %d bytes, at most %d are allowed", i, size, orch.MaxParamsBytes)
 		}
 		total += size
 	}
 	if total > jobs.MaxPayloadsBytes {
 		return invalid("job.payloads are %d bytes in all, at most %d are allowed", total, jobs.MaxPayloadsBytes)
 	}
-	if err := validateStart(&latchkeyv1.StartRunRequest{Api: job.GetApi(), Options: job.GetRunOptions()}, false); err != nil {
-		msg := strings.Replace(status.Convert(err).Message(), "options.", "job.run_options.", 1)
+	if err := orch.ValidateRunOptions(&latchkeyv1.StartRunRequest{Api: job.GetApi(), Options: job.GetRunOptions()}); err != nil {
+		msg := strings.Replace(err.Error(), "options.", "job.run_options.", 1)
 		return invalid("%s", msg)
 	}
 	return nil

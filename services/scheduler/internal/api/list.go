@@ -2,24 +2,26 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/latchkey/latchkey/libs/bus"
-	eventsv1 "github.com/latchkey/latchkey/libs/gen/latchkey/events/v1"
-	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/latchkey/latchkey/libs/bus"
+	"github.com/latchkey/latchkey/libs/domain"
+	"github.com/latchkey/latchkey/libs/errs"
+	eventsv1 "github.com/latchkey/latchkey/libs/gen/latchkey/events/v1"
+	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 )
 
 // ListRuns lists Runs newest first. The page token is the last Run id of the previous
 // page; ids sort by creation time.
 func (r *Runs) ListRuns(ctx context.Context, req *latchkeyv1.ListRunsRequest) (*latchkeyv1.ListRunsResponse, error) {
-	proj, err := r.project(ctx)
+	o, proj, err := r.caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -27,12 +29,12 @@ func (r *Runs) ListRuns(ctx context.Context, req *latchkeyv1.ListRunsRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	ids, err := r.Store.Keys(ctx, proj)
+	ids, err := o.Store.Keys(ctx, proj)
 	if err != nil {
-		return nil, r.internal(ctx, "listing runs", err)
+		return nil, fmt.Errorf("listing runs: %w", err)
 	}
 	runs, info := page(ids, req.GetPageToken(), newestFirst, size, func(id string) (*latchkeyv1.Run, bool) {
-		rec, _, err := r.Store.Get(ctx, proj, id)
+		rec, _, err := o.Store.Get(ctx, proj, id)
 		return rec.GetRun(), err == nil && matches(rec.GetRun(), req)
 	})
 	return &latchkeyv1.ListRunsResponse{Runs: runs, PageInfo: info}, nil
@@ -66,13 +68,13 @@ func (r *Runs) WatchRun(req *latchkeyv1.WatchRunRequest, stream latchkeyv1.RunSe
 	}
 	subj, err := bus.RunEventSubject(rec.GetRun().GetProjectId(), rec.GetRun().GetId())
 	if err != nil {
-		return status.Errorf(codes.InvalidArgument, "run_id: %v", err)
+		return errs.New(errs.ErrInvalid, "run_id: %v", err)
 	}
 	// Subscribe before reading the state again, so no change falls in between.
 	ch := make(chan *nats.Msg, 64)
 	sub, err := r.NC.ChanSubscribe(subj, ch)
 	if err != nil {
-		return r.internal(ctx, "subscribing to run events", err)
+		return fmt.Errorf("subscribing to run events: %w", err)
 	}
 	defer sub.Unsubscribe()
 	if rec, err = r.get(ctx, req.GetRunId()); err != nil {
@@ -81,7 +83,7 @@ func (r *Runs) WatchRun(req *latchkeyv1.WatchRunRequest, stream latchkeyv1.RunSe
 	if err := stream.Send(&latchkeyv1.WatchRunResponse{Run: rec.GetRun(), Event: "current", Time: timestamppb.Now()}); err != nil {
 		return err
 	}
-	if isTerminal(rec.GetRun().GetState()) {
+	if domain.RunEnded(rec.GetRun().GetState()) {
 		return nil
 	}
 	poll := time.NewTicker(watchPoll)
@@ -91,7 +93,7 @@ func (r *Runs) WatchRun(req *latchkeyv1.WatchRunRequest, stream latchkeyv1.RunSe
 		case <-ctx.Done():
 			return nil
 		case <-poll.C:
-			if rec, err := r.get(ctx, req.GetRunId()); err == nil && isTerminal(rec.GetRun().GetState()) {
+			if rec, err := r.get(ctx, req.GetRunId()); err == nil && domain.RunEnded(rec.GetRun().GetState()) {
 				return stream.Send(&latchkeyv1.WatchRunResponse{Run: rec.GetRun(), Event: "current", Time: timestamppb.Now()})
 			}
 		case m := <-ch:
@@ -102,7 +104,7 @@ func (r *Runs) WatchRun(req *latchkeyv1.WatchRunRequest, stream latchkeyv1.RunSe
 			if err := stream.Send(&latchkeyv1.WatchRunResponse{Run: ev.GetRun(), Event: ev.GetEvent(), Time: ev.GetTime()}); err != nil {
 				return err
 			}
-			if isTerminal(ev.GetRun().GetState()) {
+			if domain.RunEnded(ev.GetRun().GetState()) {
 				return nil
 			}
 		}
@@ -111,7 +113,3 @@ func (r *Runs) WatchRun(req *latchkeyv1.WatchRunRequest, stream latchkeyv1.RunSe
 
 // watchPoll is how often WatchRun re-reads a Run it watches.
 const watchPoll = 2 * time.Second
-
-func isTerminal(s latchkeyv1.RunState) bool {
-	return s == latchkeyv1.RunState_RUN_STATE_SUCCEEDED || s == latchkeyv1.RunState_RUN_STATE_FAILED || s == latchkeyv1.RunState_RUN_STATE_CANCELED
-}

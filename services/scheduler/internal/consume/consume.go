@@ -18,14 +18,20 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/latchkey/latchkey/libs/bus"
-	"github.com/latchkey/latchkey/services/scheduler/internal/orch"
 )
 
-// Handler handles one message in the context of its consumer span.
+// Handler handles one message in the context of its consumer span. Its error says
+// what becomes of the message: nil acks it, a *Redeliver naks it with its delay, one
+// wrapping ErrTerminal terminates it, any other naks it for redelivery in a second.
 type Handler func(ctx context.Context, msg jetstream.Msg) error
 
 // ErrTerminal, wrapped by a handler's error, drops a message that can never succeed.
 var ErrTerminal = errors.New("terminal")
+
+// Redeliver, returned by a handler, asks for the message again after Delay.
+type Redeliver struct{ Delay time.Duration }
+
+func (r *Redeliver) Error() string { return fmt.Sprintf("redeliver after %s", r.Delay) }
 
 // Spec describes one durable consumer.
 type Spec struct {
@@ -93,9 +99,9 @@ func (r *Runner) handle(s Spec, msg jetstream.Msg) {
 	ctx, span := bus.StartConsumerSpan(r.ctx, r.tracer, bus.Propagator(), msg, s.SpanName)
 	defer span.End()
 	err := safely(ctx, s.Handler, msg)
-	var retry *orch.RetryAfter
+	var retry *Redeliver
 	switch {
-	case err == nil || orch.ErrStale(err):
+	case err == nil:
 		_ = msg.Ack()
 	case errors.As(err, &retry):
 		_ = msg.NakWithDelay(retry.Delay)

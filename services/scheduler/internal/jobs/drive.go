@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/latchkey/latchkey/libs/errs"
 	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/services/scheduler/internal/orch"
@@ -176,13 +177,13 @@ func (e *Engine) startChild(ctx context.Context, rec *schedulerv1.JobRunRecord, 
 	switch {
 	case err == nil:
 		return
-	case errors.Is(err, ErrSessionExpired):
+	case errors.Is(err, orch.ErrSessionExpired):
 		e.log.InfoContext(ctx, "a job's run found its session expired", "job_id", jr.GetJobId(), "run_id", child.GetRunId())
 		e.childEnded(ctx, project, jr.GetId(), child.GetRunId(), latchkeyv1.RunState_RUN_STATE_CANCELED, latchkeyv1.FailureReason_FAILURE_REASON_AUTH_SESSION_EXPIRED)
 		if _, err := e.Pause(ctx, project, jr.GetJobId(), latchkeyv1.FailureReason_FAILURE_REASON_AUTH_SESSION_EXPIRED); err != nil && !errors.Is(err, ErrJobNotFound) && !errors.Is(err, ErrCompleted) {
 			e.log.WarnContext(ctx, "pausing job failed", "job_id", jr.GetJobId(), "error", err)
 		}
-	case errors.Is(err, ErrCannotStart):
+	case errs.IsUser(err) && !errors.Is(err, errs.ErrUnavailable):
 		e.log.InfoContext(ctx, "a job's run was refused", "job_id", jr.GetJobId(), "run_id", child.GetRunId(), "error", err)
 		e.childEnded(ctx, project, jr.GetId(), child.GetRunId(), latchkeyv1.RunState_RUN_STATE_FAILED, 0)
 	default:

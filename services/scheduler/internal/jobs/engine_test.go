@@ -20,6 +20,7 @@ import (
 	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/testkit"
+	"github.com/latchkey/latchkey/services/scheduler/internal/orch"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testkit.LibraryGoroutines()...) }
@@ -46,7 +47,7 @@ func (b *runBook) StartChild(_ context.Context, _ string, req *latchkeyv1.StartR
 	defer b.mu.Unlock()
 	switch {
 	case b.expired:
-		return ErrSessionExpired
+		return orch.ErrSessionExpired
 	case b.lose:
 		return fmt.Errorf("connection lost")
 	}

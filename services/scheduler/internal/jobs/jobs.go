@@ -42,13 +42,6 @@ const (
 var (
 	// ErrCompleted is returned by Pause and Resume for a COMPLETED once-Job.
 	ErrCompleted = errors.New("job is completed")
-	// ErrSessionExpired, returned by Runs.StartChild, means the session is EXPIRED: the
-	// child is canceled, the firing stops and the Job is paused.
-	ErrSessionExpired = errors.New("auth session expired")
-	// ErrCannotStart, wrapped by Runs.StartChild's error, means the child Run was
-	// refused for good (the API is no longer deployed, the session was deleted); the
-	// child counts as failed.
-	ErrCannotStart = errors.New("run cannot start")
 )
 
 // BusyError is returned by Trigger while the Job has a JobRun that has not ended.
@@ -60,7 +53,10 @@ func (e *BusyError) Error() string { return "job has a running job run " + e.Job
 type Runs interface {
 	// StartChild validates and queues a Run named runID as StartRun does, marked as a
 	// child of jobRunID. A refusal is recorded as an ended Run, so the JobRun's Runs all
-	// show in ListRuns; it returns ErrSessionExpired or wraps ErrCannotStart.
+	// show in ListRuns, and returned: errors.Is orch.ErrSessionExpired when the session
+	// is EXPIRED (the child is canceled, the firing stops and the Job is paused); any
+	// other user error (errs.IsUser: the API is no longer deployed, the session was
+	// deleted) means the child was refused for good and counts as failed.
 	StartChild(ctx context.Context, project string, req *latchkeyv1.StartRunRequest, runID, jobRunID string) error
 	// RunState returns the state of a Run; found is false when it has no record.
 	RunState(ctx context.Context, project, runID string) (state latchkeyv1.RunState, found bool, err error)

@@ -3,32 +3,31 @@ package orch
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	"github.com/latchkey/latchkey/libs/bus"
+	"github.com/latchkey/latchkey/libs/domain"
+	"github.com/latchkey/latchkey/libs/errs"
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
 	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	vaultv1 "github.com/latchkey/latchkey/libs/gen/latchkey/vault/v1"
+	"github.com/latchkey/latchkey/services/scheduler/internal/store"
 )
 
-// TraceContextOf captures ctx's trace for a new Run's record.
-func (o *Orchestrator) TraceContextOf(ctx context.Context) map[string]string {
-	return o.traceContext(ctx)
-}
-
-// Emit publishes a Run event.
-func (o *Orchestrator) Emit(ctx context.Context, run *latchkeyv1.Run, event string) {
-	o.emit(ctx, run, event)
-}
-
 // Cancel cancels a Run (and the validate child of its current attempt); a running
-// task is aborted through lk.cancel.<run>.
+// task is aborted through lk.cancel.<run>. A Run with no record is no error: there is
+// nothing to cancel.
 func (o *Orchestrator) Cancel(ctx context.Context, project, runID string) error {
 	rec, _, err := o.Store.Get(ctx, project, runID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -44,19 +43,37 @@ func (o *Orchestrator) Cancel(ctx context.Context, project, runID string) error 
 // Resume seals a caller's answers, sends them to the runner holding the Run's browser
 // context on lk.resume.<run>, and marks the Run RUNNING again.
 func (o *Orchestrator) Resume(ctx context.Context, project, runID string, answers map[string]string) (*latchkeyv1.Run, error) {
+	cur, err := o.Get(ctx, project, runID)
+	if err != nil {
+		return nil, err
+	}
+	notWaiting := func(run *latchkeyv1.Run) error {
+		return errs.New(errs.ErrPrecondition, "run %q is %s, not waiting for more information",
+			run.GetId(), strings.TrimPrefix(run.GetState().String(), "RUN_STATE_")).WithCause(ErrNotWaiting)
+	}
+	if cur.GetRun().GetState() != latchkeyv1.RunState_RUN_STATE_REQUESTED_MORE_INFO {
+		return nil, notWaiting(cur.GetRun())
+	}
+	ask := cur.GetRun().GetMoreInfo()
+	if ask.GetField() != "" && answers[ask.GetField()] == "" {
+		return nil, invalid("answers must include %q (%s)", ask.GetField(), ask.GetPrompt())
+	}
+	if len(answers) == 0 {
+		return nil, invalid("answers are empty")
+	}
 	plain, err := json.Marshal(answers)
 	if err != nil {
 		return nil, err
 	}
 	sealed, err := o.Vault.Encrypt(ctx, &vaultv1.EncryptRequest{
-		Context: &vaultv1.CryptoContext{ProjectId: project, Kind: "resume_answers", Id: runID}, Plaintext: plain,
+		Context: &vaultv1.CryptoContext{ProjectId: project, Kind: domain.KindResumeAnswers, Id: runID}, Plaintext: plain,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sealing answers: %w", err)
 	}
 	rec, err := o.Store.Update(ctx, project, runID, func(r *schedulerv1.RunRecord) error {
 		if r.GetRun().GetState() != latchkeyv1.RunState_RUN_STATE_REQUESTED_MORE_INFO {
-			return errStale
+			return notWaiting(r.GetRun())
 		}
 		r.Run.State, r.Run.MoreInfo = latchkeyv1.RunState_RUN_STATE_RUNNING, nil
 		return nil

@@ -2,12 +2,13 @@ package orch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/latchkey/latchkey/libs/domain"
+	"github.com/latchkey/latchkey/libs/errs"
 	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
 	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
@@ -33,7 +34,7 @@ func (o *Orchestrator) Begin(ctx context.Context, rec *schedulerv1.RunRecord, se
 
 func (o *Orchestrator) session(ctx context.Context, project, id string) (*latchkeyv1.AuthSession, error) {
 	resp, err := o.Registry.GetSession(ctx, &registryv1.GetSessionRequest{ProjectId: project, AuthSessionId: id})
-	if err != nil {
+	if err = errs.FromStatus(err); err != nil {
 		return nil, fmt.Errorf("reading session %s: %w", id, err)
 	}
 	return resp.GetAuthSession(), nil
@@ -48,7 +49,7 @@ func (o *Orchestrator) dispatchAPI(ctx context.Context, project, runID string, f
 	if err != nil {
 		return err
 	}
-	if rec.GetStage() != from || isTerminal(rec.GetRun().GetState()) {
+	if rec.GetStage() != from || domain.RunEnded(rec.GetRun().GetState()) {
 		return errStale
 	}
 	ctx = o.runContext(ctx, rec)
@@ -57,7 +58,7 @@ func (o *Orchestrator) dispatchAPI(ctx context.Context, project, runID string, f
 		return o.sendAPITask(ctx, rec, from, nil, newAttempt)
 	}
 	sess, err := o.session(ctx, project, run.GetAuthSessionId())
-	if status.Code(err) == codes.NotFound {
+	if errors.Is(err, errs.ErrNotFound) {
 		return o.finish(ctx, project, runID, latchkeyv1.RunState_RUN_STATE_CANCELED, latchkeyv1.FailureReason_FAILURE_REASON_AUTH_SESSION_EXPIRED, "the AuthSession was deleted", nil)
 	}
 	if err != nil {
@@ -98,7 +99,7 @@ func (o *Orchestrator) sendAPITask(ctx context.Context, rec *schedulerv1.RunReco
 		}
 	}
 	updated, err := o.Store.Update(ctx, run.GetProjectId(), run.GetId(), func(r *schedulerv1.RunRecord) error {
-		if r.GetStage() != from || isTerminal(r.GetRun().GetState()) {
+		if r.GetStage() != from || domain.RunEnded(r.GetRun().GetState()) {
 			return errStale
 		}
 		r.Stage, r.TaskId, r.ChildRunId = schedulerv1.Stage_STAGE_DISPATCHED, taskID, checkID
@@ -142,7 +143,7 @@ func sessionRef(sess *latchkeyv1.AuthSession) *runnerv1.SessionRef {
 func (o *Orchestrator) wait(ctx context.Context, rec *schedulerv1.RunRecord, from schedulerv1.Stage, sess *latchkeyv1.AuthSession) error {
 	run := rec.GetRun()
 	if _, err := o.Store.Update(ctx, run.GetProjectId(), run.GetId(), func(r *schedulerv1.RunRecord) error {
-		if r.GetStage() != from || isTerminal(r.GetRun().GetState()) {
+		if r.GetStage() != from || domain.RunEnded(r.GetRun().GetState()) {
 			return errStale
 		}
 		r.Stage, r.TaskId = schedulerv1.Stage_STAGE_WAITING_SESSION, ""

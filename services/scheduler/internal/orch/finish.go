@@ -11,6 +11,7 @@ import (
 
 	"github.com/latchkey/latchkey/libs/bus"
 	"github.com/latchkey/latchkey/libs/cache"
+	"github.com/latchkey/latchkey/libs/domain"
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
 	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
@@ -21,7 +22,7 @@ import (
 // finish ends a Run (no-op when it has ended already) and publishes its last event.
 func (o *Orchestrator) finish(ctx context.Context, project, runID string, state latchkeyv1.RunState, reason latchkeyv1.FailureReason, msg string, output *structpb.Value, also ...func(*schedulerv1.RunRecord)) error {
 	rec, err := o.Store.Update(ctx, project, runID, func(r *schedulerv1.RunRecord) error {
-		if isTerminal(r.GetRun().GetState()) {
+		if domain.RunEnded(r.GetRun().GetState()) {
 			return store.ErrNoChange
 		}
 		r.Run.State, r.Run.EndTime, r.Stage = state, timestamppb.Now(), schedulerv1.Stage_STAGE_DONE
@@ -89,12 +90,10 @@ func (o *Orchestrator) finishChild(ctx context.Context, project, childID string,
 	}
 }
 
-// Runtime credentials are sealed by the vault for (project, "runtime_credentials", the
-// API Run's id) and kept only in the short-lived cache (Redis or in-process), never in
+// Runtime credentials are sealed by the vault for (project, domain.KindRuntimeCredentials,
+// the API Run's id) and kept only in the short-lived cache (Redis or in-process), never in
 // KV: DESIGN.md says they are never written anywhere durable. A Run whose cached
 // credentials are gone cannot log in again and is canceled with a clear message.
-const runtimeCredsKind = "runtime_credentials"
-
 func runtimeCredsKey(runID string) string { return "rtcreds." + runID }
 
 // SealRuntimeCredentials seals a Run's credentials and caches the ciphertext for ttl.
@@ -104,7 +103,7 @@ func (o *Orchestrator) SealRuntimeCredentials(ctx context.Context, project, runI
 		return fmt.Errorf("encoding credentials: %w", err)
 	}
 	resp, err := o.Vault.Encrypt(ctx, &vaultv1.EncryptRequest{
-		Context: &vaultv1.CryptoContext{ProjectId: project, Kind: runtimeCredsKind, Id: runID}, Plaintext: b,
+		Context: &vaultv1.CryptoContext{ProjectId: project, Kind: domain.KindRuntimeCredentials, Id: runID}, Plaintext: b,
 	})
 	if err != nil {
 		return fmt.Errorf("sealing runtime credentials: %w", err)

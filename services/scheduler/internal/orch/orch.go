@@ -10,10 +10,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base32"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -25,6 +25,7 @@ import (
 
 	"github.com/latchkey/latchkey/libs/bus"
 	"github.com/latchkey/latchkey/libs/cache"
+	"github.com/latchkey/latchkey/libs/domain"
 	eventsv1 "github.com/latchkey/latchkey/libs/gen/latchkey/events/v1"
 	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
@@ -86,8 +87,9 @@ type Deps struct {
 // Orchestrator drives Runs.
 type Orchestrator struct {
 	Deps
-	prop propagation.TextMapPropagator
-	now  func() time.Time
+	prop    propagation.TextMapPropagator
+	now     func() time.Time
+	bundles sync.Map // project -> cachedBundle (start.go)
 }
 
 // New returns an orchestrator.
@@ -141,7 +143,7 @@ func (o *Orchestrator) emit(ctx context.Context, run *latchkeyv1.Run, event stri
 		return
 	}
 	msg := bus.NewMsg(ctx, o.prop, subj, b, "")
-	if !isTerminal(run.GetState()) {
+	if !domain.RunEnded(run.GetState()) {
 		_, err = o.JS.PublishMsgAsync(msg)
 	} else {
 		_, err = o.JS.PublishMsg(ctx, msg)
@@ -172,14 +174,3 @@ func (o *Orchestrator) publishTask(ctx context.Context, t *runnerv1.RunnerTask) 
 	}
 	return nil
 }
-
-// isTerminal reports whether a Run state is final.
-func isTerminal(s latchkeyv1.RunState) bool {
-	return s == latchkeyv1.RunState_RUN_STATE_SUCCEEDED || s == latchkeyv1.RunState_RUN_STATE_FAILED || s == latchkeyv1.RunState_RUN_STATE_CANCELED
-}
-
-// errStale marks a message for a Run that has moved on; it is acked and dropped.
-var errStale = errors.New("stale message")
-
-// ErrStale reports whether err means the message no longer matters.
-func ErrStale(err error) bool { return errors.Is(err, errStale) }

@@ -2,12 +2,13 @@ package orch
 
 import (
 	"context"
+	"errors"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/latchkey/latchkey/libs/domain"
+	"github.com/latchkey/latchkey/libs/errs"
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
 	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
@@ -40,7 +41,7 @@ func (o *Orchestrator) dispatchRecord(ctx context.Context, rec *schedulerv1.RunR
 	project, runID := run.GetProjectId(), run.GetId()
 	ctx = o.runContext(ctx, rec)
 	sess, err := o.session(ctx, project, run.GetAuthSessionId())
-	if status.Code(err) == codes.NotFound {
+	if errors.Is(err, errs.ErrNotFound) {
 		return o.finish(ctx, project, runID, latchkeyv1.RunState_RUN_STATE_CANCELED, latchkeyv1.FailureReason_FAILURE_REASON_AUTH_SESSION_EXPIRED, "the AuthSession was deleted", nil)
 	}
 	if err != nil {
@@ -59,7 +60,7 @@ func (o *Orchestrator) dispatchRecord(ctx context.Context, rec *schedulerv1.RunR
 	}
 	taskID := NewID("task")
 	updated, err := o.Store.Update(ctx, project, runID, func(r *schedulerv1.RunRecord) error {
-		if r.GetStage() != schedulerv1.Stage_STAGE_UNSPECIFIED || isTerminal(r.GetRun().GetState()) {
+		if r.GetStage() != schedulerv1.Stage_STAGE_UNSPECIFIED || domain.RunEnded(r.GetRun().GetState()) {
 			return errStale
 		}
 		r.Stage, r.TaskId = schedulerv1.Stage_STAGE_DISPATCHED, taskID

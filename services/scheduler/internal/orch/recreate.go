@@ -12,10 +12,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/latchkey/latchkey/libs/domain"
+	"github.com/latchkey/latchkey/libs/errs"
 	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
 	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
@@ -93,13 +93,13 @@ func (o *Orchestrator) dispatchCreate(ctx context.Context, project, runID string
 	if err != nil {
 		return err
 	}
-	if rec.GetStage() != from || isTerminal(rec.GetRun().GetState()) {
+	if rec.GetStage() != from || domain.RunEnded(rec.GetRun().GetState()) {
 		return errStale
 	}
 	ctx = o.runContext(ctx, rec)
 	run := rec.GetRun()
 	sess, err := o.session(ctx, project, run.GetAuthSessionId())
-	if status.Code(err) == codes.NotFound {
+	if errors.Is(err, errs.ErrNotFound) {
 		return o.finish(ctx, project, runID, latchkeyv1.RunState_RUN_STATE_CANCELED, latchkeyv1.FailureReason_FAILURE_REASON_AUTH_SESSION_EXPIRED, "the AuthSession was deleted", nil)
 	}
 	if err != nil {
@@ -114,7 +114,7 @@ func (o *Orchestrator) dispatchCreate(ctx context.Context, project, runID string
 	}
 	taskID := NewID("task")
 	updated, err := o.Store.Update(ctx, project, runID, func(r *schedulerv1.RunRecord) error {
-		if r.GetStage() != from || isTerminal(r.GetRun().GetState()) {
+		if r.GetStage() != from || domain.RunEnded(r.GetRun().GetState()) {
 			return errStale
 		}
 		r.Stage, r.TaskId, r.NotBefore = schedulerv1.Stage_STAGE_DISPATCHED, taskID, nil
@@ -142,9 +142,9 @@ func (o *Orchestrator) dispatchCreate(ctx context.Context, project, runID string
 func (o *Orchestrator) createCredentials(ctx context.Context, rec *schedulerv1.RunRecord, sess *latchkeyv1.AuthSession) (*runnerv1.CredentialsRef, error) {
 	switch sess.GetType() {
 	case latchkeyv1.SessionType_SESSION_TYPE_CREDENTIALS:
-		secret := "session-" + sess.GetId()
+		secret := domain.CredentialsSecret(sess.GetId())
 		if rec.GetRun().GetKind() == latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_UPDATE {
-			secret += "-pending"
+			secret = domain.PendingCredentialsSecret(sess.GetId())
 		}
 		return &runnerv1.CredentialsRef{Source: &runnerv1.CredentialsRef_SecretId{SecretId: secret}}, nil
 	case latchkeyv1.SessionType_SESSION_TYPE_RUNTIME:
@@ -312,7 +312,7 @@ func (o *Orchestrator) storeCandidate(ctx context.Context, project, sessionID st
 		put, err := o.Registry.PutStorageState(ctx, &registryv1.PutStorageStateRequest{
 			ProjectId: project, AuthSessionId: sessionID, Ciphertext: sealed, BaseRevision: s.GetStateRevision(), KnownGood: true,
 		})
-		if status.Code(err) == codes.Aborted {
+		if err = errs.FromStatus(err); errors.Is(err, errs.ErrStale) {
 			continue
 		}
 		if err != nil {
@@ -340,7 +340,7 @@ func (o *Orchestrator) markReady(ctx context.Context, project, sessionID string,
 			LastValidateTime: timestamppb.New(o.now()), Message: "logged in", NextRefreshTime: o.nextRefresh(s, earliest),
 			Origins: origins,
 		})
-		if status.Code(err) == codes.Aborted {
+		if err = errs.FromStatus(err); errors.Is(err, errs.ErrStale) {
 			continue
 		}
 		if err != nil {

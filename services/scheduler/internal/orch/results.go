@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
+	"github.com/latchkey/latchkey/libs/domain"
+	"github.com/latchkey/latchkey/libs/errs"
 	eventsv1 "github.com/latchkey/latchkey/libs/gen/latchkey/events/v1"
 	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
@@ -16,12 +14,6 @@ import (
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/services/scheduler/internal/store"
 )
-
-// RetryAfter asks the consumer to redeliver the message after Delay (back-off between
-// login attempts lives in JetStream, not in a sleeping goroutine).
-type RetryAfter struct{ Delay time.Duration }
-
-func (r *RetryAfter) Error() string { return fmt.Sprintf("retry after %s", r.Delay) }
 
 // HandleResult applies a runner's task result to its Run.
 func (o *Orchestrator) HandleResult(ctx context.Context, res *runnerv1.TaskResult) error {
@@ -32,7 +24,7 @@ func (o *Orchestrator) HandleResult(ctx context.Context, res *runnerv1.TaskResul
 	if err != nil {
 		return err
 	}
-	if rec.GetTaskId() != res.GetTaskId() || isTerminal(rec.GetRun().GetState()) {
+	if rec.GetTaskId() != res.GetTaskId() || domain.RunEnded(rec.GetRun().GetState()) {
 		return errStale
 	}
 	switch rec.GetRun().GetKind() {
@@ -260,9 +252,9 @@ func (o *Orchestrator) writeBack(ctx context.Context, rec *schedulerv1.RunRecord
 		ProjectId: run.GetProjectId(), AuthSessionId: run.GetAuthSessionId(),
 		Ciphertext: res.GetCapturedStateCiphertext(), BaseRevision: res.GetBaseStateRevision(),
 	})
-	switch status.Code(err) {
-	case codes.OK:
-	case codes.Aborted:
+	switch err = errs.FromStatus(err); {
+	case err == nil:
+	case errors.Is(err, errs.ErrStale):
 		o.Log.DebugContext(ctx, "state write-back lost to a newer revision", "run_id", run.GetId(), "auth_session_id", run.GetAuthSessionId())
 	default:
 		o.Log.WarnContext(ctx, "state write-back failed", "run_id", run.GetId(), "error", err)
