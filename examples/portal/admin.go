@@ -17,6 +17,9 @@ import (
 type Counters struct {
 	// Requests counts every request outside /__admin/, faulted ones included.
 	Requests int64 `json:"requests"`
+	// MeRequests counts the requests to /api/me among them: what the check recipe
+	// calls, so a test can tell how many checks reached the site.
+	MeRequests int64 `json:"me_requests"`
 	// Logins counts completed logins (all steps passed, session issued).
 	Logins int64 `json:"logins"`
 	// FailedLogins counts rejected passwords and second-factor codes, including
@@ -163,6 +166,9 @@ func (p *Portal) LastCode(username string) (code string, ok bool) {
 func (p *Portal) injectFault(w http.ResponseWriter, r *http.Request) bool {
 	p.mu.Lock()
 	p.counters.Requests++
+	if r.URL.Path == "/api/me" {
+		p.counters.MeRequests++
+	}
 	f := &p.fault
 	status := 0
 	switch {

@@ -703,6 +703,7 @@ func TestCounters(t *testing.T) {
 
 	want := portal.Counters{
 		Requests:       10,
+		MeRequests:     1,
 		Logins:         2,
 		FailedLogins:   1,
 		ActiveSessions: 2,
@@ -715,7 +716,7 @@ func TestCounters(t *testing.T) {
 	for range 2 {
 		got := decodeJSON[map[string]any](t, send(t, "GET", base+"/__admin/counters", nil))
 		wantJSON := map[string]any{
-			"requests": 10.0, "logins": 2.0, "failed_logins": 1.0, "lockouts": 0.0, "faults": 0.0,
+			"requests": 10.0, "me_requests": 1.0, "logins": 2.0, "failed_logins": 1.0, "lockouts": 0.0, "faults": 0.0,
 			"active_sessions": 2.0, "logins_by_user": map[string]any{"alice": 1.0, "bob": 1.0},
 		}
 		if diff := cmp.Diff(wantJSON, got); diff != "" {
