@@ -129,6 +129,29 @@ func TaskSubject(pool string) (string, error) {
 	return join("task", "lk.tasks", part{"pool", pool})
 }
 
+// LoginTaskSubject is the LK_TASKS subject of a runner pool's login lane: the tasks
+// that log a session in (CREATE) and verify the state a login captured (CHECK of a
+// candidate). Runners serve it with capacity of its own, so a login never queues
+// behind the API work that waits for it.
+func LoginTaskSubject(pool string) (string, error) {
+	s, err := TaskSubject(pool)
+	if err != nil {
+		return "", err
+	}
+	return s + ".login", nil
+}
+
+// StaleStateSubject is the core NATS subject where the runners of a pool tell each
+// other that a session's state revision was found logged out, so the checks still
+// queued for it are answered without a browser.
+func StaleStateSubject(pool string) (string, error) {
+	s, err := join("stale state", "lk.runner", part{"pool", pool})
+	if err != nil {
+		return "", err
+	}
+	return s + ".stale", nil
+}
+
 // ResultSubject is the LK_RESULTS subject for task results of a Run.
 func ResultSubject(run string) (string, error) {
 	return join("result", "lk.results", part{"run", run})

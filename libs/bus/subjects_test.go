@@ -123,3 +123,26 @@ func TestRunRequestProjectInvertsTheSubject(t *testing.T) {
 		t.Fatalf("warm subjects %q and %q: want distinct, without the session id", a, b)
 	}
 }
+
+// The login lane is a subject of LK_TASKS of its own, which the pool's API consumer
+// (filtered on the exact pool subject) never receives.
+func TestLoginLaneIsApart(t *testing.T) {
+	t.Parallel()
+	api, err := bus.TaskSubject("default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	login, err := bus.LoginTaskSubject("default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if login == api || !strings.HasPrefix(login, "lk.tasks.") {
+		t.Fatalf("login lane %q, API lane %q: want a distinct subject under lk.tasks.", login, api)
+	}
+	if _, err := bus.LoginTaskSubject("a.b"); err == nil {
+		t.Fatal("a pool with a dot made a login subject")
+	}
+	if s, err := bus.StaleStateSubject("default"); err != nil || s != "lk.runner.default.stale" {
+		t.Fatalf("StaleStateSubject = %q, %v", s, err)
+	}
+}
