@@ -131,6 +131,9 @@ type harness struct {
 	runsKV jetstream.KeyValue
 	tasks  jetstream.Consumer
 	logs   *syncBuffer
+
+	taskStream jetstream.Stream
+	seenSeq    uint64 // the stream sequence of the last task taken
 }
 
 // newHarness starts a harness; edit adjusts the test policy.
@@ -156,6 +159,10 @@ func newHarness(t *testing.T, edit ...func(*Policy)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	taskStream, err := js.Stream(ctx, bus.StreamTasks)
+	if err != nil {
+		t.Fatal(err)
+	}
 	clock := &fakeClock{t: time.Now()}
 	policy := testPolicy()
 	for _, f := range edit {
@@ -165,7 +172,7 @@ func newHarness(t *testing.T, edit ...func(*Policy)) *harness {
 	mem := cache.NewMemory(cache.MemoryOptions{Now: clock.Now})
 	h := &harness{
 		t: t, reg: newFakeRegistry(clock), vault: &fakeVault{}, clock: clock, cache: mem,
-		runsKV: runsKV, tasks: tasks, logs: logs,
+		runsKV: runsKV, tasks: tasks, logs: logs, taskStream: taskStream,
 	}
 	h.o = New(Deps{
 		Store: store.New(runsKV), JS: js, NC: nc, Leases: leases, Registry: h.reg, Vault: h.vault,
@@ -257,25 +264,30 @@ func (h *harness) wantSession(id string, state latchkeyv1.SessionState, reason l
 // --- the scripted runner ---
 
 // takeTasks returns every task published since the last call, oldest first, and acks
-// them. Publishing waits for JetStream's ack, so the consumer's pending count is exact
-// and nothing needs to be waited for but the fetch itself.
+// them. Publishing waits for JetStream's ack, and the stream's last sequence is
+// updated before that ack, so it says exactly how many tasks there are to fetch;
+// only the fetch itself is waited for (at most waitNATS).
 func (h *harness) takeTasks() []*runnerv1.RunnerTask {
 	h.t.Helper()
 	ctx := h.t.Context()
-	info, err := h.tasks.Info(ctx)
+	info, err := h.taskStream.Info(ctx)
 	if err != nil {
-		h.t.Fatalf("task consumer info: %v", err)
+		h.t.Fatalf("task stream info: %v", err)
 	}
-	want := int(info.NumPending)
+	last := info.State.LastSeq
 	var out []*runnerv1.RunnerTask
-	for len(out) < want {
-		batch, err := h.tasks.Fetch(want-len(out), jetstream.FetchMaxWait(waitNATS))
+	for h.seenSeq < last {
+		batch, err := h.tasks.Fetch(int(last-h.seenSeq), jetstream.FetchMaxWait(waitNATS))
 		if err != nil {
 			h.t.Fatalf("fetching tasks: %v", err)
 		}
 		n := 0
 		for msg := range batch.Messages() {
 			n++
+			meta, err := msg.Metadata()
+			if err != nil {
+				h.t.Fatalf("task metadata: %v", err)
+			}
 			task := &runnerv1.RunnerTask{}
 			if err := proto.Unmarshal(msg.Data(), task); err != nil {
 				h.t.Fatalf("undecodable task: %v", err)
@@ -283,13 +295,14 @@ func (h *harness) takeTasks() []*runnerv1.RunnerTask {
 			if err := msg.Ack(); err != nil {
 				h.t.Fatalf("acking task: %v", err)
 			}
+			h.seenSeq = meta.Sequence.Stream
 			out = append(out, task)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			h.t.Fatalf("fetching tasks: %v", err)
 		}
 		if n == 0 {
-			h.t.Fatalf("%d task(s) pending but none delivered within %s", want-len(out), waitNATS)
+			h.t.Fatalf("tasks up to sequence %d published but none delivered after %d within %s", last, h.seenSeq, waitNATS)
 		}
 	}
 	return out
@@ -757,4 +770,16 @@ func (h *harness) leaseHolder(session string) string {
 		h.t.Fatalf("reading lease: %v", err)
 	}
 	return string(e.Value())
+}
+
+// createChild returns the id of the AUTHSESSION_CREATE child of an API Run.
+func (h *harness) createChild(runID string) string {
+	h.t.Helper()
+	for _, id := range h.record(runID).GetRun().GetChildRunIds() {
+		if h.record(id).GetRun().GetKind() == latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_CREATE {
+			return id
+		}
+	}
+	h.t.Fatalf("run %s has no create child", runID)
+	return ""
 }
