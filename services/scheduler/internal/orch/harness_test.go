@@ -783,3 +783,8 @@ func (h *harness) createChild(runID string) string {
 	h.t.Fatalf("run %s has no create child", runID)
 	return ""
 }
+
+// putRequest is a state write of session s1 on base revision base.
+func putRequest(ciphertext string, base int64) *registryv1.PutStorageStateRequest {
+	return &registryv1.PutStorageStateRequest{ProjectId: testProject, AuthSessionId: sessID, Ciphertext: []byte(ciphertext), BaseRevision: base}
+}
