@@ -788,3 +788,14 @@ func (h *harness) createChild(runID string) string {
 func putRequest(ciphertext string, base int64) *registryv1.PutStorageStateRequest {
 	return &registryv1.PutStorageStateRequest{ProjectId: testProject, AuthSessionId: sessID, Ciphertext: []byte(ciphertext), BaseRevision: base}
 }
+
+// published counts every task ever published in the harness. Unlike takeTasks it
+// only reads, so subtests sharing a harness may call it at once, each with its own t.
+func (h *harness) published(t testing.TB) uint64 {
+	t.Helper()
+	info, err := h.taskStream.Info(t.Context())
+	if err != nil {
+		t.Fatalf("task stream info: %v", err)
+	}
+	return info.State.LastSeq
+}
