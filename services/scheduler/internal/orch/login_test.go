@@ -246,10 +246,6 @@ func TestRepeatedLoginFailuresOpenTheCircuit(t *testing.T) {
 // a state) that is found logged out again must not log in before the window ends.
 func TestOpenCircuitRefusesRecreates(t *testing.T) {
 	t.Parallel()
-	t.Skip("BUG: an open circuit refuses no login. circuitTrips (recreate.go) only counts transient failures and " +
-		"turns the failure that reaches CircuitThreshold into CIRCUIT_OPEN; dispatchCreate never asks whether the circuit is open, " +
-		"so within CircuitWindow the next recreate of a revived session still publishes a CREATE task (the circuit only makes its " +
-		"first transient failure final). Policy's doc says \"open the session's circuit for CircuitWindow: recreates are refused meanwhile\".")
 	h := newHarness(t, func(p *Policy) { p.CircuitThreshold = 1 })
 	h.reg.add(sessID, typeCredentials, sessReady)
 	h.startFailingCheck(nil)

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -108,6 +109,10 @@ func (o *Orchestrator) dispatchCreate(ctx context.Context, project, runID string
 	creds, err := o.createCredentials(ctx, rec, sess)
 	if err != nil {
 		return o.createFailed(ctx, rec, latchkeyv1.FailureReason_FAILURE_REASON_INVALID_CREDENTIALS, err.Error())
+	}
+	if o.circuitOpen(ctx, sess) {
+		return o.createFailed(ctx, rec, latchkeyv1.FailureReason_FAILURE_REASON_CIRCUIT_OPEN,
+			fmt.Sprintf("repeated login failures opened this session's circuit; no login is tried for up to %s", o.Policy.CircuitWindow))
 	}
 	if reason, msg := o.spendBudget(ctx, sess, rec.GetOrigins()); reason != 0 {
 		return o.createFailed(ctx, rec, reason, msg)
@@ -362,7 +367,8 @@ func (o *Orchestrator) createFailed(ctx context.Context, rec *schedulerv1.RunRec
 	if err != nil {
 		return err
 	}
-	final := neverRetried(reason) || reason == latchkeyv1.FailureReason_FAILURE_REASON_LOGIN_BUDGET_EXHAUSTED || reason == latchkeyv1.FailureReason_FAILURE_REASON_CANCELED_BY_USER
+	final := neverRetried(reason) || reason == latchkeyv1.FailureReason_FAILURE_REASON_LOGIN_BUDGET_EXHAUSTED ||
+		reason == latchkeyv1.FailureReason_FAILURE_REASON_CANCELED_BY_USER || reason == latchkeyv1.FailureReason_FAILURE_REASON_CIRCUIT_OPEN
 	if !final && o.circuitTrips(ctx, sess) {
 		reason, msg, final = latchkeyv1.FailureReason_FAILURE_REASON_CIRCUIT_OPEN, "repeated login failures opened this session's circuit: "+msg, true
 	}
@@ -414,10 +420,29 @@ func (o *Orchestrator) backoff(attempt int32) time.Duration {
 	return time.Duration(rand.Int64N(int64(d))) + time.Millisecond
 }
 
+// circuitOpen reports whether the session's circuit is open: CircuitThreshold
+// transient login failures within the window. No login is tried while it is (with the
+// cache unavailable it counts as closed, as budgets fail open).
+func (o *Orchestrator) circuitOpen(ctx context.Context, sess *latchkeyv1.AuthSession) bool {
+	if o.Policy.CircuitThreshold <= 0 {
+		return false
+	}
+	b, err := o.Cache.Get(ctx, circuitKey(sess))
+	if err != nil {
+		return false
+	}
+	n, err := strconv.ParseInt(string(b), 10, 64)
+	return err == nil && n >= o.Policy.CircuitThreshold
+}
+
+func circuitKey(sess *latchkeyv1.AuthSession) string {
+	return "circuit." + sess.GetProjectId() + "." + sess.GetId()
+}
+
 // circuitTrips counts a transient login failure and reports whether the session's
 // circuit is (now) open.
 func (o *Orchestrator) circuitTrips(ctx context.Context, sess *latchkeyv1.AuthSession) bool {
-	n, err := o.Cache.Incr(ctx, "circuit."+sess.GetProjectId()+"."+sess.GetId(), o.Policy.CircuitWindow)
+	n, err := o.Cache.Incr(ctx, circuitKey(sess), o.Policy.CircuitWindow)
 	return err == nil && o.Policy.CircuitThreshold > 0 && n >= o.Policy.CircuitThreshold
 }
 
