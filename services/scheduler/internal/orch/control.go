@@ -110,7 +110,7 @@ func (o *Orchestrator) Sweep(ctx context.Context, stuckAfter time.Duration) erro
 		var err error
 		switch {
 		case rec.GetDeadline() != nil && now.After(rec.GetDeadline().AsTime()):
-			err = o.finish(rctx, project, id, latchkeyv1.RunState_RUN_STATE_FAILED, latchkeyv1.FailureReason_FAILURE_REASON_TIMEOUT, "the Run did not finish before its timeout", nil)
+			err = o.timeOut(rctx, rec)
 		case idle < stuckAfter:
 			return
 		case run.GetKind() == latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_VALIDATE:
@@ -136,6 +136,27 @@ func (o *Orchestrator) Sweep(ctx context.Context, stuckAfter time.Duration) erro
 			o.Log.WarnContext(rctx, "sweep could not re-drive run", "run_id", id, "error", err)
 		}
 	})
+}
+
+// timeOut ends a Run past its deadline: FAILED TIMEOUT, and the check of its current
+// attempt with it. A login Run that times out lets its session go (loginTimedOut), so
+// nothing waits for a login that no longer runs.
+func (o *Orchestrator) timeOut(ctx context.Context, rec *schedulerv1.RunRecord) error {
+	run := rec.GetRun()
+	project, id := run.GetProjectId(), run.GetId()
+	if err := o.finish(ctx, project, id, latchkeyv1.RunState_RUN_STATE_FAILED, latchkeyv1.FailureReason_FAILURE_REASON_TIMEOUT, "the Run did not finish before its timeout", nil); err != nil {
+		return err
+	}
+	if child := rec.GetChildRunId(); child != "" && run.GetKind() == latchkeyv1.RunKind_RUN_KIND_API {
+		if err := o.finish(ctx, project, child, latchkeyv1.RunState_RUN_STATE_FAILED, latchkeyv1.FailureReason_FAILURE_REASON_TIMEOUT, "its Run reached its deadline", nil); err != nil && !errors.Is(err, store.ErrNotFound) {
+			o.Log.WarnContext(ctx, "ending the check of a timed-out run failed", "run_id", child, "error", err)
+		}
+	}
+	switch run.GetKind() {
+	case latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_CREATE, latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_UPDATE:
+		return o.loginTimedOut(ctx, rec)
+	}
+	return nil
 }
 
 // WakeSessionIfDone wakes a waiting Run's session waiters when its login has ended.

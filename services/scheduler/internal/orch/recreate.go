@@ -403,6 +403,44 @@ func (o *Orchestrator) createFailed(ctx context.Context, rec *schedulerv1.RunRec
 	return o.WakeSession(ctx, project, sess.GetId())
 }
 
+// loginTimedOut lets a session go whose login Run reached its deadline (a slow site, a
+// back-off past it). It counts as a transient login failure. A recreate hands the
+// session back READY on the revision it had — the next Run's check finds it logged
+// out and logs in again — rather than EXPIRED, which would need a person for what may
+// be a slow moment; a first login (PENDING) has nothing to hand back and expires; an
+// update discards its pending credentials. The lease is released and the waiters are
+// woken either way.
+func (o *Orchestrator) loginTimedOut(ctx context.Context, rec *schedulerv1.RunRecord) error {
+	run := rec.GetRun()
+	project, id := run.GetProjectId(), run.GetId()
+	sess, err := o.session(ctx, project, run.GetAuthSessionId())
+	if errors.Is(err, errs.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	const msg = "the login did not finish before its Run's deadline"
+	o.circuitTrips(ctx, sess)
+	switch {
+	case run.GetKind() == latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_UPDATE:
+		o.completeUpdate(ctx, sess, id, false)
+	case sess.GetState() == latchkeyv1.SessionState_SESSION_STATE_PENDING:
+		o.expireSession(ctx, sess, latchkeyv1.FailureReason_FAILURE_REASON_TIMEOUT, msg, id, rec.GetOrigins()...)
+	case sess.GetState() == latchkeyv1.SessionState_SESSION_STATE_RECREATING:
+		if _, err := o.Registry.TransitionSession(ctx, &registryv1.TransitionSessionRequest{
+			ProjectId: project, AuthSessionId: sess.GetId(), ExpectedEtag: sess.GetEtag(),
+			ToState: latchkeyv1.SessionState_SESSION_STATE_READY, RunId: id, Message: msg + "; the next Run logs in again",
+		}); err != nil {
+			// Another writer moved it on (a login that did finish, a person): its event
+			// wakes the waiters.
+			o.Log.InfoContext(ctx, "session changed before a timed-out login let it go", "auth_session_id", sess.GetId(), "error", err)
+		}
+	}
+	o.releaseLease(ctx, sess, id)
+	return o.WakeSession(ctx, project, sess.GetId())
+}
+
 // resumeBackoff continues a create after its back-off delay.
 func (o *Orchestrator) resumeBackoff(ctx context.Context, rec *schedulerv1.RunRecord) error {
 	if wait := rec.GetNotBefore().AsTime().Sub(o.now()); wait > 0 {
