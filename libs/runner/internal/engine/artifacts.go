@@ -19,11 +19,11 @@ const shotTimeout = 5 * time.Second
 // screenshot stores a screenshot of the page when a step fails, for the person who
 // reads the failure. Its metadata names the run, task and step only.
 func (e *execution) screenshot(_ context.Context, s *recipe.Step) (string, error) {
-	if e.bc == nil || !e.bc.alive() || (e.r.deps.JS == nil && e.observer == nil) {
+	if e.bc == nil || !e.bc.Alive() || (e.r.deps.JS == nil && e.observer == nil) {
 		return "", nil
 	}
 	// The step's own context may have ended (its timeout): take the shot on the tab.
-	tab, cancel := context.WithTimeout(e.bc.tab, shotTimeout)
+	tab, cancel := context.WithTimeout(e.bc.Tab(), shotTimeout)
 	defer cancel()
 	png, err := chromedp.Run(tab, chromedp.CaptureScreenshot())
 	if err != nil {

@@ -24,6 +24,7 @@ import (
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/recipe"
+	"github.com/latchkey/latchkey/libs/runner/internal/chrome"
 	"github.com/latchkey/latchkey/libs/testkit"
 )
 
@@ -71,14 +72,15 @@ func sideBySide(b *testing.B, base string, conc int) {
 		return states
 	}
 	bare, reusedStates := login(), login()
+	browser := sharedBrowserCtx(b)
 	vs := []*variant{{name: "a"}, {name: "a'"}, {name: "b"}, {name: "b'"}}
 	for w := range conc {
-		vs[0].fns = append(vs[0].fns, func() error { return bareTask(b.Context(), base, &bare[w], nil) })
-		tab, cancel := chromedp.NewContext(sharedBrowserCtx(), chromedp.WithNewBrowserContext())
+		vs[0].fns = append(vs[0].fns, func() error { return bareTask(browser, base, &bare[w], nil) })
+		tab, cancel := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
 		b.Cleanup(cancel)
 		re := &reused{tab: tab}
 		vs[1].fns = append(vs[1].fns, func() error {
-			err := bareTask(b.Context(), base, &reusedStates[w], re)
+			err := bareTask(browser, base, &reusedStates[w], re)
 			re.restored = true
 			return err
 		})
@@ -110,7 +112,7 @@ func sideBySide(b *testing.B, base string, conc int) {
 	}
 	b.ReportMetric(tps["b"]/tps["a"], "b/a")
 	b.ReportMetric(tps["b'"]/tps["a'"], "b'/a'")
-	if pss := rendererPSS(sharedPool.pids()); pss > 0 {
+	if pss := rendererPSS(sharedPool.PIDs()); pss > 0 {
 		b.ReportMetric(pss, "PSS-MiB/renderer")
 	}
 }
@@ -150,15 +152,15 @@ type reused struct {
 // bareTask is the task written directly with chromedp, the lower bound of what a
 // runner costs: a new context (or a reused one), cookies through Storage.setCookies,
 // localStorage in an intercepted empty document, the check as a fetch from the page,
-// the dashboard, and the capture.
-func bareTask(ctx context.Context, base string, state **latchkeyv1.StorageState, re *reused) error {
+// the dashboard, and the capture. It opens its contexts on browser's browser.
+func bareTask(browser context.Context, base string, state **latchkeyv1.StorageState, re *reused) error {
 	st := *state
 	var tab context.Context
 	if re != nil {
 		tab = re.tab
 	} else {
 		var cancel context.CancelFunc
-		tab, cancel = chromedp.NewContext(sharedBrowserCtx(), chromedp.WithNewBrowserContext())
+		tab, cancel = chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
 		defer func() { go cancel() }()
 	}
 	if err := chromedp.Do(tab); err != nil {
@@ -175,14 +177,14 @@ func bareTask(ctx context.Context, base string, state **latchkeyv1.StorageState,
 				_, _ = chromedp.Call(tab, fetch.FulfillRequest, fetch.FulfillRequestParams{RequestID: ev.RequestID, ResponseCode: 200, Body: []byte("<!doctype html>")})
 			}
 		}()
-		if _, err := chromedp.Call(tab, fetch.Enable, fetch.EnableParams{Patterns: []*fetch.RequestPattern{{URLPattern: "*" + syntheticPath}}}); err != nil {
+		if _, err := chromedp.Call(tab, fetch.Enable, fetch.EnableParams{Patterns: []*fetch.RequestPattern{{URLPattern: "*" + chrome.SyntheticPath}}}); err != nil {
 			return err
 		}
-		if _, err := chromedp.CallBrowser(tab, storage.SetCookies, storage.SetCookiesParams{BrowserContextID: bcID, Cookies: toCookieParams(st.GetCookies())}); err != nil {
+		if _, err := chromedp.CallBrowser(tab, storage.SetCookies, storage.SetCookiesParams{BrowserContextID: bcID, Cookies: chrome.CookieParams(st.GetCookies())}); err != nil {
 			return err
 		}
 		tok := st.GetOrigins()[0].GetLocalStorage()[0].GetValue()
-		if err := chromedp.Do(tab, chromedp.Navigate(base+syntheticPath),
+		if err := chromedp.Do(tab, chromedp.Navigate(base+chrome.SyntheticPath),
 			chromedp.Evaluate[chromedp.Void](`localStorage.setItem("portal_token", `+jsString(tok)+`)`)); err != nil {
 			return err
 		}
@@ -203,15 +205,20 @@ func bareTask(ctx context.Context, base string, state **latchkeyv1.StorageState,
 		return err
 	}
 	// Write back, as a runner's scheduler does: the portal rotates its cookie.
-	*state = &latchkeyv1.StorageState{Cookies: fromCDPCookies(cookies.Cookies),
-		Origins: []*latchkeyv1.OriginStorage{{Origin: base, LocalStorage: toItems(items)}}}
+	*state = &latchkeyv1.StorageState{Cookies: chrome.CookiesFromCDP(cookies.Cookies),
+		Origins: []*latchkeyv1.OriginStorage{{Origin: base, LocalStorage: chrome.StorageItems(items)}}}
 	return nil
 }
 
-func sharedBrowserCtx() context.Context {
-	bp, _ := sharedPool.browser(context.Background())
-	sharedPool.released(bp)
-	return bp.ctx
+// sharedBrowserCtx returns a chromedp context on the shared browser, from which the
+// bare variants open their own browser contexts.
+func sharedBrowserCtx(b *testing.B) context.Context {
+	bc, err := sharedPool.NewContext(b.Context(), "", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { sharedPool.CloseContext(bc) })
+	return bc.Tab()
 }
 
 // runnerWorkers drives the runner through JetStream as the scheduler does: each

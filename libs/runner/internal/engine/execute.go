@@ -12,6 +12,7 @@ import (
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/recipe"
+	"github.com/latchkey/latchkey/libs/runner/internal/chrome"
 	"github.com/latchkey/latchkey/libs/runner/internal/sdk"
 )
 
@@ -54,7 +55,7 @@ type execution struct {
 	base     context.Context // carries cancellation and the deadline
 	cancel   context.CancelCauseFunc
 	deadline *deadline
-	bc       *bctx
+	bc       *chrome.Context
 	warm     bool
 	state    *latchkeyv1.StorageState // what the context held before the work
 	creds    sdk.Credentials
@@ -219,13 +220,13 @@ func (e *execution) run() error {
 }
 
 func (e *execution) bcDead() bool {
-	return e.bc != nil && (e.bc.b.dead.Load() || !e.bc.b.alive())
+	return e.bc != nil && e.bc.BrowserGone()
 }
 
 // tabContext returns a chromedp context of the task's tab that ends when the task
 // does, with the same cause.
 func (e *execution) tabContext() (context.Context, func()) {
-	tab, cancel := context.WithCancelCause(e.bc.tab)
+	tab, cancel := context.WithCancelCause(e.bc.Tab())
 	// Spans of the browser work belong to the task's trace.
 	tab = trace.ContextWithSpan(tab, trace.SpanFromContext(e.base))
 	stop := context.AfterFunc(e.base, func() { cancel(context.Cause(e.base)) })

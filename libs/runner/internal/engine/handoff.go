@@ -75,7 +75,7 @@ func (r *Runner) offer(ctx context.Context, task *runnerv1.RunnerTask, data []by
 		return false
 	}
 	session := task.GetProjectId() + "/" + sessionID
-	if r.warm.has(session) {
+	if r.warmSet.Has(session) {
 		return false
 	}
 	inbox := r.nc.NewInbox()
@@ -128,7 +128,7 @@ func (r *Runner) onOffer(m *nats.Msg) {
 	r.mu.Lock()
 	taskCtx := r.taskCtx
 	r.mu.Unlock()
-	if taskCtx == nil || taskCtx.Err() != nil || !r.warm.has(task.GetProjectId()+"/"+task.GetSession().GetAuthSessionId()) {
+	if taskCtx == nil || taskCtx.Err() != nil || !r.warmSet.Has(task.GetProjectId()+"/"+task.GetSession().GetAuthSessionId()) {
 		<-r.slots
 		_ = m.Respond([]byte(replyBusy))
 		return

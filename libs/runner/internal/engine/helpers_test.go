@@ -24,6 +24,7 @@ import (
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/recipe"
+	"github.com/latchkey/latchkey/libs/runner/internal/chrome"
 	"github.com/latchkey/latchkey/libs/runner/internal/sdk"
 	"github.com/latchkey/latchkey/libs/storagestate"
 	"github.com/latchkey/latchkey/libs/testkit"
@@ -34,7 +35,7 @@ import (
 )
 
 // sharedPool is the one Chromium of this test binary; tests open fresh contexts on it.
-var sharedPool *pool
+var sharedPool *chrome.Pool
 
 // testBackend implements StateStore, BundleStore and Vault in memory, sealing with
 // AES-GCM bound to project, kind and id, as the vault does.
@@ -238,8 +239,7 @@ func newTestRunner(t testing.TB, cfg Config, b *testBackend, deps Deps) *Runner 
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.pool, r.ownPool = sharedPool, false
-	r.warm.closeFn = sharedPool.closeContext
+	r.attach(sharedPool, false)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

@@ -77,7 +77,7 @@ func (r *Runner) RunLocal(ctx context.Context, lr LocalRun) (*LocalResult, error
 	if err := e.acquire(); err != nil {
 		return nil, err
 	}
-	defer func() { r.pool.closeContext(e.bc); e.bc = nil }()
+	defer func() { r.pool.CloseContext(e.bc); e.bc = nil }()
 	tab, stop := e.tabContext()
 	defer stop()
 	if lr.State != nil {
@@ -103,7 +103,7 @@ func (r *Runner) RunLocal(ctx context.Context, lr LocalRun) (*LocalResult, error
 		return nil, perr
 	}
 	if tab.Err() == nil {
-		st, err := e.bc.capture(tab, e.bc.takeVisited())
+		st, err := e.bc.Capture(tab, e.bc.TakeVisited())
 		if err != nil {
 			return nil, err
 		}

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/latchkey/latchkey/libs/runner/internal/chrome"
 	"github.com/latchkey/latchkey/libs/testkit"
 )
 
@@ -21,9 +22,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "no Chromium found (LATCHKEY_CHROMIUM_PATH or chromium on PATH); run scripts/install-deps.sh")
 		os.Exit(1)
 	}
-	sharedPool = newPool(path, 1, 0, slog.New(slog.DiscardHandler))
+	sharedPool = chrome.NewPool(path, 1, 0, slog.New(slog.DiscardHandler))
 	code := m.Run()
-	sharedPool.close()
+	sharedPool.Close()
 	if code == 0 {
 		if err := goleak.Find(testkit.LibraryGoroutines()...); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak:", err)

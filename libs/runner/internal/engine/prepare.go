@@ -14,6 +14,7 @@ import (
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/recipe"
+	"github.com/latchkey/latchkey/libs/runner/internal/chrome"
 	"github.com/latchkey/latchkey/libs/runner/internal/sdk"
 	"github.com/latchkey/latchkey/libs/storagestate"
 )
@@ -101,7 +102,7 @@ func (e *execution) acquire() error {
 	proxy := proxyOf(t.GetSession().GetProxy())
 	fresh := session == "" || t.GetFreshContext() || t.GetKind() == runnerv1.TaskKind_TASK_KIND_CREATE
 	if !fresh {
-		if bc := e.r.warm.take(session, proxy.String()); bc != nil {
+		if bc, ok := e.r.warmSet.Take(session, proxy.String()); ok {
 			e.bc, e.warm = bc, true
 			e.res.WarmContext = true
 			return nil
@@ -116,7 +117,7 @@ func (e *execution) acquire() error {
 	}
 	ctx, span := e.r.tracer.Start(e.base, "open browser context")
 	defer span.End()
-	bc, err := e.r.pool.newContext(ctx, session, proxy)
+	bc, err := e.r.pool.NewContext(ctx, session, proxy)
 	if err != nil {
 		span.SetStatus(codes.Error, "open failed")
 		if c := sdk.CauseOf(e.base); c != nil && e.base.Err() != nil {
@@ -125,15 +126,15 @@ func (e *execution) acquire() error {
 		return err
 	}
 	e.bc = bc
-	bc.takeVisited()
+	bc.TakeVisited()
 	return nil
 }
 
-func proxyOf(p *latchkeyv1.Proxy) *proxyConfig {
+func proxyOf(p *latchkeyv1.Proxy) *chrome.Proxy {
 	if p.GetServer() == "" {
 		return nil
 	}
-	return &proxyConfig{Server: p.GetServer(), Username: p.GetUsername(), Password: p.GetPassword()}
+	return &chrome.Proxy{Server: p.GetServer(), Username: p.GetUsername(), Password: p.GetPassword()}
 }
 
 // prepareState puts the state the task starts from into the context: the candidate of
@@ -141,8 +142,8 @@ func proxyOf(p *latchkeyv1.Proxy) *proxyConfig {
 // holds it, refreshed in place when the warm context holds an older one.
 func (e *execution) prepareState(tab context.Context) error {
 	t, bc := e.task, e.bc
-	e.state = bc.state
-	if t.GetKind() == runnerv1.TaskKind_TASK_KIND_CREATE || bc.session == "" {
+	e.state = bc.State
+	if t.GetKind() == runnerv1.TaskKind_TASK_KIND_CREATE || bc.Session() == "" {
 		return nil
 	}
 	sealed := sdk.Sealed{Project: t.GetProjectId(), Kind: storagestate.CryptoKind, ID: t.GetSession().GetAuthSessionId()}
@@ -152,11 +153,11 @@ func (e *execution) prepareState(tab context.Context) error {
 	case len(t.GetCandidateStateCiphertext()) > 0:
 		cipher, rev = t.GetCandidateStateCiphertext(), 0
 	case rev == 0:
-		if e.warm && bc.revision == 0 && bc.state != nil {
+		if e.warm && bc.Revision == 0 && bc.State != nil {
 			return nil
 		}
 		return e.restore(tab, &latchkeyv1.StorageState{}, [32]byte{}, 0)
-	case e.warm && bc.revision == rev:
+	case e.warm && bc.Revision == rev:
 		return nil
 	default:
 		if e.r.deps.States == nil {
@@ -174,9 +175,9 @@ func (e *execution) prepareState(tab context.Context) error {
 		e.res.BaseStateRevision = got
 	}
 	digest := digestOf(cipher)
-	if e.warm && bc.state != nil && bc.digest == digest {
+	if e.warm && bc.State != nil && bc.Digest == digest {
 		// The newer revision is the state this context wrote back: nothing to restore.
-		bc.revision = rev
+		bc.Revision = rev
 		return nil
 	}
 	if e.r.deps.Vault == nil {
@@ -199,14 +200,14 @@ func (e *execution) restore(tab context.Context, st *latchkeyv1.StorageState, di
 	defer span.End()
 	span.SetAttributes(attribute.Bool("latchkey.warm_context", e.warm), attribute.Int("latchkey.cookies", len(st.GetCookies())),
 		attribute.Int("latchkey.origins", len(st.GetOrigins())))
-	if err := e.bc.restore(ctx, st, e.warm); err != nil {
+	if err := e.bc.Restore(ctx, st, e.warm); err != nil {
 		span.SetStatus(codes.Error, "restore failed")
 		return e.browserError(tab, err)
 	}
-	normalize(st)
-	e.bc.state, e.bc.digest, e.bc.revision, e.bc.stored = st, digest, rev, nil
+	chrome.Normalize(st)
+	e.bc.State, e.bc.Digest, e.bc.Revision, e.bc.Stored = st, digest, rev, nil
 	e.state = st
-	e.bc.takeVisited()
+	e.bc.TakeVisited()
 	return nil
 }
 

@@ -95,7 +95,7 @@ func (e *execution) record() error {
 	e.res.BrowserTime = durationpb.New(time.Since(began))
 	if e.bc != nil {
 		// The hosted context served a person: it never becomes the session's warm one.
-		e.r.pool.closeContext(e.bc)
+		e.r.pool.CloseContext(e.bc)
 		e.bc = nil
 	}
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/latchkey/latchkey/libs/recipe"
+	"github.com/latchkey/latchkey/libs/runner/internal/chrome"
 )
 
 // requestJS makes an HTTP call from a document of the URL's origin, so the browser
@@ -40,14 +41,14 @@ type requestResult struct {
 // expectStatus (default 2xx) fails the step. With as, the body goes into the output
 // (decoded when it is JSON).
 func (in *interp) request(ctx context.Context, s *recipe.Step) error {
-	origin := originOf(s.URL)
+	origin := chrome.OriginOf(s.URL)
 	if origin == "" {
 		return &stepError{reason: reasonScript, outcome: outcomeInconclusive, msg: "field url: not an http or https URL"}
 	}
-	if err := in.e.bc.onOrigin(ctx, origin); err != nil {
+	if err := in.e.bc.OnOrigin(ctx, origin); err != nil {
 		return &stepError{reason: reasonTransient, outcome: outcomeInconclusive, msg: "could not open a document of " + origin}
 	}
-	in.e.bc.visit(origin)
+	in.e.bc.Visit(origin)
 	method := strings.ToUpper(apiOr(s.Method, "GET"))
 	headers, _ := json.Marshal(s.Headers)
 	if s.Headers == nil {

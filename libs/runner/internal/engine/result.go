@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
+	"github.com/latchkey/latchkey/libs/runner/internal/chrome"
 	"github.com/latchkey/latchkey/libs/runner/internal/sdk"
 	"github.com/latchkey/latchkey/libs/storagestate"
 )
@@ -61,7 +62,7 @@ func (e *execution) finish(err error) (redeliver bool) {
 	if e.bc != nil && len(e.res.GetOrigins()) == 0 && e.task.GetKind() == runnerv1.TaskKind_TASK_KIND_CREATE {
 		// A login that failed before it captured anything still reports where it went:
 		// the scheduler's per-origin login budget counts failed logins too.
-		visited := e.bc.takeVisited()
+		visited := e.bc.TakeVisited()
 		slices.Sort(visited)
 		e.res.Origins = visited
 	}
@@ -98,14 +99,14 @@ func (e *execution) release(err error) {
 		return
 	}
 	e.bc = nil
-	keep := bc.session != "" && bc.alive() && !errors.Is(err, sdk.ErrCanceled) &&
+	keep := bc.Session() != "" && bc.Alive() && !errors.Is(err, sdk.ErrCanceled) &&
 		e.res.CheckOutcome != outcomeInvalid && !(e.task.GetKind() == runnerv1.TaskKind_TASK_KIND_CREATE && err != nil) &&
 		!(err != nil && (sdk.IsInfra(err) || errors.Is(err, sdk.ErrDeadline)))
 	if keep {
-		e.r.warm.put(bc)
+		e.r.warmSet.Put(bc)
 		return
 	}
-	e.r.pool.closeContext(bc)
+	e.r.pool.CloseContext(bc)
 }
 
 // setOutput stores a program's output in the result as a JSON value.
@@ -125,15 +126,15 @@ func (e *execution) setOutput(out any) error {
 // result.
 func (e *execution) captureState(tab context.Context) error {
 	bc := e.bc
-	if bc == nil || bc.session == "" {
+	if bc == nil || bc.Session() == "" {
 		return nil
 	}
 	ctx, span := e.r.tracer.Start(tab, "capture state")
 	defer span.End()
-	visited := bc.takeVisited()
+	visited := bc.TakeVisited()
 	slices.Sort(visited)
 	e.res.Origins = visited
-	st, err := bc.capture(ctx, visited)
+	st, err := bc.Capture(ctx, visited)
 	if err != nil {
 		span.SetStatus(codes.Error, "capture failed")
 		return e.browserError(tab, fmt.Errorf("capturing state: %w", err))
@@ -141,23 +142,23 @@ func (e *execution) captureState(tab context.Context) error {
 	if t := earliestExpiry(st); !t.IsZero() {
 		e.res.EarliestCookieExpiry = timestamppb.New(t)
 	}
-	if sameState(st, e.state) {
+	if chrome.SameState(st, e.state) {
 		span.SetAttributes(attribute.Bool("latchkey.state_changed", false))
 		return nil
 	}
 	span.SetAttributes(attribute.Bool("latchkey.state_changed", true))
 	toStore := st
-	if bc.stored != nil && bc.revision != 0 && e.res.GetBaseStateRevision() == bc.revision {
+	if bc.Stored != nil && bc.Revision != 0 && e.res.GetBaseStateRevision() == bc.Revision {
 		// The revision this task started from also holds another writer's cookies,
 		// merged in when this context last wrote back: keep them.
-		toStore = storagestate.Merge(e.state, bc.stored, st)
+		toStore = storagestate.Merge(e.state, bc.Stored, st)
 	}
 	plain, err := storagestate.Marshal(toStore)
 	if err != nil {
 		return sdk.Fail(reasonScript, "the captured state is not storable: %v", err)
 	}
 	if e.r.deps.Vault == nil {
-		bc.state, bc.revision, bc.stored = st, 0, nil
+		bc.State, bc.Revision, bc.Stored = st, 0, nil
 		return nil
 	}
 	sealed, err := e.seal(ctx, plain)
@@ -168,17 +169,17 @@ func (e *execution) captureState(tab context.Context) error {
 		// Stored by the runner itself; the context holds its own cookies, current for
 		// it, even when the stored state merged in another writer's.
 		span.SetAttributes(attribute.Int64("latchkey.state_revision", rev))
-		bc.state, bc.revision, bc.digest, bc.stored = st, rev, digestOf(final), divergent(stored, st)
+		bc.State, bc.Revision, bc.Digest, bc.Stored = st, rev, digestOf(final), divergent(stored, st)
 		return nil
 	}
 	e.res.CapturedStateCiphertext = sealed
-	bc.state, bc.revision, bc.digest, bc.stored = st, 0, digestOf(sealed), divergent(toStore, st)
+	bc.State, bc.Revision, bc.Digest, bc.Stored = st, 0, digestOf(sealed), divergent(toStore, st)
 	return nil
 }
 
 // divergent returns stored when it differs from what the context holds, else nil.
 func divergent(stored, held *latchkeyv1.StorageState) *latchkeyv1.StorageState {
-	if stored == held || sameState(stored, held) { // the same value when nothing merged
+	if stored == held || chrome.SameState(stored, held) { // the same value when nothing merged
 		return nil
 	}
 	return stored

@@ -26,7 +26,9 @@ import (
 
 	"github.com/latchkey/latchkey/libs/bus"
 	"github.com/latchkey/latchkey/libs/recipe"
+	"github.com/latchkey/latchkey/libs/runner/internal/chrome"
 	"github.com/latchkey/latchkey/libs/runner/internal/sdk"
+	"github.com/latchkey/latchkey/libs/runner/internal/warm"
 )
 
 // Runner runs browser tasks. Its methods are safe for concurrent use.
@@ -36,10 +38,10 @@ type Runner struct {
 	log    *slog.Logger
 	tracer trace.Tracer
 	prop   propagation.TextMapPropagator
-	pool   *pool
+	pool   *chrome.Pool
 	// ownPool is false for a runner sharing another's browsers (tests).
 	ownPool bool
-	warm    *warmSet
+	warmSet *warm.Set[*chrome.Context]
 	slots   chan struct{}
 
 	mu       sync.Mutex
@@ -83,14 +85,23 @@ func New(cfg Config, deps Deps) (*Runner, error) {
 		bundles: newBundleCache(deps.Bundles, cfg.BundleCacheTTL),
 		vars:    newVarsCache(deps.States, cfg.BundleCacheTTL),
 	}
-	r.pool, r.ownPool = newPool(cfg.ChromiumPath, cfg.Browsers, cfg.RecycleAfter, r.log), true
-	r.warm = &warmSet{
-		idle: map[string][]*bctx{}, max: cfg.WarmMax, perSession: cfg.Contexts, budget: cfg.WarmMemory, perCtx: cfg.ContextMemory,
-		idleAfter: cfg.WarmIdle, closeFn: r.pool.closeContext, now: time.Now,
-	}
-	r.pool.onCrash = r.warm.dropBrowser
-	r.warm.onIdle = r.advertise
+	r.attach(chrome.NewPool(cfg.ChromiumPath, cfg.Browsers, cfg.RecycleAfter, r.log), true)
 	return r, nil
+}
+
+// attach gives the runner its browsers, and a warm set of their contexts. A pool
+// the runner owns is started and closed with it, and its crashed browsers' warm
+// contexts are dropped; tests share one pool between runners.
+func (r *Runner) attach(p *chrome.Pool, own bool) {
+	r.pool, r.ownPool = p, own
+	r.warmSet = warm.NewSet(warm.Limits{
+		Max: r.cfg.WarmMax, PerSession: r.cfg.Contexts, Memory: r.cfg.WarmMemory, PerContext: r.cfg.ContextMemory, Idle: r.cfg.WarmIdle,
+	}, p.CloseContext, r.advertise)
+	if own {
+		p.OnCrash = func(b *chrome.Browser) {
+			r.warmSet.Drop(func(bc *chrome.Context) bool { return bc.Browser() == b })
+		}
+	}
 }
 
 // ID is the runner's id, as it appears in results.
@@ -123,7 +134,7 @@ func (r *Runner) Start(ctx context.Context) error {
 	r.started = true
 	r.mu.Unlock()
 	if r.ownPool { // a shared pool (tests) runs already
-		if err := r.pool.start(ctx); err != nil {
+		if err := r.pool.Start(ctx); err != nil {
 			return fmt.Errorf("starting runner: %w", err)
 		}
 	}
@@ -172,9 +183,9 @@ func (r *Runner) Stop(ctx context.Context) error {
 	if r.abortTasks != nil {
 		r.abortTasks()
 	}
-	r.warm.closeAll()
+	r.warmSet.CloseAll()
 	if r.ownPool {
-		r.pool.close()
+		r.pool.Close()
 	}
 	return err
 }
@@ -187,16 +198,16 @@ func (r *Runner) reapLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			r.warm.reap()
+			r.warmSet.Reap()
 		}
 	}
 }
 
 // WarmContexts is the number of idle warm contexts held, for metrics and tests.
-func (r *Runner) WarmContexts() int { return r.warm.len() }
+func (r *Runner) WarmContexts() int { return r.warmSet.Len() }
 
 // BrowserPIDs returns the process ids of the running Chromium processes.
-func (r *Runner) BrowserPIDs() []int { return r.pool.pids() }
+func (r *Runner) BrowserPIDs() []int { return r.pool.PIDs() }
 
 // parseBundle is recipe.Parse for a project's bundle.
 func parseBundle(files []recipe.File) (*recipe.Bundle, error) {

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/latchkey/latchkey/examples/portal"
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
@@ -142,7 +144,7 @@ func TestWarmContextRefreshedForNewerRevision(t *testing.T) {
 	if res := r.Execute(t.Context(), task(runnerv1.TaskKind_TASK_KIND_API, "whoami", project, "sa", 1, nil)); res.GetStatus() != statusSucceeded {
 		t.Fatalf("first task: %s", res.GetFailureMessage())
 	}
-	newer := cloneState(st)
+	newer := proto.Clone(st).(*latchkeyv1.StorageState)
 	newer.Origins[0].LocalStorage[0].Value = "token-of-revision-2"
 	b.putState(t, project, "sa", 2, newer)
 	res := r.Execute(t.Context(), task(runnerv1.TaskKind_TASK_KIND_API, "whoami", project, "sa", 2, nil))

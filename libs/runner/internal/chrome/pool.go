@@ -1,4 +1,11 @@
-package engine
+// Package chrome keeps the runner's Chromium processes and the isolated browser
+// contexts on them: Pool starts browsers, opens a Context on the least loaded one,
+// replaces a browser that crashed and recycles one that created too many contexts. A
+// Context restores a storage state into itself (restore.go) and captures the state it
+// holds (capture.go), tracking the origins its tab visits; state.go normalizes and
+// compares states. It knows nothing of tasks or sessions beyond a context's session
+// name.
+package chrome
 
 import (
 	"context"
@@ -17,8 +24,8 @@ import (
 // errPoolClosed is returned for contexts asked of a stopped pool.
 var errPoolClosed = errors.New("the browser pool is closed")
 
-// browserProc is one long-lived Chromium process hosting many browser contexts.
-type browserProc struct {
+// Browser is one long-lived Chromium process hosting many browser contexts.
+type Browser struct {
 	id     int
 	ctx    context.Context // the browser's first tab; ends when Chromium exits
 	cancel context.CancelFunc
@@ -34,12 +41,16 @@ type browserProc struct {
 }
 
 // alive reports whether the browser still runs.
-func (b *browserProc) alive() bool { return b.ctx.Err() == nil }
+func (b *Browser) alive() bool { return b.ctx.Err() == nil }
 
-// pool keeps a few Chromium processes running, starts contexts on the least loaded
+// Pool keeps a few Chromium processes running, starts contexts on the least loaded
 // one, replaces a browser that crashed, and recycles a browser after it created
 // recycleAfter contexts (Chromium grows with every context it ever made).
-type pool struct {
+type Pool struct {
+	// OnCrash, if set before Start, is told about a browser that died, so its warm
+	// contexts are dropped.
+	OnCrash func(*Browser)
+
 	log          *slog.Logger
 	alloc        context.Context
 	cancelAlloc  context.CancelFunc
@@ -47,24 +58,24 @@ type pool struct {
 	recycleAfter int
 
 	mu       sync.Mutex
-	browsers []*browserProc
+	browsers []*Browser
 	nextID   int
 	closed   bool
 	// starting serializes browser starts, so two tasks do not both start one.
 	starting sync.Mutex
 	bg       sync.WaitGroup
-	// onCrash is told about a browser that died, so its warm contexts are dropped.
-	onCrash func(*browserProc)
 }
 
-func newPool(execPath string, size, recycleAfter int, log *slog.Logger) *pool {
+// NewPool returns a pool of size browsers of the Chromium at execPath, each replaced
+// after it created recycleAfter contexts (0: never). Start launches them.
+func NewPool(execPath string, size, recycleAfter int, log *slog.Logger) *Pool {
 	opts := append([]chromedp.ExecAllocatorOption{chromedp.ExecPath(execPath)}, browser.AllocatorOptions()...)
 	alloc, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	return &pool{log: log, alloc: alloc, cancelAlloc: cancel, size: size, recycleAfter: recycleAfter}
+	return &Pool{log: log, alloc: alloc, cancelAlloc: cancel, size: size, recycleAfter: recycleAfter}
 }
 
-// start launches the pool's browsers, so the first task does not pay for it.
-func (p *pool) start(ctx context.Context) error {
+// Start launches the pool's browsers, so the first task does not pay for it.
+func (p *Pool) Start(ctx context.Context) error {
 	for range p.size {
 		if _, err := p.startBrowser(ctx); err != nil {
 			return err
@@ -74,7 +85,7 @@ func (p *pool) start(ctx context.Context) error {
 }
 
 // startBrowser launches one Chromium and adds it to the pool.
-func (p *pool) startBrowser(ctx context.Context) (*browserProc, error) {
+func (p *Pool) startBrowser(ctx context.Context) (*Browser, error) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -84,9 +95,9 @@ func (p *pool) startBrowser(ctx context.Context) (*browserProc, error) {
 	id := p.nextID
 	p.mu.Unlock()
 
-	bctx, cancel := chromedp.NewContext(p.alloc)
+	first, cancel := chromedp.NewContext(p.alloc)
 	started := make(chan error, 1)
-	go func() { started <- chromedp.Do(bctx) }()
+	go func() { started <- chromedp.Do(first) }()
 	select {
 	case err := <-started:
 		if err != nil {
@@ -97,8 +108,8 @@ func (p *pool) startBrowser(ctx context.Context) (*browserProc, error) {
 		cancel()
 		return nil, ctx.Err()
 	}
-	b := &browserProc{id: id, ctx: bctx, cancel: cancel}
-	if proc := chromedp.FromContext(bctx).Browser.Process(); proc != nil {
+	b := &Browser{id: id, ctx: first, cancel: cancel}
+	if proc := chromedp.FromContext(first).Browser.Process(); proc != nil {
 		b.pid = proc.Pid
 	}
 	p.mu.Lock()
@@ -115,7 +126,7 @@ func (p *pool) startBrowser(ctx context.Context) (*browserProc, error) {
 }
 
 // watch notices a browser that exited without being asked and drops it.
-func (p *pool) watch(b *browserProc) {
+func (p *Pool) watch(b *Browser) {
 	<-b.ctx.Done()
 	p.remove(b)
 	if b.closing.Load() {
@@ -123,12 +134,12 @@ func (p *pool) watch(b *browserProc) {
 	}
 	b.dead.Store(true)
 	p.log.Error("chromium exited unexpectedly; its tasks fail as transient and a new one takes over", "browser", b.id, "pid", b.pid)
-	if p.onCrash != nil {
-		p.onCrash(b)
+	if p.OnCrash != nil {
+		p.OnCrash(b)
 	}
 }
 
-func (p *pool) remove(b *browserProc) {
+func (p *Pool) remove(b *Browser) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for i, x := range p.browsers {
@@ -141,13 +152,13 @@ func (p *pool) remove(b *browserProc) {
 
 // pick returns the running, non-draining browser with the fewest live contexts, and
 // counts a new context on it; nil when one must be started.
-func (p *pool) pick() (*browserProc, error) {
+func (p *Pool) pick() (*Browser, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
 		return nil, errPoolClosed
 	}
-	var best *browserProc
+	var best *Browser
 	usable := 0
 	for _, b := range p.browsers {
 		if b.draining || !b.alive() {
@@ -166,7 +177,7 @@ func (p *pool) pick() (*browserProc, error) {
 }
 
 // count records a new context on b; past recycleAfter the browser drains.
-func (p *pool) count(b *browserProc) {
+func (p *Pool) count(b *Browser) {
 	b.created++
 	b.live++
 	if p.recycleAfter > 0 && b.created >= p.recycleAfter {
@@ -175,7 +186,7 @@ func (p *pool) count(b *browserProc) {
 }
 
 // browser returns a browser for a new context, starting one if needed.
-func (p *pool) browser(ctx context.Context) (*browserProc, error) {
+func (p *Pool) browser(ctx context.Context) (*Browser, error) {
 	if b, err := p.pick(); b != nil || err != nil {
 		return b, err
 	}
@@ -196,7 +207,7 @@ func (p *pool) browser(ctx context.Context) (*browserProc, error) {
 
 // released records that a context of b closed; a drained browser with none left is
 // closed.
-func (p *pool) released(b *browserProc) {
+func (p *Pool) released(b *Browser) {
 	p.mu.Lock()
 	b.live--
 	done := b.draining && b.live <= 0
@@ -207,13 +218,13 @@ func (p *pool) released(b *browserProc) {
 	}
 }
 
-func (p *pool) closeBrowser(b *browserProc) {
+func (p *Pool) closeBrowser(b *Browser) {
 	b.closing.Store(true)
 	p.bg.Go(b.cancel)
 }
 
-// pids returns the process ids of the running browsers.
-func (p *pool) pids() []int {
+// PIDs returns the process ids of the running browsers.
+func (p *Pool) PIDs() []int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var out []int
@@ -223,11 +234,11 @@ func (p *pool) pids() []int {
 	return out
 }
 
-// close stops every browser and waits for them.
-func (p *pool) close() {
+// Close stops every browser and waits for them.
+func (p *Pool) Close() {
 	p.mu.Lock()
 	p.closed = true
-	bs := append([]*browserProc(nil), p.browsers...)
+	bs := append([]*Browser(nil), p.browsers...)
 	p.mu.Unlock()
 	for _, b := range bs {
 		b.closing.Store(true)
@@ -238,4 +249,4 @@ func (p *pool) close() {
 }
 
 // String names the browser in errors.
-func (b *browserProc) String() string { return fmt.Sprintf("chromium %d (pid %d)", b.id, b.pid) }
+func (b *Browser) String() string { return fmt.Sprintf("chromium %d (pid %d)", b.id, b.pid) }

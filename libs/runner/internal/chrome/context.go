@@ -1,12 +1,10 @@
-package engine
+package chrome
 
 import (
 	"context"
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/fetch"
@@ -18,62 +16,78 @@ import (
 	"github.com/latchkey/latchkey/libs/runner/internal/sdk"
 )
 
-// syntheticPath is the path of the empty documents the runner loads (without touching
+// SyntheticPath is the path of the empty documents the runner loads (without touching
 // the network) to read and write an origin's localStorage.
-const syntheticPath = "/__latchkey__"
+const SyntheticPath = "/__latchkey__"
 
-var contextIDs atomic.Uint64
-
-// proxyConfig is the proxy pinned to a session's contexts.
-type proxyConfig struct {
+// Proxy is the proxy pinned to a session's contexts.
+type Proxy struct {
 	Server   string
 	Username string
 	Password string
 }
 
 // String never shows the password.
-func (p *proxyConfig) String() string {
+func (p *Proxy) String() string {
 	if p == nil {
 		return "none"
 	}
 	return p.Server
 }
 
-// bctx is one isolated browser context (Target.createBrowserContext) with one tab. It
-// belongs to one session for its whole life (or to no session, for sessionless API
+// Context is one isolated browser context (Target.createBrowserContext) with one tab.
+// It belongs to one session for its whole life (or to no session, for sessionless API
 // tasks, and is then closed after its task).
-type bctx struct {
-	id      uint64
-	b       *browserProc
+type Context struct {
+	b       *Browser
 	tab     context.Context
 	cancel  context.CancelFunc
 	bcID    cdp.BrowserContextID
 	session string
 	proxy   string
-	created time.Time
 
 	// What the context holds, owned by the task that has it: the state revision it
 	// holds (0: unknown), the digest of the sealed state its contents match, and the
-	// origins whose localStorage it was given or saw.
-	revision int64
-	digest   [32]byte
-	state    *latchkeyv1.StorageState
-	// stored is what the session's revision holds when it is not state: after this
+	// state itself.
+	Revision int64
+	Digest   [32]byte
+	State    *latchkeyv1.StorageState
+	// Stored is what the session's revision holds when it is not State: after this
 	// context's write-back merged in another writer's cookies, the context keeps its
 	// own (another context's session token is not its own), and its next write-back
-	// merges stored back in, so the other writer's cookies are not dropped. Nil when
-	// the revision holds state.
-	stored         *latchkeyv1.StorageState
+	// merges Stored back in, so the other writer's cookies are not dropped. Nil when
+	// the revision holds State.
+	Stored *latchkeyv1.StorageState
+	// storageOrigins are the origins whose localStorage the context was given or saw.
 	storageOrigins map[string]bool
-	lastUsed       time.Time
 
 	mu      sync.Mutex
 	visited map[string]bool // origins navigated to since reset
 }
 
-// newContext opens a new isolated browser context with one tab on a pool browser,
+// Session is the session the context belongs to ("<project>/<session>"), or "".
+func (bc *Context) Session() string { return bc.session }
+
+// Proxy names the proxy the context uses ("none" without one), never its password.
+func (bc *Context) Proxy() string { return bc.proxy }
+
+// Tab is the chromedp context of the context's one tab. It ends when the context
+// closes or its browser exits, never with a task.
+func (bc *Context) Tab() context.Context { return bc.tab }
+
+// Browser is the browser hosting the context.
+func (bc *Context) Browser() *Browser { return bc.b }
+
+// Usable reports whether the context can serve another task: it and its browser run,
+// and the browser is not draining.
+func (bc *Context) Usable() bool { return bc.Alive() && !bc.b.draining }
+
+// BrowserGone reports whether the context's browser exited.
+func (bc *Context) BrowserGone() bool { return bc.b.dead.Load() || !bc.b.alive() }
+
+// NewContext opens a new isolated browser context with one tab on a pool browser,
 // intercepting the runner's synthetic documents and answering proxy credentials.
-func (p *pool) newContext(ctx context.Context, session string, proxy *proxyConfig) (*bctx, error) {
+func (p *Pool) NewContext(ctx context.Context, session string, proxy *Proxy) (*Context, error) {
 	b, err := p.browser(ctx)
 	if err != nil {
 		return nil, err
@@ -88,9 +102,9 @@ func (p *pool) newContext(ctx context.Context, session string, proxy *proxyConfi
 		})
 	}
 	tab, cancel := chromedp.NewContext(b.ctx, chromedp.WithNewBrowserContext(opts...))
-	bc := &bctx{
-		id: contextIDs.Add(1), b: b, tab: tab, cancel: cancel, session: session,
-		proxy: proxy.String(), created: time.Now(), storageOrigins: map[string]bool{}, visited: map[string]bool{},
+	bc := &Context{
+		b: b, tab: tab, cancel: cancel, session: session,
+		proxy: proxy.String(), storageOrigins: map[string]bool{}, visited: map[string]bool{},
 	}
 	if err := bc.open(ctx, proxy); err != nil {
 		bc.cancel()
@@ -106,7 +120,7 @@ func (p *pool) newContext(ctx context.Context, session string, proxy *proxyConfi
 // open creates the target and sets up interception and origin tracking. The target is
 // created under the long-lived tab context, never under a task's, so a task deadline
 // does not close it.
-func (bc *bctx) open(ctx context.Context, proxy *proxyConfig) error {
+func (bc *Context) open(ctx context.Context, proxy *Proxy) error {
 	done := make(chan error, 1)
 	go func() { done <- chromedp.Do(bc.tab) }()
 	select {
@@ -124,7 +138,7 @@ func (bc *bctx) open(ctx context.Context, proxy *proxyConfig) error {
 	auth := proxy != nil && proxy.Username != ""
 	paused := chromedp.Events(bc.tab, fetch.RequestPaused)
 	go bc.serve(paused)
-	pattern := "*" + syntheticPath
+	pattern := "*" + SyntheticPath
 	if auth {
 		pattern = "*"
 		go bc.answerAuth(chromedp.Events(bc.tab, fetch.AuthRequired), proxy)
@@ -138,12 +152,12 @@ func (bc *bctx) open(ctx context.Context, proxy *proxyConfig) error {
 
 // serve answers intercepted requests: the runner's synthetic documents with an empty
 // page, everything else (only with a proxy that needs credentials) continues.
-func (bc *bctx) serve(events func(func(fetch.EventRequestPaused, error) bool)) {
+func (bc *Context) serve(events func(func(fetch.EventRequestPaused, error) bool)) {
 	for ev, err := range events {
 		if err != nil {
 			return
 		}
-		if u, perr := url.Parse(ev.Request.URL); perr == nil && u.Path == syntheticPath {
+		if u, perr := url.Parse(ev.Request.URL); perr == nil && u.Path == SyntheticPath {
 			_, _ = chromedp.Call(bc.tab, fetch.FulfillRequest, fetch.FulfillRequestParams{
 				RequestID: ev.RequestID, ResponseCode: 200,
 				ResponseHeaders: []*fetch.HeaderEntry{{Name: "Content-Type", Value: "text/html; charset=utf-8"}, {Name: "Cache-Control", Value: "no-store"}},
@@ -157,7 +171,7 @@ func (bc *bctx) serve(events func(func(fetch.EventRequestPaused, error) bool)) {
 
 // answerAuth gives the session's proxy credentials to the proxy's challenges only;
 // a site's own challenge gets the browser's default answer.
-func (bc *bctx) answerAuth(events func(func(fetch.EventAuthRequired, error) bool), proxy *proxyConfig) {
+func (bc *Context) answerAuth(events func(func(fetch.EventAuthRequired, error) bool), proxy *Proxy) {
 	for ev, err := range events {
 		if err != nil {
 			return
@@ -175,27 +189,27 @@ func (bc *bctx) answerAuth(events func(func(fetch.EventAuthRequired, error) bool
 
 // onEvent records the origins the tab's frames navigate to. It runs on the tab's
 // message loop: it must return fast.
-func (bc *bctx) onEvent(ev any) {
+func (bc *Context) onEvent(ev any) {
 	nav, ok := ev.(*page.EventFrameNavigated)
 	if !ok || nav.Frame == nil {
 		return
 	}
-	if o := originOf(nav.Frame.URL); o != "" && !strings.HasSuffix(nav.Frame.URL, syntheticPath) {
+	if o := OriginOf(nav.Frame.URL); o != "" && !strings.HasSuffix(nav.Frame.URL, SyntheticPath) {
 		bc.mu.Lock()
 		bc.visited[o] = true
 		bc.mu.Unlock()
 	}
 }
 
-// visit records an origin the task reached other than by navigating (a request step).
-func (bc *bctx) visit(origin string) {
+// Visit records an origin the task reached other than by navigating (a request step).
+func (bc *Context) Visit(origin string) {
 	bc.mu.Lock()
 	bc.visited[origin] = true
 	bc.mu.Unlock()
 }
 
-// takeVisited returns the origins visited since the last call and forgets them.
-func (bc *bctx) takeVisited() []string {
+// TakeVisited returns the origins visited since the last call and forgets them.
+func (bc *Context) TakeVisited() []string {
 	bc.mu.Lock()
 	defer bc.mu.Unlock()
 	out := make([]string, 0, len(bc.visited))
@@ -206,19 +220,19 @@ func (bc *bctx) takeVisited() []string {
 	return out
 }
 
-// alive reports whether the context's browser and tab still run.
-func (bc *bctx) alive() bool { return bc.tab.Err() == nil && bc.b.alive() }
+// Alive reports whether the context's browser and tab still run.
+func (bc *Context) Alive() bool { return bc.tab.Err() == nil && bc.b.alive() }
 
-// close closes the tab and disposes of the browser context, in the background.
-func (p *pool) closeContext(bc *bctx) {
+// CloseContext closes the tab and disposes of the browser context, in the background.
+func (p *Pool) CloseContext(bc *Context) {
 	p.bg.Go(func() {
 		bc.cancel()
 		p.released(bc.b)
 	})
 }
 
-// originOf returns scheme://host[:port] of an http(s) URL, or "".
-func originOf(raw string) string {
+// OriginOf returns scheme://host[:port] of an http(s) URL, or "".
+func OriginOf(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return ""
