@@ -82,7 +82,6 @@ func StorageItems(pairs [][]string) []*latchkeyv1.StorageItem {
 	return items
 }
 
-
 // CookiesFromCDP converts the browser's cookies to Playwright's shape.
 func CookiesFromCDP(cs []*network.Cookie) []*latchkeyv1.Cookie {
 	out := make([]*latchkeyv1.Cookie, 0, len(cs))
@@ -98,4 +97,3 @@ func CookiesFromCDP(cs []*network.Cookie) []*latchkeyv1.Cookie {
 	}
 	return out
 }
-

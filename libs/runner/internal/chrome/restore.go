@@ -93,7 +93,6 @@ func (bc *Context) OnOrigin(ctx context.Context, origin string) error {
 	return chromedp.Do(ctx, chromedp.Navigate(origin+SyntheticPath))
 }
 
-
 // CookieParams converts cookies for Storage.setCookies. A host-only cookie (a domain
 // without a leading dot) is set through a URL, so it stays host-only; a domain cookie
 // keeps its domain. Expired cookies are left out.
@@ -124,4 +123,3 @@ func CookieParams(cs []*latchkeyv1.Cookie) []*network.CookieParam {
 	}
 	return out
 }
-

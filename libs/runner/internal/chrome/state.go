@@ -52,4 +52,3 @@ func cloneState(st *latchkeyv1.StorageState) *latchkeyv1.StorageState {
 	}
 	return out
 }
-

@@ -18,7 +18,7 @@ const shotTimeout = 5 * time.Second
 
 // screenshot stores a screenshot of the page when a step fails, for the person who
 // reads the failure. Its metadata names the run, task and step only.
-func (e *execution) screenshot(_ context.Context, s *recipe.Step) (string, error) {
+func (e *execution) FailureScreenshot(_ context.Context, s *recipe.Step) (string, error) {
 	if e.bc == nil || !e.bc.Alive() || (e.r.deps.JS == nil && e.observer == nil) {
 		return "", nil
 	}
@@ -29,12 +29,12 @@ func (e *execution) screenshot(_ context.Context, s *recipe.Step) (string, error
 	if err != nil {
 		return "", err
 	}
-	return e.storeArtifact(tab, fmt.Sprintf("failed-step-%d.png", s.Index), png, fmt.Sprintf("failed step %d (%s)", s.Index, s.Kind))
+	return e.StoreArtifact(tab, fmt.Sprintf("failed-step-%d.png", s.Index), png, fmt.Sprintf("failed step %d (%s)", s.Index, s.Kind))
 }
 
 // storeArtifact puts a PNG into LK_ARTIFACTS as <run>/<task>/<name> and returns its id.
 // Without JetStream (latchkey try) the observer gets it instead.
-func (e *execution) storeArtifact(ctx context.Context, name string, png []byte, description string) (string, error) {
+func (e *execution) StoreArtifact(ctx context.Context, name string, png []byte, description string) (string, error) {
 	id := fmt.Sprintf("%s/%s/%s", e.task.GetRunId(), e.task.GetTaskId(), name)
 	if e.r.deps.JS == nil {
 		if e.artifact != nil {

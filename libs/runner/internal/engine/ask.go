@@ -17,7 +17,7 @@ import (
 // ask stops the task for more information: it publishes a REQUESTED_MORE_INFO result,
 // holds the browser context open (the task's deadline paused) and waits, bounded, for
 // the answer on lk.resume.<run>.
-func (e *execution) ask(ctx context.Context, q sdk.Question) (string, error) {
+func (e *execution) Ask(ctx context.Context, q sdk.Question) (string, error) {
 	if e.askFn != nil {
 		return e.askFn(ctx, q)
 	}

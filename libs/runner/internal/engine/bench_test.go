@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -183,9 +184,9 @@ func bareTask(browser context.Context, base string, state **latchkeyv1.StorageSt
 		if _, err := chromedp.CallBrowser(tab, storage.SetCookies, storage.SetCookiesParams{BrowserContextID: bcID, Cookies: chrome.CookieParams(st.GetCookies())}); err != nil {
 			return err
 		}
-		tok := st.GetOrigins()[0].GetLocalStorage()[0].GetValue()
+		tok, _ := json.Marshal(st.GetOrigins()[0].GetLocalStorage()[0].GetValue())
 		if err := chromedp.Do(tab, chromedp.Navigate(base+chrome.SyntheticPath),
-			chromedp.Evaluate[chromedp.Void](`localStorage.setItem("portal_token", `+jsString(tok)+`)`)); err != nil {
+			chromedp.Evaluate[chromedp.Void](`localStorage.setItem("portal_token", `+string(tok)+`)`)); err != nil {
 			return err
 		}
 	}

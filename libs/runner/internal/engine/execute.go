@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/recipe"
 	"github.com/latchkey/latchkey/libs/runner/internal/chrome"
+	"github.com/latchkey/latchkey/libs/runner/internal/interp"
 	"github.com/latchkey/latchkey/libs/runner/internal/sdk"
 )
 
@@ -36,15 +38,6 @@ const (
 	statusInconclusive = runnerv1.TaskStatus_TASK_STATUS_INCONCLUSIVE
 	statusCanceled     = runnerv1.TaskStatus_TASK_STATUS_CANCELED
 	statusMoreInfo     = runnerv1.TaskStatus_TASK_STATUS_REQUESTED_MORE_INFO
-)
-
-// mode is what a program runs as: it decides how failures are typed.
-type mode int
-
-const (
-	modeAPI mode = iota
-	modeCheck
-	modeCreate
 )
 
 // execution is one task being run.
@@ -165,7 +158,7 @@ func (e *execution) run() error {
 	}
 	switch kind {
 	case runnerv1.TaskKind_TASK_KIND_CREATE:
-		if main, err = e.r.program(e.base, t, apiOr(t.GetApi(), recipe.CreateAPI)); err != nil {
+		if main, err = e.r.program(e.base, t, cmp.Or(t.GetApi(), recipe.CreateAPI)); err != nil {
 			return err
 		}
 		if e.creds, err = e.r.credentials(e.base, t); err != nil {
@@ -187,22 +180,22 @@ func (e *execution) run() error {
 		return err
 	}
 	if check != nil {
-		out, cerr := e.runProgram(tab, check, modeCheck)
+		out, cerr := e.runProgram(tab, check, interp.ModeCheck)
 		e.res.CheckOutcome = checkOutcome(cerr)
-		if cerr != nil && (sdk.IsInfra(cerr) || errors.Is(cerr, sdk.ErrCanceled) || e.bcDead()) {
+		if cerr != nil && (sdk.IsInfra(cerr) || errors.Is(cerr, sdk.ErrCanceled) || e.BrowserGone()) {
 			return cerr
 		}
 		if e.res.CheckOutcome != outcomeValid || main == nil {
 			return e.checkAnswered(tab, out, cerr)
 		}
 	}
-	md := modeAPI
+	md := interp.ModeAPI
 	if kind == runnerv1.TaskKind_TASK_KIND_CREATE {
-		md = modeCreate
+		md = interp.ModeCreate
 	}
 	out, err := e.runProgram(tab, main, md)
 	var f *sdk.Failure
-	if errors.As(err, &f) && md == modeAPI && !e.bcDead() && tab.Err() == nil {
+	if errors.As(err, &f) && md == interp.ModeAPI && !e.BrowserGone() && tab.Err() == nil {
 		// The site may have rotated cookies even though the API failed: hand the
 		// state back so it is not lost.
 		if cerr := e.captureState(tab); cerr != nil {
@@ -219,7 +212,11 @@ func (e *execution) run() error {
 	return e.captureState(tab)
 }
 
-func (e *execution) bcDead() bool {
+// Context is the task's browser context.
+func (e *execution) Context() *chrome.Context { return e.bc }
+
+// BrowserGone reports whether the task's browser exited.
+func (e *execution) BrowserGone() bool {
 	return e.bc != nil && e.bc.BrowserGone()
 }
 
@@ -231,13 +228,6 @@ func (e *execution) tabContext() (context.Context, func()) {
 	tab = trace.ContextWithSpan(tab, trace.SpanFromContext(e.base))
 	stop := context.AfterFunc(e.base, func() { cancel(context.Cause(e.base)) })
 	return tab, func() { stop(); cancel(nil) }
-}
-
-func apiOr(api, def string) string {
-	if api == "" {
-		return def
-	}
-	return api
 }
 
 func kindName(k runnerv1.TaskKind) string {

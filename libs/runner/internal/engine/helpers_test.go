@@ -19,6 +19,11 @@ import (
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/latchkey/latchkey/examples/portal"
 	"github.com/latchkey/latchkey/examples/portal/portaltest"
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
@@ -28,10 +33,6 @@ import (
 	"github.com/latchkey/latchkey/libs/runner/internal/sdk"
 	"github.com/latchkey/latchkey/libs/storagestate"
 	"github.com/latchkey/latchkey/libs/testkit"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
-	"google.golang.org/protobuf/types/known/structpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // sharedPool is the one Chromium of this test binary; tests open fresh contexts on it.

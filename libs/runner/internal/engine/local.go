@@ -8,6 +8,7 @@ import (
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/recipe"
+	"github.com/latchkey/latchkey/libs/runner/internal/interp"
 	"github.com/latchkey/latchkey/libs/runner/internal/sdk"
 )
 
@@ -54,12 +55,12 @@ func (r *Runner) RunLocal(ctx context.Context, lr LocalRun) (*LocalResult, error
 	if err != nil {
 		return nil, err
 	}
-	kind, md := runnerv1.TaskKind_TASK_KIND_API, modeAPI
+	kind, md := runnerv1.TaskKind_TASK_KIND_API, interp.ModeAPI
 	switch lr.API {
 	case recipe.CheckAPI:
-		kind, md = runnerv1.TaskKind_TASK_KIND_CHECK, modeCheck
+		kind, md = runnerv1.TaskKind_TASK_KIND_CHECK, interp.ModeCheck
 	case recipe.CreateAPI:
-		kind, md = runnerv1.TaskKind_TASK_KIND_CREATE, modeCreate
+		kind, md = runnerv1.TaskKind_TASK_KIND_CREATE, interp.ModeCreate
 	}
 	task := &runnerv1.RunnerTask{
 		TaskId: "try", RunId: "try", ProjectId: "local", Kind: kind, Api: lr.API, Params: params,
@@ -92,7 +93,7 @@ func (r *Runner) RunLocal(ctx context.Context, lr LocalRun) (*LocalResult, error
 	maps.Copy(vars, lr.Vars)
 	out, perr := e.runProgram(tab, &program{api: lr.API, recipe: a, vars: vars}, md)
 	res := &LocalResult{Output: out}
-	if md == modeCheck {
+	if md == interp.ModeCheck {
 		res.Outcome = checkOutcome(perr)
 	}
 	var f *sdk.Failure

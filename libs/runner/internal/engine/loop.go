@@ -102,8 +102,10 @@ func (r *Runner) work(runCtx, taskCtx context.Context, cons jetstream.Consumer) 
 		case errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, jetstream.ErrNoMessages):
 		default:
 			r.log.Warn("fetching a task failed", "error", err, "retry_in", backoff)
-			if sleepCtx(runCtx, backoff) != nil {
+			select {
+			case <-runCtx.Done():
 				return
+			case <-time.After(backoff):
 			}
 			backoff = min(2*backoff, 5*time.Second)
 		}

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/recipe"
 	"github.com/latchkey/latchkey/libs/runner/internal/chrome"
+	"github.com/latchkey/latchkey/libs/runner/internal/interp"
 	"github.com/latchkey/latchkey/libs/runner/internal/sdk"
 	"github.com/latchkey/latchkey/libs/storagestate"
 )
@@ -67,7 +69,7 @@ func (r *Runner) credentials(ctx context.Context, task *runnerv1.RunnerTask) (sd
 		}
 		return sdk.Credentials(fields), nil
 	case len(ref.GetCiphertext()) > 0:
-		runID := apiOr(ref.GetCiphertextRunId(), task.GetRunId())
+		runID := cmp.Or(ref.GetCiphertextRunId(), task.GetRunId())
 		plain, err := r.deps.Vault.Open(ctx, sdk.Sealed{Project: task.GetProjectId(), Kind: "runtime_credentials", ID: runID}, ref.GetCiphertext(), task.GetRunId())
 		if err != nil {
 			return nil, err
@@ -202,7 +204,7 @@ func (e *execution) restore(tab context.Context, st *latchkeyv1.StorageState, di
 		attribute.Int("latchkey.origins", len(st.GetOrigins())))
 	if err := e.bc.Restore(ctx, st, e.warm); err != nil {
 		span.SetStatus(codes.Error, "restore failed")
-		return e.browserError(tab, err)
+		return e.BrowserError(tab, err)
 	}
 	chrome.Normalize(st)
 	e.bc.State, e.bc.Digest, e.bc.Revision, e.bc.Stored = st, digest, rev, nil
@@ -213,7 +215,7 @@ func (e *execution) restore(tab context.Context, st *latchkeyv1.StorageState, di
 
 // runProgram runs a handler or a recipe in the task's tab, in a span named after the
 // API.
-func (e *execution) runProgram(tab context.Context, p *program, md mode) (out any, err error) {
+func (e *execution) runProgram(tab context.Context, p *program, md interp.Mode) (out any, err error) {
 	ctx, span := e.r.tracer.Start(tab, "api "+p.api)
 	defer func() {
 		if err != nil {
@@ -224,18 +226,26 @@ func (e *execution) runProgram(tab context.Context, p *program, md mode) (out an
 	if p.handler != nil {
 		return e.runHandler(ctx, p, md)
 	}
-	in := &interp{e: e, api: p.recipe, mode: md, vars: maps.Clone(p.vars), output: map[string]any{}}
-	if err := in.run(ctx); err != nil {
+	t := e.task
+	rc := interp.Recipe{
+		API: p.recipe, Mode: md, Params: t.GetParams().AsMap(), Vars: maps.Clone(p.vars),
+		Session: recipe.SessionData{ID: t.GetSession().GetAuthSessionId(), ProjectID: t.GetProjectId()},
+	}
+	if md == interp.ModeCreate {
+		rc.Credentials = e.creds
+	}
+	output, err := interp.Run(ctx, e, rc, interp.Options{StepTimeout: e.r.cfg.StepTimeout, Tracer: e.r.tracer, Log: e.r.log, Observer: e.observer})
+	if err != nil {
 		return nil, err
 	}
-	if len(in.output) == 0 {
+	if len(output) == 0 {
 		return nil, nil
 	}
-	return in.output, nil
+	return output, nil
 }
 
 // runHandler calls a Go handler, turning a panic into a SCRIPT_ERROR.
-func (e *execution) runHandler(ctx context.Context, p *program, md mode) (out any, err error) {
+func (e *execution) runHandler(ctx context.Context, p *program, md interp.Mode) (out any, err error) {
 	t := e.task
 	params := map[string]any{}
 	if t.GetParams() != nil {
@@ -245,8 +255,8 @@ func (e *execution) runHandler(ctx context.Context, p *program, md mode) (out an
 		ID: t.GetTaskId(), RunID: t.GetRunId(), ProjectID: t.GetProjectId(), Kind: t.GetKind(), API: p.api,
 		Params: params, SessionID: t.GetSession().GetAuthSessionId(), Vars: p.vars, Attempt: int(t.GetAttempt()),
 	}
-	sdk.SetAsk(task, e.ask)
-	if md == modeCreate {
+	sdk.SetAsk(task, e.Ask)
+	if md == interp.ModeCreate {
 		task.Credentials = e.creds
 	}
 	defer func() {
@@ -267,7 +277,7 @@ func (e *execution) runHandler(ctx context.Context, p *program, md mode) (out an
 		return nil, sdk.WithCause(&sdk.Failure{Reason: reasonScript, Message: "the check says the state is not logged in", Outcome: outcomeInvalid}, err)
 	case ctx.Err() != nil:
 		return nil, sdk.CauseOf(ctx)
-	case e.bcDead():
+	case e.BrowserGone():
 		return nil, sdk.Infra("handler %s: %w", p.api, err)
 	}
 	return nil, sdk.WithCause(&sdk.Failure{Reason: reasonScript, Message: fmt.Sprintf("the handler of %s failed: %.512s", p.api, err.Error())}, err)

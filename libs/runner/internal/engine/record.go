@@ -116,7 +116,7 @@ func (lv *liveView) run(start string) error {
 	if _, err := chromedp.Call(tab, emulation.SetDeviceMetricsOverride, emulation.SetDeviceMetricsOverrideParams{
 		Width: recordWidth, Height: recordHeight, DeviceScaleFactor: 1,
 	}); err != nil {
-		return e.browserError(tab, err)
+		return e.BrowserError(tab, err)
 	}
 	frames := chromedp.Events(tab, page.ScreencastFrame)
 	navs := chromedp.Events(tab, page.FrameNavigated)
@@ -139,11 +139,11 @@ func (lv *liveView) run(start string) error {
 	if _, err := chromedp.Call(tab, page.StartScreencast, page.StartScreencastParams{
 		Format: page.StartScreencastFormatJpeg, Quality: &quality, MaxWidth: recordWidth, MaxHeight: recordHeight, EveryNthFrame: 1,
 	}); err != nil {
-		return e.browserError(tab, err)
+		return e.BrowserError(tab, err)
 	}
 	lv.publishState(runnerv1.LiveState_LIVE_STATE_RECORDING, "")
 	if err := chromedp.Do(tab, chromedp.Navigate(start)); err != nil && tab.Err() != nil {
-		return e.browserError(tab, err)
+		return e.BrowserError(tab, err)
 	}
 	// A start page that fails to load is shown as Chromium's error page; the person
 	// sees it and the recording goes on.
@@ -172,7 +172,7 @@ func (lv *liveView) loop(urls <-chan string) error {
 	for {
 		select {
 		case <-tab.Done():
-			return e.browserError(tab, tab.Err())
+			return e.BrowserError(tab, tab.Err())
 		case u := <-urls:
 			if lv.finished(u) {
 				return errFinished
@@ -181,7 +181,7 @@ func (lv *liveView) loop(urls <-chan string) error {
 			if in.GetType() == runnerv1.LiveInputType_LIVE_INPUT_TYPE_FINISH {
 				return errFinished
 			}
-			if err := lv.apply(in); err != nil && tab.Err() == nil && !e.bcDead() {
+			if err := lv.apply(in); err != nil && tab.Err() == nil && !e.BrowserGone() {
 				e.r.log.DebugContext(e.base, "replaying recorder input failed", "run_id", e.task.GetRunId(), "input_type", in.GetType().String())
 			}
 		case <-tick.C:

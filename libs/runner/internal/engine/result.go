@@ -2,16 +2,18 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"slices"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
+	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/runner/internal/chrome"
 	"github.com/latchkey/latchkey/libs/runner/internal/sdk"
 	"github.com/latchkey/latchkey/libs/storagestate"
@@ -74,7 +76,7 @@ func (e *execution) finish(err error) (redeliver bool) {
 	case errors.Is(err, sdk.ErrCanceled):
 		e.res.Status, e.res.FailureReason, e.res.FailureMessage = statusCanceled, reasonCanceled, "the run was canceled"
 		return false
-	case sdk.IsInfra(err) || e.bcDead() || errors.Is(err, context.Canceled):
+	case sdk.IsInfra(err) || e.BrowserGone() || errors.Is(err, context.Canceled):
 		// context.Canceled without sdk.ErrCanceled: the runner is stopping.
 		e.res.Status, e.res.FailureReason = statusFailed, reasonTransient
 		e.res.FailureMessage = "the runner's browser or a service it needs failed; the task may be retried"
@@ -137,7 +139,7 @@ func (e *execution) captureState(tab context.Context) error {
 	st, err := bc.Capture(ctx, visited)
 	if err != nil {
 		span.SetStatus(codes.Error, "capture failed")
-		return e.browserError(tab, fmt.Errorf("capturing state: %w", err))
+		return e.BrowserError(tab, fmt.Errorf("capturing state: %w", err))
 	}
 	if t := earliestExpiry(st); !t.IsZero() {
 		e.res.EarliestCookieExpiry = timestamppb.New(t)
@@ -244,12 +246,37 @@ func (e *execution) writeBack(ctx context.Context, mine *latchkeyv1.StorageState
 
 // browserError turns an error of a browser call into infrastructure trouble when the
 // browser died, and into the task's cancellation or deadline when those ended it.
-func (e *execution) browserError(tab context.Context, err error) error {
+func (e *execution) BrowserError(tab context.Context, err error) error {
 	switch {
-	case e.bcDead():
+	case e.BrowserGone():
 		return sdk.Infra("%w", err)
 	case tab.Err() != nil:
 		return sdk.CauseOf(tab)
 	}
 	return err
+}
+
+// toValue converts a program's output to a JSON value.
+func toValue(out any) (*structpb.Value, error) {
+	b, err := json.Marshal(out)
+	if err != nil {
+		return nil, err
+	}
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, err
+	}
+	return structpb.NewValue(v)
+}
+
+// toStruct converts params to a protobuf Struct.
+func toStruct(m map[string]any) (*structpb.Struct, error) {
+	if m == nil {
+		return nil, nil
+	}
+	v, err := toValue(m)
+	if err != nil {
+		return nil, err
+	}
+	return v.GetStructValue(), nil
 }

@@ -1,46 +1,117 @@
-package engine
+// Package interp is the recipe interpreter: it runs the steps of one API of a bundle
+// (libs/recipe) in a task's tab, each in a span named after its kind, renders their
+// templates, and types every failure for the program's mode (a check's INVALID or
+// INCONCLUSIVE, a create's RATE_LIMITED), naming the failed step, never a value. The
+// task it runs in is a Host: its browser context, its caller's answers and its
+// artifacts.
+package interp
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"google.golang.org/protobuf/types/known/structpb"
+	"go.opentelemetry.io/otel/trace"
 
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/recipe"
+	"github.com/latchkey/latchkey/libs/runner/internal/chrome"
 	"github.com/latchkey/latchkey/libs/runner/internal/sdk"
 )
 
+// Mode is what a program runs as: it decides how failures are typed.
+type Mode int
+
+// The modes of a program.
+const (
+	ModeAPI Mode = iota
+	ModeCheck
+	ModeCreate
+)
+
+// Short names of the enum values the interpreter uses.
+const (
+	reasonScript      = latchkeyv1.FailureReason_FAILURE_REASON_SCRIPT_ERROR
+	reasonTransient   = latchkeyv1.FailureReason_FAILURE_REASON_TRANSIENT
+	reasonTimeout     = latchkeyv1.FailureReason_FAILURE_REASON_TIMEOUT
+	reasonRateLimited = latchkeyv1.FailureReason_FAILURE_REASON_RATE_LIMITED
+
+	outcomeInvalid      = latchkeyv1.CheckOutcome_CHECK_OUTCOME_INVALID
+	outcomeInconclusive = latchkeyv1.CheckOutcome_CHECK_OUTCOME_INCONCLUSIVE
+)
+
+// Host is what a recipe needs of the task it runs in.
+type Host interface {
+	// Context is the task's browser context.
+	Context() *chrome.Context
+	// Ask asks the task's caller a question (ask steps).
+	Ask(ctx context.Context, q sdk.Question) (string, error)
+	// StoreArtifact stores a PNG as the task's artifact name and returns its id.
+	StoreArtifact(ctx context.Context, name string, png []byte, description string) (string, error)
+	// FailureScreenshot stores a screenshot of the page for failed step s and returns
+	// its id; "" when it took none.
+	FailureScreenshot(ctx context.Context, s *recipe.Step) (string, error)
+	// BrowserError types an error of a browser call: infrastructure trouble when the
+	// browser died, the task's cancellation or deadline when those ended it.
+	BrowserError(ctx context.Context, err error) error
+	// BrowserGone reports whether the task's browser exited.
+	BrowserGone() bool
+}
+
+// Recipe is one API of a bundle to run, and what its templates see.
+type Recipe struct {
+	API  *recipe.API
+	Mode Mode
+	// Params, Credentials (create only), Vars and Session are what templates see.
+	// Vars is the run's own copy: totp and ask steps add to it.
+	Params      map[string]any
+	Credentials sdk.Credentials
+	Vars        map[string]string
+	Session     recipe.SessionData
+}
+
+// Options are the runner's settings for every recipe.
+type Options struct {
+	// StepTimeout bounds a step that sets no timeout.
+	StepTimeout time.Duration
+	Tracer      trace.Tracer
+	Log         *slog.Logger
+	// Observer, if set, sees every step as it ends.
+	Observer func(sdk.StepEvent)
+}
+
+// Run runs rc's steps in order in the task's tab (ctx) and returns the output they
+// set; the first failure ends it, as a *sdk.Failure naming the step (or the task's
+// end or infrastructure trouble, as h.BrowserError types them).
+func Run(ctx context.Context, h Host, rc Recipe, opt Options) (map[string]any, error) {
+	in := &interp{h: h, rc: rc, opt: opt, vars: rc.Vars, output: map[string]any{}}
+	for _, s := range rc.API.Steps {
+		if err := in.step(ctx, s); err != nil {
+			return nil, err
+		}
+	}
+	return in.output, nil
+}
+
 // interp runs one recipe API in a task's tab.
 type interp struct {
-	e      *execution
-	api    *recipe.API
-	mode   mode
+	h      Host
+	rc     Recipe
+	opt    Options
 	vars   map[string]string
 	output map[string]any
 }
 
-// run executes the steps in order; the first failure ends the API.
-func (in *interp) run(ctx context.Context) error {
-	for _, s := range in.api.Steps {
-		if err := in.step(ctx, s); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // step runs one step in its own span, named after its kind.
 func (in *interp) step(ctx context.Context, s *recipe.Step) (err error) {
-	ctx, span := in.e.r.tracer.Start(ctx, string(s.Kind))
+	ctx, span := in.opt.Tracer.Start(ctx, string(s.Kind))
 	span.SetAttributes(attribute.Int("latchkey.step.index", s.Index), attribute.String("latchkey.step.kind", string(s.Kind)),
-		attribute.String("latchkey.api", in.api.Name), attribute.String("latchkey.file", in.api.File))
+		attribute.String("latchkey.api", in.rc.API.Name), attribute.String("latchkey.file", in.rc.API.File))
 	if sel := s.Selector + s.List; sel != "" {
 		span.SetAttributes(attribute.String("latchkey.step.selector", sel))
 	}
@@ -53,8 +124,8 @@ func (in *interp) step(ctx context.Context, s *recipe.Step) (err error) {
 		}
 		span.SetAttributes(attribute.String("latchkey.step.status", status))
 		span.End()
-		if in.e.observer != nil {
-			in.e.observer(sdk.StepEvent{API: in.api.Name, Index: s.Index, Kind: s.Kind, Name: s.Name, Selector: s.Selector + s.List, Status: status, Duration: time.Since(start), Err: errors.Join(err, ignored)})
+		if in.opt.Observer != nil {
+			in.opt.Observer(sdk.StepEvent{API: in.rc.API.Name, Index: s.Index, Kind: s.Kind, Name: s.Name, Selector: s.Selector + s.List, Status: status, Duration: time.Since(start), Err: errors.Join(err, ignored)})
 		}
 	}()
 	if s.When != nil {
@@ -77,7 +148,7 @@ func (in *interp) step(ctx context.Context, s *recipe.Step) (err error) {
 		status = "failed"
 		return in.fail(ctx, s, err)
 	}
-	timeout := in.e.r.cfg.StepTimeout
+	timeout := in.opt.StepTimeout
 	if s.Timeout > 0 {
 		timeout = s.Timeout
 	}
@@ -89,17 +160,17 @@ func (in *interp) step(ctx context.Context, s *recipe.Step) (err error) {
 	if ctx.Err() != nil {
 		// The task ended (canceled, past its deadline, browser gone), not the step.
 		status = "failed"
-		return in.e.browserError(ctx, err)
+		return in.h.BrowserError(ctx, err)
 	}
 	if s.Optional {
 		status = "ignored"
 		span.AddEvent("optional step failed")
-		in.e.r.log.DebugContext(ctx, "optional step failed", "api", in.api.Name, "step", s.Index, "kind", string(s.Kind))
+		in.opt.Log.DebugContext(ctx, "optional step failed", "api", in.rc.API.Name, "step", s.Index, "kind", string(s.Kind))
 		ignored = err
 		return nil
 	}
 	status = "failed"
-	if in.e.bcDead() {
+	if in.h.BrowserGone() {
 		return sdk.Infra("step %d (%s): %w", s.Index, s.Kind, err)
 	}
 	return in.fail(ctx, s, err)
@@ -109,10 +180,10 @@ func (in *interp) step(ctx context.Context, s *recipe.Step) (err error) {
 // screenshot of the page.
 func (in *interp) fail(ctx context.Context, s *recipe.Step, err error) error {
 	f := in.classify(s, err)
-	f.Step = &sdk.StepRef{File: in.api.File, API: in.api.Name, Index: s.Index, Kind: string(s.Kind), Selector: s.Selector + s.List}
+	f.Step = &sdk.StepRef{File: in.rc.API.File, API: in.rc.API.Name, Index: s.Index, Kind: string(s.Kind), Selector: s.Selector + s.List}
 	where := s.Describe()
-	f.Message = fmt.Sprintf("%s: api %s: %s: %s", in.api.File, in.api.Name, where, f.Message)
-	if id, aerr := in.e.screenshot(ctx, s); aerr == nil && id != "" {
+	f.Message = fmt.Sprintf("%s: api %s: %s: %s", in.rc.API.File, in.rc.API.Name, where, f.Message)
+	if id, aerr := in.h.FailureScreenshot(ctx, s); aerr == nil && id != "" {
 		f.ArtifactID = id
 	}
 	return f
@@ -141,7 +212,7 @@ func (in *interp) classify(s *recipe.Step, err error) *sdk.Failure {
 			f.Outcome = outcomeInvalid
 		}
 	}
-	if in.mode == modeCreate && f.Reason == reasonTransient && se != nil && se.status == 429 {
+	if in.rc.Mode == ModeCreate && f.Reason == reasonTransient && se != nil && se.status == 429 {
 		f.Reason = reasonRateLimited
 	}
 	return f
@@ -161,14 +232,9 @@ func browserMessage(err error) string {
 }
 
 // stepError is a step that ran and found something wrong.
-type (
-	reasonT  = latchkeyv1.FailureReason
-	outcomeT = latchkeyv1.CheckOutcome
-)
-
 type stepError struct {
-	reason  reasonT
-	outcome outcomeT
+	reason  latchkeyv1.FailureReason
+	outcome latchkeyv1.CheckOutcome
 	status  int // the HTTP status that caused it, if any
 	msg     string
 }
@@ -194,7 +260,7 @@ func (in *interp) render(s *recipe.Step) (*recipe.Step, error) {
 	for name, p := range fields {
 		v, err := recipe.Render(name, *p, d)
 		if err != nil {
-			return nil, templateError(in.api, s, name, err)
+			return nil, templateError(in.rc.API, s, name, err)
 		}
 		*p = v
 	}
@@ -210,7 +276,7 @@ func (in *interp) render(s *recipe.Step) (*recipe.Step, error) {
 		for k, v := range m.src {
 			r, err := recipe.Render(m.name+"."+k, v, d)
 			if err != nil {
-				return nil, templateError(in.api, s, m.name+"."+k, err)
+				return nil, templateError(in.rc.API, s, m.name+"."+k, err)
 			}
 			out[k] = r
 		}
@@ -225,10 +291,10 @@ func (in *interp) renderWhen(s *recipe.Step) (*recipe.Condition, error) {
 	w := *s.When
 	var err error
 	if w.Selector, err = recipe.Render("when.selector", w.Selector, d); err != nil {
-		return nil, templateError(in.api, s, "when.selector", err)
+		return nil, templateError(in.rc.API, s, "when.selector", err)
 	}
 	if w.Contains, err = recipe.Render("when.contains", w.Contains, d); err != nil {
-		return nil, templateError(in.api, s, "when.contains", err)
+		return nil, templateError(in.rc.API, s, "when.contains", err)
 	}
 	return &w, nil
 }
@@ -240,39 +306,9 @@ func templateError(_ *recipe.API, _ *recipe.Step, field string, err error) error
 
 // data is what templates see now: vars change as totp and ask steps run.
 func (in *interp) data() recipe.Data {
-	t := in.e.task
-	params := map[string]any{}
-	if t.GetParams() != nil {
-		params = t.GetParams().AsMap()
-	}
-	d := recipe.Data{Params: params, Vars: in.vars, Session: recipe.SessionData{ID: t.GetSession().GetAuthSessionId(), ProjectID: t.GetProjectId()}}
-	if in.mode == modeCreate {
-		d.Credentials = in.e.creds
+	d := recipe.Data{Params: in.rc.Params, Vars: in.vars, Session: in.rc.Session}
+	if in.rc.Mode == ModeCreate {
+		d.Credentials = in.rc.Credentials
 	}
 	return d
-}
-
-// toValue converts a program's output to a JSON value.
-func toValue(out any) (*structpb.Value, error) {
-	b, err := json.Marshal(out)
-	if err != nil {
-		return nil, err
-	}
-	var v any
-	if err := json.Unmarshal(b, &v); err != nil {
-		return nil, err
-	}
-	return structpb.NewValue(v)
-}
-
-// toStruct converts params to a protobuf Struct.
-func toStruct(m map[string]any) (*structpb.Struct, error) {
-	if m == nil {
-		return nil, nil
-	}
-	v, err := toValue(m)
-	if err != nil {
-		return nil, err
-	}
-	return v.GetStructValue(), nil
 }

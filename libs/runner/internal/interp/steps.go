@@ -1,6 +1,7 @@
-package engine
+package interp
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -116,7 +117,7 @@ func (in *interp) gotoURL(ctx context.Context, url string) error {
 	if resp == nil {
 		return nil
 	}
-	return statusError(int(resp.Status), in.mode == modeCheck, []int{401, 403})
+	return statusError(int(resp.Status), in.rc.Mode == ModeCheck, []int{401, 403})
 }
 
 // statusError types an HTTP status a step met, or returns nil when it is fine.
@@ -378,13 +379,13 @@ func (in *interp) totp(s *recipe.Step) error {
 	if err != nil {
 		return &stepError{reason: reasonScript, outcome: outcomeInconclusive, msg: "field secret: not a base32 TOTP secret"}
 	}
-	in.vars[apiOr(s.As, "totp")] = code
+	in.vars[cmp.Or(s.As, "totp")] = code
 	return nil
 }
 
 // askStep asks the caller and stores the answer in .Vars[field].
 func (in *interp) askStep(ctx context.Context, s *recipe.Step) error {
-	ans, err := in.e.ask(ctx, sdk.Question{Field: s.Field, Prompt: s.Prompt, Choices: s.Choices, Wait: s.Duration})
+	ans, err := in.h.Ask(ctx, sdk.Question{Field: s.Field, Prompt: s.Prompt, Choices: s.Choices, Wait: s.Duration})
 	if err != nil {
 		return err
 	}
@@ -404,7 +405,7 @@ func (in *interp) screenshotStep(ctx context.Context, s *recipe.Step) error {
 	if err != nil {
 		return err
 	}
-	id, err := in.e.storeArtifact(ctx, fmt.Sprintf("step-%d.png", s.Index), png, fmt.Sprintf("screenshot of step %d of %s", s.Index, in.api.Name))
+	id, err := in.h.StoreArtifact(ctx, fmt.Sprintf("step-%d.png", s.Index), png, fmt.Sprintf("screenshot of step %d of %s", s.Index, in.rc.API.Name))
 	if err != nil {
 		return err
 	}

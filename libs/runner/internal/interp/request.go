@@ -1,6 +1,7 @@
-package engine
+package interp
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -45,11 +46,11 @@ func (in *interp) request(ctx context.Context, s *recipe.Step) error {
 	if origin == "" {
 		return &stepError{reason: reasonScript, outcome: outcomeInconclusive, msg: "field url: not an http or https URL"}
 	}
-	if err := in.e.bc.OnOrigin(ctx, origin); err != nil {
+	if err := in.h.Context().OnOrigin(ctx, origin); err != nil {
 		return &stepError{reason: reasonTransient, outcome: outcomeInconclusive, msg: "could not open a document of " + origin}
 	}
-	in.e.bc.Visit(origin)
-	method := strings.ToUpper(apiOr(s.Method, "GET"))
+	in.h.Context().Visit(origin)
+	method := strings.ToUpper(cmp.Or(s.Method, "GET"))
 	headers, _ := json.Marshal(s.Headers)
 	if s.Headers == nil {
 		headers = []byte("{}")
@@ -75,7 +76,7 @@ func (in *interp) request(ctx context.Context, s *recipe.Step) error {
 		invalid = []int{401, 403}
 	}
 	if err := statusError(res.Status, true, invalid); err != nil {
-		if in.mode != modeCheck {
+		if in.rc.Mode != ModeCheck {
 			if se, ok := err.(*stepError); ok && se.outcome == outcomeInvalid {
 				se.msg = fmt.Sprintf("the site answered %d: the state is not logged in", res.Status)
 			}
