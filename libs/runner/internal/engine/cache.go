@@ -133,3 +133,8 @@ func (c *varsCache) get(ctx context.Context, project, session string) (map[strin
 	c.mu.Unlock()
 	return vars, nil
 }
+
+// parseBundle is recipe.Parse for a project's bundle.
+func parseBundle(files []recipe.File) (*recipe.Bundle, error) {
+	return recipe.Parse(files, recipe.Options{})
+}

@@ -4,9 +4,13 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
+	"maps"
+	"runtime/debug"
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -228,6 +232,88 @@ func (e *execution) tabContext() (context.Context, func()) {
 	tab = trace.ContextWithSpan(tab, trace.SpanFromContext(e.base))
 	stop := context.AfterFunc(e.base, func() { cancel(context.Cause(e.base)) })
 	return tab, func() { stop(); cancel(nil) }
+}
+
+// runProgram runs a handler or a recipe in the task's tab, in a span named after the
+// API.
+func (e *execution) runProgram(tab context.Context, p *program, md interp.Mode) (out any, err error) {
+	ctx, span := e.r.tracer.Start(tab, "api "+p.api)
+	defer func() {
+		if err != nil {
+			span.SetStatus(codes.Error, "failed")
+		}
+		span.End()
+	}()
+	if p.handler != nil {
+		return e.runHandler(ctx, p, md)
+	}
+	t := e.task
+	rc := interp.Recipe{
+		API: p.recipe, Mode: md, Params: t.GetParams().AsMap(), Vars: maps.Clone(p.vars),
+		Session: recipe.SessionData{ID: t.GetSession().GetAuthSessionId(), ProjectID: t.GetProjectId()},
+	}
+	if md == interp.ModeCreate {
+		rc.Credentials = e.creds
+	}
+	output, err := interp.Run(ctx, e, rc, interp.Options{StepTimeout: e.r.cfg.StepTimeout, Tracer: e.r.tracer, Log: e.r.log, Observer: e.observer})
+	if err != nil {
+		return nil, err
+	}
+	if len(output) == 0 {
+		return nil, nil
+	}
+	return output, nil
+}
+
+// runHandler calls a Go handler, turning a panic into a SCRIPT_ERROR.
+func (e *execution) runHandler(ctx context.Context, p *program, md interp.Mode) (out any, err error) {
+	t := e.task
+	params := map[string]any{}
+	if t.GetParams() != nil {
+		params = t.GetParams().AsMap()
+	}
+	task := &sdk.Task{
+		ID: t.GetTaskId(), RunID: t.GetRunId(), ProjectID: t.GetProjectId(), Kind: t.GetKind(), API: p.api,
+		Params: params, SessionID: t.GetSession().GetAuthSessionId(), Vars: p.vars, Attempt: int(t.GetAttempt()),
+	}
+	sdk.SetAsk(task, e.Ask)
+	if md == interp.ModeCreate {
+		task.Credentials = e.creds
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			e.r.log.ErrorContext(ctx, "handler panicked", "api", p.api, "panic_type", fmt.Sprintf("%T", v), "stack", string(debug.Stack()))
+			out, err = nil, sdk.Fail(reasonScript, "the handler of %s panicked", p.api)
+		}
+	}()
+	out, err = p.handler(ctx, task)
+	if err == nil {
+		return out, nil
+	}
+	var f *sdk.Failure
+	switch {
+	case errors.As(err, &f), sdk.IsInfra(err):
+		return nil, err
+	case errors.Is(err, sdk.ErrLoggedOut):
+		return nil, sdk.WithCause(&sdk.Failure{Reason: reasonScript, Message: "the check says the state is not logged in", Outcome: outcomeInvalid}, err)
+	case ctx.Err() != nil:
+		return nil, sdk.CauseOf(ctx)
+	case e.BrowserGone():
+		return nil, sdk.Infra("handler %s: %w", p.api, err)
+	}
+	return nil, sdk.WithCause(&sdk.Failure{Reason: reasonScript, Message: fmt.Sprintf("the handler of %s failed: %.512s", p.api, err.Error())}, err)
+}
+
+// browserError turns an error of a browser call into infrastructure trouble when the
+// browser died, and into the task's cancellation or deadline when those ended it.
+func (e *execution) BrowserError(tab context.Context, err error) error {
+	switch {
+	case e.BrowserGone():
+		return sdk.Infra("%w", err)
+	case tab.Err() != nil:
+		return sdk.CauseOf(tab)
+	}
+	return err
 }
 
 func kindName(k runnerv1.TaskKind) string {

@@ -25,7 +25,6 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/latchkey/latchkey/libs/bus"
-	"github.com/latchkey/latchkey/libs/recipe"
 	"github.com/latchkey/latchkey/libs/runner/internal/chrome"
 	"github.com/latchkey/latchkey/libs/runner/internal/sdk"
 	"github.com/latchkey/latchkey/libs/runner/internal/warm"
@@ -208,8 +207,3 @@ func (r *Runner) WarmContexts() int { return r.warmSet.Len() }
 
 // BrowserPIDs returns the process ids of the running Chromium processes.
 func (r *Runner) BrowserPIDs() []int { return r.pool.PIDs() }
-
-// parseBundle is recipe.Parse for a project's bundle.
-func parseBundle(files []recipe.File) (*recipe.Bundle, error) {
-	return recipe.Parse(files, recipe.Options{})
-}
