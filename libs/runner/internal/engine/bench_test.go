@@ -48,7 +48,7 @@ apis:
 // machine load. It reports tasks/s, p50 and p95 per variant, the ratios b/a and b'/a',
 // and the mean PSS of the renderers.
 //
-//	go test -run '^$' -bench BenchmarkTask -benchtime 30x ./libs/runner/
+//	go test -run '^$' -bench BenchmarkTask -benchtime 30x ./libs/runner/internal/engine/
 func BenchmarkTask(b *testing.B) {
 	_, base := testkit.Portal(b, portal.Config{})
 	for _, conc := range []int{1, 2} {
