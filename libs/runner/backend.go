@@ -2,7 +2,6 @@ package runner
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"google.golang.org/grpc/codes"
@@ -11,52 +10,35 @@ import (
 	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
 	vaultv1 "github.com/latchkey/latchkey/libs/gen/latchkey/vault/v1"
 	"github.com/latchkey/latchkey/libs/recipe"
+	"github.com/latchkey/latchkey/libs/runner/internal/sdk"
 )
 
-// StateStore reads what the registry keeps about sessions.
-type StateStore interface {
-	// StorageState returns a session's state revision as the vault sealed it (0: the
-	// newest) and the revision it is.
-	StorageState(ctx context.Context, project, session string, revision int64) (ciphertext []byte, rev int64, err error)
-	// SessionVars returns the session's vars, which recipes see over the bundle's.
-	SessionVars(ctx context.Context, project, session string) (map[string]string, error)
-}
+// StateStore reads what the registry keeps about sessions: a session's sealed state
+// revisions and its vars.
+type StateStore = sdk.StateStore
 
 // StateWriter stores sealed states; a StateStore that implements it lets the runner
 // write back the state a task ended with itself, merging with a concurrent writer.
-type StateWriter interface {
-	// PutStorageState stores sealed as the revision after base and returns it, or
-	// ErrStateConflict when base is no longer the newest.
-	PutStorageState(ctx context.Context, project, session string, sealed []byte, base int64) (int64, error)
-}
-
-// ErrStateConflict is returned by StateWriter.PutStorageState when another writer
-// stored a newer revision first.
-var ErrStateConflict = errors.New("a newer storage state revision exists")
+type StateWriter = sdk.StateWriter
 
 // BundleStore reads deployed bundles.
-type BundleStore interface {
-	// Bundle returns the files of a project's bundle version (0: the newest) and the
-	// version it is.
-	Bundle(ctx context.Context, project string, version int64) ([]recipe.File, int64, error)
-}
-
-// Sealed names what a ciphertext is bound to: a ciphertext opens only with the same
-// project, kind and id.
-type Sealed struct {
-	Project string
-	// Kind is for example "storage_state", "runtime_credentials" or "resume_answers".
-	Kind string
-	ID   string
-}
+type BundleStore = sdk.BundleStore
 
 // Vault seals and opens blobs and reads secrets. Every Open and Secret is audited by
 // the vault with the Run it serves.
-type Vault interface {
-	Seal(ctx context.Context, to Sealed, plaintext []byte) ([]byte, error)
-	Open(ctx context.Context, from Sealed, ciphertext []byte, runID string) ([]byte, error)
-	Secret(ctx context.Context, project, secretID, runID string) (map[string]string, error)
-}
+type Vault = sdk.Vault
+
+// Sealed names what a ciphertext is bound to: a ciphertext opens only with the same
+// project, kind and id.
+type Sealed = sdk.Sealed
+
+// ErrStateConflict is returned by StateWriter.PutStorageState when another writer
+// stored a newer revision first.
+var ErrStateConflict = sdk.ErrStateConflict
+
+// ErrRevisionGone is returned by StateStore.StorageState for a revision the registry
+// no longer keeps (newer ones replaced it); the newest is the one to use.
+var ErrRevisionGone = sdk.ErrRevisionGone
 
 // GRPC implements StateStore, BundleStore and Vault with the registry's
 // SessionStateService and the credential vault's VaultService.
@@ -70,10 +52,6 @@ var (
 	_ BundleStore = GRPC{}
 	_ Vault       = GRPC{}
 )
-
-// ErrRevisionGone is returned by StateStore.StorageState for a revision the registry
-// no longer keeps (newer ones replaced it); the newest is the one to use.
-var ErrRevisionGone = errors.New("storage state revision no longer kept")
 
 // StorageState calls SessionStateService.GetStorageState.
 func (g GRPC) StorageState(ctx context.Context, project, session string, revision int64) ([]byte, int64, error) {
@@ -166,6 +144,6 @@ func backendError(doing string, err error) error {
 	case codes.NotFound, codes.InvalidArgument, codes.FailedPrecondition, codes.PermissionDenied:
 		return fmt.Errorf("%s: %s", doing, status.Convert(err).Message())
 	default:
-		return infra("%s: %w", doing, err)
+		return sdk.Infra("%s: %w", doing, err)
 	}
 }

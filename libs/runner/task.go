@@ -1,75 +1,59 @@
 package runner
 
 import (
-	"context"
-	"fmt"
-	"log/slog"
-	"time"
-
-	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
+	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
+	"github.com/latchkey/latchkey/libs/runner/internal/sdk"
 )
 
 // Handler is a Go automation registered with Runner.Handle. ctx is the task's chromedp
-// context: run chromedp actions on it (chromedp.Do(ctx, chromedp.Navigate(...))). It
-// ends when the task is canceled or runs past its deadline. The returned value is the
-// Run's output, encoded as JSON. Return InvalidCredentials (create), ErrLoggedOut
-// (check) or another Failure to say what went wrong.
-type Handler func(ctx context.Context, t *Task) (any, error)
+// context: run chromedp actions on it. It ends when the task is canceled or runs past
+// its deadline. The returned value is the Run's output, encoded as JSON. Return
+// InvalidCredentials (create), ErrLoggedOut (check) or another Failure to say what
+// went wrong.
+type Handler = sdk.Handler
 
-// Task is what a handler knows of the task it runs.
-type Task struct {
-	// ID, RunID and ProjectID identify the task.
-	ID, RunID, ProjectID string
-	// Kind is CHECK, CREATE or API.
-	Kind runnerv1.TaskKind
-	// API is the automation, for example "list-invoices" or "auth-sessions/create".
-	API string
-	// Params are the Run's parameters.
-	Params map[string]any
-	// Credentials are set for auth-sessions/create only.
-	Credentials Credentials
-	// SessionID is the AuthSession the task runs in; empty for sessionless APIs.
-	SessionID string
-	// Vars are the bundle's and the session's vars.
-	Vars map[string]string
-	// Attempt counts the attempts of the Run, from 1.
-	Attempt int
-
-	ask func(ctx context.Context, q Question) (string, error)
-}
+// Task is what a handler knows of the task it runs: ids, kind, API, params, the
+// create's Credentials, the session and its vars, the attempt. Task.Ask asks the
+// caller for more information (an SMS code, a choice) and waits for the answer.
+type Task = sdk.Task
 
 // Question is what a create asks its caller for, with Task.Ask.
-type Question struct {
-	// Field names the answer, for example "sms_code".
-	Field string
-	// Prompt is shown to the person answering.
-	Prompt string
-	// Choices, if set, are the allowed answers.
-	Choices []string
-	// Wait bounds how long the browser context is held open for the answer; zero
-	// means the runner's default.
-	Wait time.Duration
-}
-
-// Ask stops the task to ask the caller for more information (an SMS code, a choice):
-// the Run enters REQUESTED_MORE_INFO, the browser context stays open, and Ask returns
-// the answer given with ResumeRun, or a MORE_INFO_REQUIRED failure when nobody answered
-// in time.
-func (t *Task) Ask(ctx context.Context, q Question) (string, error) {
-	if t.ask == nil {
-		return "", Fail(reasonMoreInfo, "this task cannot ask for more information")
-	}
-	return t.ask(ctx, q)
-}
+type Question = sdk.Question
 
 // Credentials are a create's credentials. They print and log as redacted.
-type Credentials map[string]string
+type Credentials = sdk.Credentials
 
-// String names the fields only.
-func (c Credentials) String() string { return fmt.Sprintf("Credentials(%d fields, redacted)", len(c)) }
+// Failure is a typed failure of a task: a reason (DESIGN.md section 3) and a message
+// a user can act on, never a credential or a state value. Handlers return one (see
+// InvalidCredentials and Fail); the recipe interpreter returns one for every failed
+// step, naming it in Step.
+type Failure = sdk.Failure
 
-// Format prints Credentials as String does, whatever the verb.
-func (c Credentials) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(c.String())) }
+// StepRef names a recipe step: never a value, which may be a credential.
+type StepRef = sdk.StepRef
 
-// LogValue redacts the values.
-func (c Credentials) LogValue() slog.Value { return slog.StringValue(c.String()) }
+// StepEvent reports one recipe step to LocalRun.Observer (latchkey try prints them).
+type StepEvent = sdk.StepEvent
+
+// Fail returns a Failure with reason and a message. Handlers use it for the typed
+// failures a site can cause: ACCOUNT_LOCKED, RATE_LIMITED, CAPTCHA_BLOCKED and so on.
+func Fail(reason latchkeyv1.FailureReason, format string, args ...any) error {
+	return sdk.Fail(reason, format, args...)
+}
+
+// InvalidCredentials returns the failure a create handler reports when the site
+// rejected the username or password. It is never retried automatically.
+func InvalidCredentials(message string) error { return sdk.InvalidCredentials(message) }
+
+// ErrLoggedOut is what a check handler returns when the state it was given is not
+// logged in: the check answers INVALID, and the session is recreated.
+var ErrLoggedOut = sdk.ErrLoggedOut
+
+// Reasons handlers use most, for Fail.
+const (
+	ReasonScriptError   = sdk.ReasonScriptError
+	ReasonAccountLocked = sdk.ReasonAccountLocked
+	ReasonRateLimited   = sdk.ReasonRateLimited
+	ReasonCaptcha       = sdk.ReasonCaptcha
+	ReasonTransient     = sdk.ReasonTransient
+)

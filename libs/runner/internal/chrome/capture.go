@@ -1,0 +1,99 @@
+package chrome
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/storage"
+	"github.com/chromedp/chromedp"
+
+	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
+)
+
+// Capture reads the state the context holds: every cookie of the browser context and
+// the localStorage of every origin it was given or visited.
+func (bc *Context) Capture(ctx context.Context, visited []string) (*latchkeyv1.StorageState, error) {
+	res, err := chromedp.CallBrowser(ctx, storage.GetCookies, storage.GetCookiesParams{BrowserContextID: bc.bcID})
+	if err != nil {
+		return nil, fmt.Errorf("reading cookies: %w", err)
+	}
+	st := &latchkeyv1.StorageState{Cookies: CookiesFromCDP(res.Cookies)}
+	for _, o := range visited {
+		bc.storageOrigins[o] = true
+	}
+	origins := make([]string, 0, len(bc.storageOrigins))
+	for o := range bc.storageOrigins {
+		origins = append(origins, o)
+	}
+	// Read the origin the tab shows first, in one call, so most captures load no
+	// document.
+	here, _ := chromedp.Run(ctx, chromedp.Evaluate[struct {
+		Origin string     `json:"origin"`
+		Items  [][]string `json:"items"`
+	}](`({origin: location.origin, items: (() => { try { return Object.keys(localStorage).map(k => [k, localStorage.getItem(k)]) } catch (e) { return null } })()})`))
+	cur := here.Origin
+	slices.SortFunc(origins, func(a, b string) int {
+		switch {
+		case a == cur:
+			return -1
+		case b == cur:
+			return 1
+		}
+		return strings.Compare(a, b)
+	})
+	for _, o := range origins {
+		var items []*latchkeyv1.StorageItem
+		if o == cur && here.Items != nil {
+			items = StorageItems(here.Items)
+		} else if items, err = bc.readLocalStorage(ctx, o); err != nil {
+			return nil, err
+		}
+		if len(items) > 0 {
+			st.Origins = append(st.Origins, &latchkeyv1.OriginStorage{Origin: o, LocalStorage: items})
+		}
+	}
+	Normalize(st)
+	return st, nil
+}
+
+func (bc *Context) readLocalStorage(ctx context.Context, origin string) ([]*latchkeyv1.StorageItem, error) {
+	if err := bc.OnOrigin(ctx, origin); err != nil {
+		return nil, fmt.Errorf("reading localStorage of %s: %w", origin, err)
+	}
+	pairs, err := chromedp.Run(ctx, chromedp.Evaluate[[][]string](
+		`Object.keys(localStorage).map(k => [k, localStorage.getItem(k)])`))
+	if err != nil {
+		return nil, fmt.Errorf("reading localStorage of %s: %w", origin, err)
+	}
+	return StorageItems(pairs), nil
+}
+
+// StorageItems converts [name, value] pairs read from localStorage.
+func StorageItems(pairs [][]string) []*latchkeyv1.StorageItem {
+	items := make([]*latchkeyv1.StorageItem, 0, len(pairs))
+	for _, p := range pairs {
+		if len(p) == 2 {
+			items = append(items, &latchkeyv1.StorageItem{Name: p[0], Value: p[1]})
+		}
+	}
+	return items
+}
+
+// CookiesFromCDP converts the browser's cookies to Playwright's shape.
+func CookiesFromCDP(cs []*network.Cookie) []*latchkeyv1.Cookie {
+	out := make([]*latchkeyv1.Cookie, 0, len(cs))
+	for _, c := range cs {
+		exp := c.Expires
+		if c.Session || exp <= 0 {
+			exp = -1
+		}
+		out = append(out, &latchkeyv1.Cookie{
+			Name: c.Name, Value: c.Value, Domain: c.Domain, Path: c.Path, Expires: exp,
+			HttpOnly: c.HTTPOnly, Secure: c.Secure, SameSite: string(c.SameSite),
+		})
+	}
+	return out
+}

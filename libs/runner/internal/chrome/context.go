@@ -1,0 +1,241 @@
+package chrome
+
+import (
+	"context"
+	"net/url"
+	"strings"
+	"sync"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/fetch"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/target"
+	"github.com/chromedp/chromedp"
+
+	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
+	"github.com/latchkey/latchkey/libs/runner/internal/sdk"
+)
+
+// SyntheticPath is the path of the empty documents the runner loads (without touching
+// the network) to read and write an origin's localStorage.
+const SyntheticPath = "/__latchkey__"
+
+// Proxy is the proxy pinned to a session's contexts.
+type Proxy struct {
+	Server   string
+	Username string
+	Password string
+}
+
+// String never shows the password.
+func (p *Proxy) String() string {
+	if p == nil {
+		return "none"
+	}
+	return p.Server
+}
+
+// Context is one isolated browser context (Target.createBrowserContext) with one tab.
+// It belongs to one session for its whole life (or to no session, for sessionless API
+// tasks, and is then closed after its task).
+type Context struct {
+	b       *Browser
+	tab     context.Context
+	cancel  context.CancelFunc
+	bcID    cdp.BrowserContextID
+	session string
+	proxy   string
+
+	// What the context holds, owned by the task that has it: the state revision it
+	// holds (0: unknown), the digest of the sealed state its contents match, and the
+	// state itself.
+	Revision int64
+	Digest   [32]byte
+	State    *latchkeyv1.StorageState
+	// Stored is what the session's revision holds when it is not State: after this
+	// context's write-back merged in another writer's cookies, the context keeps its
+	// own (another context's session token is not its own), and its next write-back
+	// merges Stored back in, so the other writer's cookies are not dropped. Nil when
+	// the revision holds State.
+	Stored *latchkeyv1.StorageState
+	// storageOrigins are the origins whose localStorage the context was given or saw.
+	storageOrigins map[string]bool
+
+	mu      sync.Mutex
+	visited map[string]bool // origins navigated to since reset
+}
+
+// Session is the session the context belongs to ("<project>/<session>"), or "".
+func (bc *Context) Session() string { return bc.session }
+
+// Proxy names the proxy the context uses ("none" without one), never its password.
+func (bc *Context) Proxy() string { return bc.proxy }
+
+// Tab is the chromedp context of the context's one tab. It ends when the context
+// closes or its browser exits, never with a task.
+func (bc *Context) Tab() context.Context { return bc.tab }
+
+// Browser is the browser hosting the context.
+func (bc *Context) Browser() *Browser { return bc.b }
+
+// Usable reports whether the context can serve another task: it and its browser run,
+// and the browser is not draining.
+func (bc *Context) Usable() bool { return bc.Alive() && !bc.b.draining }
+
+// BrowserGone reports whether the context's browser exited.
+func (bc *Context) BrowserGone() bool { return bc.b.dead.Load() || !bc.b.alive() }
+
+// NewContext opens a new isolated browser context with one tab on a pool browser,
+// intercepting the runner's synthetic documents and answering proxy credentials.
+func (p *Pool) NewContext(ctx context.Context, session string, proxy *Proxy) (*Context, error) {
+	b, err := p.browser(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var opts []chromedp.CreateBrowserContextOption
+	if proxy != nil && proxy.Server != "" {
+		opts = append(opts, func(params *target.CreateBrowserContextParams) {
+			params.ProxyServer = proxy.Server
+			// Chromium bypasses proxies for loopback by default; a pinned proxy is for
+			// every request of the session.
+			params.ProxyBypassList = "<-loopback>"
+		})
+	}
+	tab, cancel := chromedp.NewContext(b.ctx, chromedp.WithNewBrowserContext(opts...))
+	bc := &Context{
+		b: b, tab: tab, cancel: cancel, session: session,
+		proxy: proxy.String(), storageOrigins: map[string]bool{}, visited: map[string]bool{},
+	}
+	if err := bc.open(ctx, proxy); err != nil {
+		bc.cancel()
+		p.released(b)
+		if b.dead.Load() || !b.alive() {
+			return nil, sdk.Infra("opening a browser context: %s exited", b)
+		}
+		return nil, sdk.Infra("opening a browser context: %w", err)
+	}
+	return bc, nil
+}
+
+// open creates the target and sets up interception and origin tracking. The target is
+// created under the long-lived tab context, never under a task's, so a task deadline
+// does not close it.
+func (bc *Context) open(ctx context.Context, proxy *Proxy) error {
+	done := make(chan error, 1)
+	go func() { done <- chromedp.Do(bc.tab) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return err
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	bc.bcID = chromedp.FromContext(bc.tab).BrowserContextID
+	if err := chromedp.Listen(bc.tab, bc.onEvent); err != nil {
+		return err
+	}
+	auth := proxy != nil && proxy.Username != ""
+	paused := chromedp.Events(bc.tab, fetch.RequestPaused)
+	go bc.serve(paused)
+	pattern := "*" + SyntheticPath
+	if auth {
+		pattern = "*"
+		go bc.answerAuth(chromedp.Events(bc.tab, fetch.AuthRequired), proxy)
+	}
+	_, err := chromedp.Call(bc.tab, fetch.Enable, fetch.EnableParams{
+		Patterns:           []*fetch.RequestPattern{{URLPattern: pattern}},
+		HandleAuthRequests: &auth,
+	})
+	return err
+}
+
+// serve answers intercepted requests: the runner's synthetic documents with an empty
+// page, everything else (only with a proxy that needs credentials) continues.
+func (bc *Context) serve(events func(func(fetch.EventRequestPaused, error) bool)) {
+	for ev, err := range events {
+		if err != nil {
+			return
+		}
+		if u, perr := url.Parse(ev.Request.URL); perr == nil && u.Path == SyntheticPath {
+			_, _ = chromedp.Call(bc.tab, fetch.FulfillRequest, fetch.FulfillRequestParams{
+				RequestID: ev.RequestID, ResponseCode: 200,
+				ResponseHeaders: []*fetch.HeaderEntry{{Name: "Content-Type", Value: "text/html; charset=utf-8"}, {Name: "Cache-Control", Value: "no-store"}},
+				Body:            []byte(`<!doctype html><title></title><link rel="icon" href="data:,">`),
+			})
+			continue
+		}
+		_, _ = chromedp.Call(bc.tab, fetch.ContinueRequest, fetch.ContinueRequestParams{RequestID: ev.RequestID})
+	}
+}
+
+// answerAuth gives the session's proxy credentials to the proxy's challenges only;
+// a site's own challenge gets the browser's default answer.
+func (bc *Context) answerAuth(events func(func(fetch.EventAuthRequired, error) bool), proxy *Proxy) {
+	for ev, err := range events {
+		if err != nil {
+			return
+		}
+		resp := &fetch.AuthChallengeResponse{Response: fetch.AuthChallengeResponseResponseDefault}
+		if ev.AuthChallenge != nil && ev.AuthChallenge.Source == fetch.AuthChallengeSourceProxy {
+			resp = &fetch.AuthChallengeResponse{
+				Response: fetch.AuthChallengeResponseResponseProvideCredentials,
+				Username: proxy.Username, Password: proxy.Password,
+			}
+		}
+		_, _ = chromedp.Call(bc.tab, fetch.ContinueWithAuth, fetch.ContinueWithAuthParams{RequestID: ev.RequestID, AuthChallengeResponse: resp})
+	}
+}
+
+// onEvent records the origins the tab's frames navigate to. It runs on the tab's
+// message loop: it must return fast.
+func (bc *Context) onEvent(ev any) {
+	nav, ok := ev.(*page.EventFrameNavigated)
+	if !ok || nav.Frame == nil {
+		return
+	}
+	if o := OriginOf(nav.Frame.URL); o != "" && !strings.HasSuffix(nav.Frame.URL, SyntheticPath) {
+		bc.mu.Lock()
+		bc.visited[o] = true
+		bc.mu.Unlock()
+	}
+}
+
+// Visit records an origin the task reached other than by navigating (a request step).
+func (bc *Context) Visit(origin string) {
+	bc.mu.Lock()
+	bc.visited[origin] = true
+	bc.mu.Unlock()
+}
+
+// TakeVisited returns the origins visited since the last call and forgets them.
+func (bc *Context) TakeVisited() []string {
+	bc.mu.Lock()
+	defer bc.mu.Unlock()
+	out := make([]string, 0, len(bc.visited))
+	for o := range bc.visited {
+		out = append(out, o)
+	}
+	bc.visited = map[string]bool{}
+	return out
+}
+
+// Alive reports whether the context's browser and tab still run.
+func (bc *Context) Alive() bool { return bc.tab.Err() == nil && bc.b.alive() }
+
+// CloseContext closes the tab and disposes of the browser context, in the background.
+func (p *Pool) CloseContext(bc *Context) {
+	p.bg.Go(func() {
+		bc.cancel()
+		p.released(bc.b)
+	})
+}
+
+// OriginOf returns scheme://host[:port] of an http(s) URL, or "".
+func OriginOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host
+}

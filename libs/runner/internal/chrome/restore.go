@@ -1,0 +1,125 @@
+package chrome
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/storage"
+	"github.com/chromedp/chromedp"
+
+	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
+)
+
+// Restore puts st into the context: cookies (HttpOnly and session cookies too) through
+// the Storage domain, and each origin's localStorage written in an empty synthetic
+// document of that origin, before any page of the site runs a script. With clear, what
+// the context held before is removed first (a warm context taking a newer revision).
+func (bc *Context) Restore(ctx context.Context, st *latchkeyv1.StorageState, clear bool) error {
+	if clear {
+		if _, err := chromedp.CallBrowser(bc.tab, storage.ClearCookies, storage.ClearCookiesParams{BrowserContextID: bc.bcID}); err != nil {
+			return fmt.Errorf("clearing cookies: %w", err)
+		}
+	}
+	if cookies := CookieParams(st.GetCookies()); len(cookies) > 0 {
+		if _, err := chromedp.CallBrowser(ctx, storage.SetCookies, storage.SetCookiesParams{BrowserContextID: bc.bcID, Cookies: cookies}); err != nil {
+			return fmt.Errorf("restoring cookies: %w", err)
+		}
+	}
+	want := map[string][]*latchkeyv1.StorageItem{}
+	for _, o := range st.GetOrigins() {
+		if len(o.GetLocalStorage()) > 0 {
+			want[o.GetOrigin()] = o.GetLocalStorage()
+		}
+	}
+	origins := make([]string, 0, len(want)+len(bc.storageOrigins))
+	for o := range want {
+		origins = append(origins, o)
+	}
+	if clear {
+		for o := range bc.storageOrigins {
+			if _, ok := want[o]; !ok {
+				origins = append(origins, o)
+			}
+		}
+	}
+	slices.Sort(origins)
+	for _, o := range origins {
+		if err := bc.writeLocalStorage(ctx, o, want[o]); err != nil {
+			return err
+		}
+	}
+	if clear {
+		bc.storageOrigins = map[string]bool{}
+	}
+	for o := range want {
+		bc.storageOrigins[o] = true
+	}
+	return nil
+}
+
+// writeLocalStorage replaces origin's localStorage with items.
+func (bc *Context) writeLocalStorage(ctx context.Context, origin string, items []*latchkeyv1.StorageItem) error {
+	pairs := make([][2]string, 0, len(items))
+	for _, it := range items {
+		pairs = append(pairs, [2]string{it.GetName(), it.GetValue()})
+	}
+	js, err := json.Marshal(pairs)
+	if err != nil {
+		return fmt.Errorf("encoding localStorage: %w", err)
+	}
+	if err := bc.OnOrigin(ctx, origin); err != nil {
+		return fmt.Errorf("restoring localStorage of %s: %w", origin, err)
+	}
+	script := `(items => { localStorage.clear(); for (const [k, v] of items) localStorage.setItem(k, v); })(` + string(js) + `)`
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](script)); err != nil {
+		return fmt.Errorf("restoring localStorage of %s: %w", origin, err)
+	}
+	return nil
+}
+
+// OnOrigin makes sure the tab shows a document of origin, loading the runner's empty
+// synthetic document (answered by the runner, never by the site) when it does not.
+func (bc *Context) OnOrigin(ctx context.Context, origin string) error {
+	cur, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.origin`))
+	if err == nil && cur == origin {
+		return nil
+	}
+	return chromedp.Do(ctx, chromedp.Navigate(origin+SyntheticPath))
+}
+
+// CookieParams converts cookies for Storage.setCookies. A host-only cookie (a domain
+// without a leading dot) is set through a URL, so it stays host-only; a domain cookie
+// keeps its domain. Expired cookies are left out.
+func CookieParams(cs []*latchkeyv1.Cookie) []*network.CookieParam {
+	now := float64(time.Now().Unix())
+	out := make([]*network.CookieParam, 0, len(cs))
+	for _, c := range cs {
+		if c.GetExpires() > 0 && c.GetExpires() < now {
+			continue
+		}
+		p := &network.CookieParam{
+			Name: c.GetName(), Value: c.GetValue(), Path: c.GetPath(),
+			Secure: c.GetSecure(), HTTPOnly: c.GetHttpOnly(), SameSite: network.CookieSameSite(c.GetSameSite()),
+		}
+		if c.GetExpires() > 0 {
+			p.Expires = cdp.TimeSinceEpoch(c.GetExpires())
+		}
+		if strings.HasPrefix(c.GetDomain(), ".") {
+			p.Domain = c.GetDomain()
+		} else {
+			scheme := "http://"
+			if c.GetSecure() {
+				scheme = "https://"
+			}
+			p.URL = scheme + c.GetDomain() + c.GetPath()
+		}
+		out = append(out, p)
+	}
+	return out
+}

@@ -1,0 +1,56 @@
+package engine
+
+import (
+	"go.opentelemetry.io/otel/codes"
+
+	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
+	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
+	"github.com/latchkey/latchkey/libs/runner/internal/chrome"
+	"github.com/latchkey/latchkey/libs/runner/internal/sdk"
+)
+
+// acquire takes the session's warm context, or opens a new one: always for a create
+// (which logs in from nothing), for fresh_context tasks and for sessionless APIs.
+func (e *execution) acquire() error {
+	t := e.task
+	session := ""
+	if id := t.GetSession().GetAuthSessionId(); id != "" {
+		session = t.GetProjectId() + "/" + id
+	}
+	proxy := proxyOf(t.GetSession().GetProxy())
+	fresh := session == "" || t.GetFreshContext() || t.GetKind() == runnerv1.TaskKind_TASK_KIND_CREATE
+	if !fresh {
+		if bc, ok := e.r.warmSet.Take(session, proxy.String()); ok {
+			e.bc, e.warm = bc, true
+			e.res.WarmContext = true
+			return nil
+		}
+	}
+	if proxy != nil && proxy.Username != "" && e.r.deps.Vault != nil {
+		fields, err := e.r.deps.Vault.Secret(e.base, t.GetProjectId(), "proxy-"+t.GetSession().GetAuthSessionId(), t.GetRunId())
+		if err != nil {
+			return err
+		}
+		proxy.Password = fields["password"]
+	}
+	ctx, span := e.r.tracer.Start(e.base, "open browser context")
+	defer span.End()
+	bc, err := e.r.pool.NewContext(ctx, session, proxy)
+	if err != nil {
+		span.SetStatus(codes.Error, "open failed")
+		if c := sdk.CauseOf(e.base); c != nil && e.base.Err() != nil {
+			return c
+		}
+		return err
+	}
+	e.bc = bc
+	bc.TakeVisited()
+	return nil
+}
+
+func proxyOf(p *latchkeyv1.Proxy) *chrome.Proxy {
+	if p.GetServer() == "" {
+		return nil
+	}
+	return &chrome.Proxy{Server: p.GetServer(), Username: p.GetUsername(), Password: p.GetPassword()}
+}

@@ -1,0 +1,212 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/latchkey/latchkey/libs/bus"
+	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
+)
+
+// fetchWait is how long one pull waits for a task before it looks again.
+const fetchWait = 5 * time.Second
+
+// ConsumerName is the durable pull consumer the runners of a pool share on LK_TASKS.
+func ConsumerName(pool string) string { return "runner-" + pool }
+
+// startLoop declares the pool's consumer, subscribes to cancellations and resume
+// answers, and starts one worker per concurrent task.
+func (r *Runner) startLoop(ctx, runCtx context.Context) error {
+	subject, err := bus.TaskSubject(r.cfg.Pool)
+	if err != nil {
+		return err
+	}
+	cons, err := r.deps.JS.CreateOrUpdateConsumer(ctx, bus.StreamTasks, jetstream.ConsumerConfig{
+		Durable:       ConsumerName(r.cfg.Pool),
+		Description:   "Browser runners of pool " + r.cfg.Pool,
+		FilterSubject: subject,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       r.cfg.AckWait,
+		MaxDeliver:    r.cfg.MaxDeliver,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return err
+	}
+	nc := r.deps.JS.Conn()
+	for subj, fn := range map[string]func(*nats.Msg){
+		bus.SubjectCancelAll: func(m *nats.Msg) {
+			if r.cancelRun(lastToken(m.Subject)) {
+				r.log.Info("canceling a task", "run_id", lastToken(m.Subject))
+			}
+		},
+		bus.SubjectResumeAll: func(m *nats.Msg) { r.deliverResume(lastToken(m.Subject), m.Data) },
+	} {
+		sub, err := nc.Subscribe(subj, fn)
+		if err != nil {
+			return err
+		}
+		r.subs = append(r.subs, sub)
+	}
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := nc.FlushWithContext(fctx); err != nil {
+		return err
+	}
+	// Tasks run under their own context, which Stop ends only when its deadline
+	// passes, so running tasks may finish while no new one is taken.
+	taskCtx, abort := context.WithCancel(context.Background())
+	r.mu.Lock()
+	r.nc, r.taskCtx, r.abortTasks = r.deps.JS.Conn(), taskCtx, abort
+	r.mu.Unlock()
+	for range r.cfg.Contexts {
+		r.loops.Go(func() { r.work(runCtx, taskCtx, cons) })
+	}
+	return nil
+}
+
+func lastToken(subject string) string {
+	return subject[strings.LastIndexByte(subject, '.')+1:]
+}
+
+// work takes one task at a time until runCtx ends.
+func (r *Runner) work(runCtx, taskCtx context.Context, cons jetstream.Consumer) {
+	backoff := 100 * time.Millisecond
+	for runCtx.Err() == nil {
+		select {
+		case r.slots <- struct{}{}:
+		case <-runCtx.Done():
+			return
+		}
+		fctx, cancel := context.WithTimeout(runCtx, fetchWait)
+		msg, err := cons.Next(jetstream.FetchContext(fctx))
+		cancel()
+		if err == nil {
+			r.handle(taskCtx, msg)
+		}
+		<-r.slots
+		switch {
+		case err == nil:
+			backoff = 100 * time.Millisecond
+		case runCtx.Err() != nil:
+			return
+		case errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, jetstream.ErrNoMessages):
+		default:
+			r.log.Warn("fetching a task failed", "error", err, "retry_in", backoff)
+			select {
+			case <-runCtx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+		}
+	}
+}
+
+// handle runs one delivered task: heartbeats while it runs, then its result on
+// lk.results.<run> and an ack — or a delayed nak when the runner's infrastructure
+// failed and deliveries are left.
+func (r *Runner) handle(ctx context.Context, msg jetstream.Msg) {
+	ctx, span := bus.StartConsumerSpan(ctx, r.tracer, r.prop, msg, "runner task")
+	defer span.End()
+	var task runnerv1.RunnerTask
+	if err := proto.Unmarshal(msg.Data(), &task); err != nil {
+		r.log.ErrorContext(ctx, "dropping a task that does not decode", "subject", msg.Subject(), "error", err)
+		span.SetStatus(codes.Error, "bad task")
+		_ = msg.Term()
+		return
+	}
+	delivered := uint64(1)
+	if meta, err := msg.Metadata(); err == nil {
+		delivered = meta.NumDelivered
+	}
+	span.SetAttributes(attribute.String("latchkey.task_id", task.GetTaskId()), attribute.String("latchkey.run_id", task.GetRunId()),
+		attribute.String("latchkey.task_kind", kindName(task.GetKind())), attribute.String("latchkey.api", task.GetApi()),
+		attribute.Int64("latchkey.delivery", int64(delivered)))
+	stopBeat := r.heartbeat(msg)
+	if r.offer(ctx, &task, msg.Data()) {
+		stopBeat()
+		if err := msg.DoubleAck(ctx); err != nil {
+			r.log.WarnContext(ctx, "acking a handed-over task failed", "task_id", task.GetTaskId(), "error", err)
+		}
+		span.SetAttributes(attribute.Bool("latchkey.handed_over", true))
+		return
+	}
+	interim := func(ictx context.Context, res *runnerv1.TaskResult) error {
+		return r.publish(ictx, res, task.GetTaskId()+"-d"+strconv.FormatUint(delivered, 10)+askSuffix(ictx))
+	}
+	res, redeliver := r.execute(ctx, &task, interim)
+	stopBeat()
+	span.SetAttributes(attribute.String("latchkey.task_status", res.GetStatus().String()), attribute.Bool("latchkey.warm_context", res.GetWarmContext()))
+	if redeliver && delivered < uint64(r.cfg.MaxDeliver) {
+		r.log.WarnContext(ctx, "returning a task for another attempt", "task_id", task.GetTaskId(), "run_id", task.GetRunId(), "delivery", delivered)
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	if err := r.publish(ctx, res, task.GetTaskId()+"-result"); err != nil {
+		r.log.ErrorContext(ctx, "publishing a task result failed; the task will be redelivered", "task_id", task.GetTaskId(), "error", err)
+		span.SetStatus(codes.Error, "result not published")
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	if err := msg.DoubleAck(ctx); err != nil {
+		r.log.WarnContext(ctx, "acking a task failed", "task_id", task.GetTaskId(), "error", err)
+	}
+}
+
+// heartbeat tells JetStream the task is in progress every third of AckWait.
+func (r *Runner) heartbeat(msg jetstream.Msg) func() {
+	return every(r.cfg.AckWait/3, func() { _ = msg.InProgress() })
+}
+
+// every calls fn every d until the returned stop is called; stop waits for it.
+func every(d time.Duration, fn func()) (stop func()) {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				fn()
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
+}
+
+// publish sends a result to lk.results.<run> with the trace context, de-duplicated by
+// msgID.
+func (r *Runner) publish(ctx context.Context, res *runnerv1.TaskResult, msgID string) error {
+	subject, err := bus.ResultSubject(res.GetRunId())
+	if err != nil {
+		return err
+	}
+	b, err := proto.Marshal(res)
+	if err != nil {
+		return err
+	}
+	ctx, span := bus.StartProducerSpan(ctx, r.tracer, subject, "task result")
+	defer span.End()
+	span.SetAttributes(attribute.String("latchkey.task_status", res.GetStatus().String()))
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	_, err = r.deps.JS.PublishMsg(pctx, bus.NewMsg(ctx, r.prop, subject, b, msgID))
+	if err != nil {
+		span.SetStatus(codes.Error, "publish failed")
+	}
+	return err
+}

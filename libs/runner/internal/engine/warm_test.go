@@ -1,0 +1,195 @@
+package engine
+
+import (
+	"strings"
+	"sync"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/latchkey/latchkey/examples/portal"
+	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
+	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
+	"github.com/latchkey/latchkey/libs/recipe"
+	"github.com/latchkey/latchkey/libs/testkit"
+)
+
+// whoamiFile is a bundle file whose API reports what the context holds: the user the
+// portal sees and the localStorage token.
+var whoamiFile = recipe.File{Path: "whoami.yaml", Content: []byte(`
+apis:
+  whoami:
+    steps:
+      - request: { url: "{{ .Vars.baseURL }}/api/me", as: me }
+      - evaluate: { script: "localStorage.getItem('portal_token')", as: token }
+      - evaluate: { script: "document.cookie", as: visibleCookies }
+`)}
+
+// TestWarmContextServesOnlyItsSession runs a session's tasks back to back: the second
+// reuses the warm context with no restore; another session's task never gets it.
+func TestWarmContextServesOnlyItsSession(t *testing.T) {
+	t.Parallel()
+	_, base := testkit.Portal(t, portal.Config{DisableCookieRotation: true})
+	b := newTestBackend(t, portalBundle(t, whoamiFile))
+	for s, u := range map[string]portal.User{"sa": {Username: "alice", Password: portal.AlicePassword}, "sb": {Username: "bob", Password: portal.BobPassword, TOTPSecret: portal.BobTOTPSecret}} {
+		b.vars[project+"/"+s] = map[string]string{"baseURL": base}
+		b.putState(t, project, s, 1, loggedInState(t, base, u))
+	}
+	r := newTestRunner(t, Config{}, b, Deps{})
+	run := func(session string) *runnerv1.TaskResult {
+		tk := task(runnerv1.TaskKind_TASK_KIND_API, "whoami", project, session, 1, nil)
+		tk.CheckFirst = true
+		res := r.Execute(t.Context(), tk)
+		if res.GetStatus() != statusSucceeded {
+			t.Fatalf("whoami for %s: %s %s", session, res.GetStatus(), res.GetFailureMessage())
+		}
+		return res
+	}
+	first := run("sa")
+	opens := len(b.opens)
+	second := run("sa")
+	other := run("sb")
+	if first.GetWarmContext() || !second.GetWarmContext() || other.GetWarmContext() {
+		t.Errorf("warm: first %v second %v other session %v; want false true false", first.GetWarmContext(), second.GetWarmContext(), other.GetWarmContext())
+	}
+	if len(b.opens) != opens+1 {
+		t.Errorf("the warm task opened %d states; want none (the other session's one only)", len(b.opens)-opens-1)
+	}
+	for res, user := range map[*runnerv1.TaskResult]string{first: "alice", second: "alice", other: "bob"} {
+		me := res.GetOutput().GetStructValue().GetFields()["me"].GetStructValue().GetFields()["username"].GetStringValue()
+		if me != user {
+			t.Errorf("%s saw %q, want %q", res.GetRunId(), me, user)
+		}
+	}
+	if got := r.WarmContexts(); got != 2 {
+		t.Errorf("%d warm contexts, want one per session", got)
+	}
+}
+
+// TestSessionsIsolated runs two sessions at once on one browser: neither sees the
+// other's cookies or localStorage.
+func TestSessionsIsolated(t *testing.T) {
+	t.Parallel()
+	_, base := testkit.Portal(t, portal.Config{DisableCookieRotation: true})
+	b := newTestBackend(t, portalBundle(t, whoamiFile))
+	states := map[string]*latchkeyv1.StorageState{}
+	for s, u := range map[string]portal.User{"sa": {Username: "alice", Password: portal.AlicePassword}, "sb": {Username: "bob", Password: portal.BobPassword, TOTPSecret: portal.BobTOTPSecret}} {
+		b.vars[project+"/"+s] = map[string]string{"baseURL": base}
+		states[s] = loggedInState(t, base, u)
+		b.putState(t, project, s, 1, states[s])
+	}
+	r := newTestRunner(t, Config{Contexts: 2}, b, Deps{})
+	var wg sync.WaitGroup
+	results := map[string]*runnerv1.TaskResult{}
+	var mu sync.Mutex
+	for _, s := range []string{"sa", "sb"} {
+		wg.Go(func() {
+			res := r.Execute(t.Context(), task(runnerv1.TaskKind_TASK_KIND_API, "whoami", project, s, 1, nil))
+			mu.Lock()
+			results[s] = res
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	for s, other := range map[string]string{"sa": "sb", "sb": "sa"} {
+		res := results[s]
+		if res.GetStatus() != statusSucceeded {
+			t.Fatalf("%s: %s %s", s, res.GetStatus(), res.GetFailureMessage())
+		}
+		out := res.GetOutput().GetStructValue().GetFields()
+		token := out["token"].GetStringValue()
+		if token != states[s].GetOrigins()[0].GetLocalStorage()[0].GetValue() {
+			t.Errorf("%s sees another token in localStorage", s)
+		}
+		if strings.Contains(out["visibleCookies"].GetStringValue(), cookieValue(states[other], portal.SessionCookie)) {
+			t.Errorf("%s sees %s's cookie", s, other)
+		}
+		st := b.openState(t, project, s, mustCapture(t, r, b, s))
+		if cookieValue(st, portal.SessionCookie) != cookieValue(states[s], portal.SessionCookie) || len(st.GetCookies()) != 1 {
+			t.Errorf("%s's context holds cookies %v, want only its own", s, names(st))
+		}
+	}
+}
+
+// mustCapture runs whoami again in the session's warm context with a changed
+// localStorage, to force a captured state, and returns it.
+func mustCapture(t *testing.T, r *Runner, b *testBackend, session string) []byte {
+	t.Helper()
+	tk := task(runnerv1.TaskKind_TASK_KIND_API, "touch", project, session, 1, nil)
+	res := r.Execute(t.Context(), tk)
+	if res.GetStatus() != statusSucceeded || len(res.GetCapturedStateCiphertext()) == 0 {
+		t.Fatalf("touch for %s: %s %s, state %d bytes", session, res.GetStatus(), res.GetFailureMessage(), len(res.GetCapturedStateCiphertext()))
+	}
+	return res.GetCapturedStateCiphertext()
+}
+
+func names(st *latchkeyv1.StorageState) []string {
+	var out []string
+	for _, c := range st.GetCookies() {
+		out = append(out, c.GetName()+"@"+c.GetDomain())
+	}
+	return out
+}
+
+// TestWarmContextRefreshedForNewerRevision: another runner wrote a newer revision;
+// the warm context gets it before the task runs, in place.
+func TestWarmContextRefreshedForNewerRevision(t *testing.T) {
+	t.Parallel()
+	_, base := testkit.Portal(t, portal.Config{DisableCookieRotation: true})
+	b := newTestBackend(t, portalBundle(t, whoamiFile))
+	b.vars[project+"/sa"] = map[string]string{"baseURL": base}
+	st := loggedInState(t, base, portal.User{Username: "alice", Password: portal.AlicePassword})
+	b.putState(t, project, "sa", 1, st)
+	r := newTestRunner(t, Config{}, b, Deps{})
+	if res := r.Execute(t.Context(), task(runnerv1.TaskKind_TASK_KIND_API, "whoami", project, "sa", 1, nil)); res.GetStatus() != statusSucceeded {
+		t.Fatalf("first task: %s", res.GetFailureMessage())
+	}
+	newer := proto.Clone(st).(*latchkeyv1.StorageState)
+	newer.Origins[0].LocalStorage[0].Value = "token-of-revision-2"
+	b.putState(t, project, "sa", 2, newer)
+	res := r.Execute(t.Context(), task(runnerv1.TaskKind_TASK_KIND_API, "whoami", project, "sa", 2, nil))
+	if res.GetStatus() != statusSucceeded || !res.GetWarmContext() {
+		t.Fatalf("second task: %s warm %v %s", res.GetStatus(), res.GetWarmContext(), res.GetFailureMessage())
+	}
+	if got := res.GetOutput().GetStructValue().GetFields()["token"].GetStringValue(); got != "token-of-revision-2" {
+		t.Errorf("the warm context shows token %q, want revision 2's", got)
+	}
+	if res.GetBaseStateRevision() != 2 {
+		t.Errorf("base revision %d, want 2", res.GetBaseStateRevision())
+	}
+}
+
+func init() {
+	whoamiFile.Content = append(whoamiFile.Content, []byte(`
+  touch:
+    steps:
+      - evaluate: "localStorage.setItem('touched', String(Date.now())) || true"
+`)...)
+}
+
+// TestWarmContextKnowsItsWriteBack: the scheduler stores the state a warm context
+// captured as the next revision; the next task carrying that revision neither decrypts
+// nor restores anything.
+func TestWarmContextKnowsItsWriteBack(t *testing.T) {
+	t.Parallel()
+	_, base := testkit.Portal(t, portal.Config{})
+	b := newTestBackend(t, portalBundle(t, whoamiFile))
+	b.vars[project+"/sa"] = map[string]string{"baseURL": base}
+	b.putState(t, project, "sa", 1, loggedInState(t, base, portal.User{Username: "alice", Password: portal.AlicePassword}))
+	r := newTestRunner(t, Config{}, b, Deps{})
+	first := r.Execute(t.Context(), task(runnerv1.TaskKind_TASK_KIND_API, "whoami", project, "sa", 1, nil))
+	if first.GetStatus() != statusSucceeded || len(first.GetCapturedStateCiphertext()) == 0 {
+		t.Fatalf("first task: %s %s (the portal rotates cookies: a state must come back)", first.GetStatus(), first.GetFailureMessage())
+	}
+	b.mu.Lock()
+	b.states[project+"/sa"][2] = first.GetCapturedStateCiphertext()
+	opens := len(b.opens)
+	b.mu.Unlock()
+	second := r.Execute(t.Context(), task(runnerv1.TaskKind_TASK_KIND_API, "whoami", project, "sa", 2, nil))
+	if second.GetStatus() != statusSucceeded || !second.GetWarmContext() {
+		t.Fatalf("second task: %s warm=%v %s", second.GetStatus(), second.GetWarmContext(), second.GetFailureMessage())
+	}
+	if len(b.opens) != opens {
+		t.Errorf("the second task opened %v; want nothing: the context wrote revision 2 itself", b.opens[opens:])
+	}
+}
