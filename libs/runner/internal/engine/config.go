@@ -20,6 +20,7 @@ import (
 // Defaults of Config.
 const (
 	DefaultContexts       = 2
+	DefaultLoginContexts  = 1
 	DefaultBrowsers       = 1
 	DefaultRecycleAfter   = 500
 	DefaultWarmMax        = 32
@@ -42,6 +43,10 @@ type Config struct {
 	ID string
 	// Contexts is how many tasks run at once (LATCHKEY_RUNNER_CONTEXTS).
 	Contexts int
+	// LoginContexts is how many tasks of the login lane (logins and the verification
+	// of their state, bus.LoginTaskSubject) run at once, beyond Contexts: capacity kept
+	// for them, so a login never waits for API work.
+	LoginContexts int
 	// Browsers is how many Chromium processes host the contexts.
 	Browsers int
 	// ChromiumPath is the browser binary; empty looks for chromium on PATH.
@@ -81,8 +86,8 @@ func (c Config) withDefaults() (Config, error) {
 	if err := bus.CheckToken(c.Pool); err != nil {
 		return c, fmt.Errorf("runner: pool: %w", err)
 	}
-	if c.Contexts < 0 || c.Browsers < 0 || c.WarmMax < 0 {
-		return c, errors.New("runner: contexts, browsers and warm max must not be negative")
+	if c.Contexts < 0 || c.LoginContexts < 0 || c.Browsers < 0 || c.WarmMax < 0 {
+		return c, errors.New("runner: contexts, login contexts, browsers and warm max must not be negative")
 	}
 	def := func(v *int, d int) {
 		if *v == 0 {
@@ -95,6 +100,7 @@ func (c Config) withDefaults() (Config, error) {
 		}
 	}
 	def(&c.Contexts, DefaultContexts)
+	def(&c.LoginContexts, DefaultLoginContexts)
 	def(&c.Browsers, DefaultBrowsers)
 	def(&c.RecycleAfter, DefaultRecycleAfter)
 	def(&c.WarmMax, DefaultWarmMax)

@@ -153,6 +153,16 @@ func (e *execution) run() error {
 	if err := e.base.Err(); err != nil {
 		return sdk.CauseOf(e.base)
 	}
+	if e.r.knownStale(t) {
+		// An earlier check found this revision logged out (stale.go): answer as that
+		// check did, without a browser.
+		e.res.CheckOutcome, e.res.Status = outcomeInvalid, statusSucceeded
+		if kind == runnerv1.TaskKind_TASK_KIND_API {
+			e.res.Status = statusNeedsAuth
+		}
+		e.res.FailureMessage = "an earlier check found this state revision logged out"
+		return nil
+	}
 	var check, main *program
 	var err error
 	if kind == runnerv1.TaskKind_TASK_KIND_CHECK || t.GetCheckFirst() {
@@ -186,6 +196,9 @@ func (e *execution) run() error {
 	if check != nil {
 		out, cerr := e.runProgram(tab, check, interp.ModeCheck)
 		e.res.CheckOutcome = checkOutcome(cerr)
+		if e.res.CheckOutcome == outcomeInvalid {
+			e.r.markStale(t)
+		}
 		if cerr != nil && (sdk.IsInfra(cerr) || errors.Is(cerr, sdk.ErrCanceled) || e.BrowserGone()) {
 			return cerr
 		}

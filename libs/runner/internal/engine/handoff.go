@@ -2,8 +2,6 @@ package engine
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -37,12 +35,6 @@ const (
 	replyFailed   = "failed"
 )
 
-// warmSubject is where the holders of a session's warm context listen.
-func warmSubject(pool, session string) string {
-	sum := sha256.Sum256([]byte(session))
-	return "lk.runner." + pool + ".warm." + hex.EncodeToString(sum[:16])
-}
-
 // advertise starts or stops listening for a session's tasks as its idle warm context
 // comes and goes.
 func (r *Runner) advertise(session string, idle bool) {
@@ -54,7 +46,7 @@ func (r *Runner) advertise(session string, idle bool) {
 	sub := r.offers[session]
 	switch {
 	case idle && sub == nil:
-		s, err := r.nc.QueueSubscribe(warmSubject(r.cfg.Pool, session), "holders", r.onOffer)
+		s, err := r.nc.QueueSubscribe(bus.WarmSubject(r.cfg.Pool, session), "holders", r.onOffer)
 		if err != nil {
 			r.log.Warn("listening for a warm session's tasks failed", "error", err)
 			return
@@ -84,7 +76,7 @@ func (r *Runner) offer(ctx context.Context, task *runnerv1.RunnerTask, data []by
 		return false
 	}
 	defer func() { _ = replies.Unsubscribe() }()
-	msg := bus.NewMsg(ctx, r.prop, warmSubject(r.cfg.Pool, session), data, "")
+	msg := bus.NewMsg(ctx, r.prop, bus.WarmSubject(r.cfg.Pool, session), data, "")
 	msg.Reply = inbox
 	if err := r.nc.PublishMsg(msg); err != nil {
 		return false

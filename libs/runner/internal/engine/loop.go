@@ -23,27 +23,50 @@ const fetchWait = 5 * time.Second
 // ConsumerName is the durable pull consumer the runners of a pool share on LK_TASKS.
 func ConsumerName(pool string) string { return "runner-" + pool }
 
-// startLoop declares the pool's consumer, subscribes to cancellations and resume
-// answers, and starts one worker per concurrent task.
-func (r *Runner) startLoop(ctx, runCtx context.Context) error {
-	subject, err := bus.TaskSubject(r.cfg.Pool)
-	if err != nil {
-		return err
-	}
-	cons, err := r.deps.JS.CreateOrUpdateConsumer(ctx, bus.StreamTasks, jetstream.ConsumerConfig{
-		Durable:       ConsumerName(r.cfg.Pool),
-		Description:   "Browser runners of pool " + r.cfg.Pool,
+// LoginConsumerName is the durable pull consumer the runners of a pool share on the
+// pool's login lane.
+func LoginConsumerName(pool string) string { return "runner-" + pool + "-login" }
+
+// consumer declares one of the pool's shared consumers on LK_TASKS.
+func (r *Runner) consumer(ctx context.Context, name, subject, desc string) (jetstream.Consumer, error) {
+	return r.deps.JS.CreateOrUpdateConsumer(ctx, bus.StreamTasks, jetstream.ConsumerConfig{
+		Durable:       name,
+		Description:   desc,
 		FilterSubject: subject,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       r.cfg.AckWait,
 		MaxDeliver:    r.cfg.MaxDeliver,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
+}
+
+// startLoop declares the pool's consumers, subscribes to cancellations, resume
+// answers and stale states, and starts one worker per concurrent task: Contexts on
+// the API lane, LoginContexts more on the login lane.
+func (r *Runner) startLoop(ctx, runCtx context.Context) error {
+	apiSubject, err := bus.TaskSubject(r.cfg.Pool)
+	if err != nil {
+		return err
+	}
+	loginSubject, err := bus.LoginTaskSubject(r.cfg.Pool)
+	if err != nil {
+		return err
+	}
+	staleSubject, err := bus.StaleStateSubject(r.cfg.Pool)
+	if err != nil {
+		return err
+	}
+	cons, err := r.consumer(ctx, ConsumerName(r.cfg.Pool), apiSubject, "Browser runners of pool "+r.cfg.Pool)
+	if err != nil {
+		return err
+	}
+	logins, err := r.consumer(ctx, LoginConsumerName(r.cfg.Pool), loginSubject, "Logins of the browser runners of pool "+r.cfg.Pool)
 	if err != nil {
 		return err
 	}
 	nc := r.deps.JS.Conn()
 	for subj, fn := range map[string]func(*nats.Msg){
+		staleSubject: r.onStale,
 		bus.SubjectCancelAll: func(m *nats.Msg) {
 			if r.cancelRun(lastToken(m.Subject)) {
 				r.log.Info("canceling a task", "run_id", lastToken(m.Subject))
@@ -69,7 +92,10 @@ func (r *Runner) startLoop(ctx, runCtx context.Context) error {
 	r.nc, r.taskCtx, r.abortTasks = r.deps.JS.Conn(), taskCtx, abort
 	r.mu.Unlock()
 	for range r.cfg.Contexts {
-		r.loops.Go(func() { r.work(runCtx, taskCtx, cons) })
+		r.loops.Go(func() { r.work(runCtx, taskCtx, cons, r.slots) })
+	}
+	for range r.cfg.LoginContexts {
+		r.loops.Go(func() { r.work(runCtx, taskCtx, logins, r.loginSlots) })
 	}
 	return nil
 }
@@ -78,12 +104,13 @@ func lastToken(subject string) string {
 	return subject[strings.LastIndexByte(subject, '.')+1:]
 }
 
-// work takes one task at a time until runCtx ends.
-func (r *Runner) work(runCtx, taskCtx context.Context, cons jetstream.Consumer) {
+// work takes one task at a time from cons, holding one of slots while it runs, until
+// runCtx ends.
+func (r *Runner) work(runCtx, taskCtx context.Context, cons jetstream.Consumer, slots chan struct{}) {
 	backoff := 100 * time.Millisecond
 	for runCtx.Err() == nil {
 		select {
-		case r.slots <- struct{}{}:
+		case slots <- struct{}{}:
 		case <-runCtx.Done():
 			return
 		}
@@ -93,7 +120,7 @@ func (r *Runner) work(runCtx, taskCtx context.Context, cons jetstream.Consumer) 
 		if err == nil {
 			r.handle(taskCtx, msg)
 		}
-		<-r.slots
+		<-slots
 		switch {
 		case err == nil:
 			backoff = 100 * time.Millisecond

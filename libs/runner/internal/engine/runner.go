@@ -41,7 +41,11 @@ type Runner struct {
 	// ownPool is false for a runner sharing another's browsers (tests).
 	ownPool bool
 	warmSet *warm.Set[*chrome.Context]
-	slots   chan struct{}
+	// slots bound the tasks of the API lane that run at once (Contexts), loginSlots
+	// those of the login lane (LoginContexts).
+	slots, loginSlots chan struct{}
+	// stale holds the state revisions checks found logged out (stale.go).
+	stale *staleStates
 
 	mu       sync.Mutex
 	handlers map[string]sdk.Handler
@@ -76,9 +80,10 @@ func New(cfg Config, deps Deps) (*Runner, error) {
 	}
 	r := &Runner{
 		cfg: cfg, deps: deps, log: deps.Logger.With("runner_id", cfg.ID),
-		tracer:   deps.Tracer.Tracer("github.com/latchkey/latchkey/libs/runner"),
-		prop:     bus.Propagator(),
-		slots:    make(chan struct{}, cfg.Contexts),
+		tracer: deps.Tracer.Tracer("github.com/latchkey/latchkey/libs/runner"),
+		prop:   bus.Propagator(),
+		slots:  make(chan struct{}, cfg.Contexts), loginSlots: make(chan struct{}, cfg.LoginContexts),
+		stale:    newStaleStates(),
 		handlers: map[string]sdk.Handler{}, running: map[string]*execution{}, waiting: map[string]chan []byte{},
 		offers:  map[string]*nats.Subscription{},
 		bundles: newBundleCache(deps.Bundles, cfg.BundleCacheTTL),

@@ -133,7 +133,9 @@ type harness struct {
 	logs   *syncBuffer
 
 	taskStream jetstream.Stream
-	seenSeq    uint64 // the stream sequence of the last task taken
+	seenSeq    uint64            // the stream sequence of the last task taken
+	loginLane  string            // the pool's login lane subject
+	lanes      map[string]string // task id -> the subject it came on
 }
 
 // newHarness starts a harness; edit adjusts the test policy.
@@ -149,12 +151,18 @@ func newHarness(t *testing.T, edit ...func(*Policy)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	subj, err := bus.TaskSubject(pool)
+	apiLane, err := bus.TaskSubject(pool)
 	if err != nil {
 		t.Fatal(err)
 	}
+	loginLane, err := bus.LoginTaskSubject(pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The scripted runner serves both lanes, as a runner does, and remembers which
+	// lane each task came on.
 	tasks, err := js.CreateOrUpdateConsumer(ctx, bus.StreamTasks, jetstream.ConsumerConfig{
-		Durable: "test-runner", FilterSubject: subj, AckPolicy: jetstream.AckExplicitPolicy,
+		Durable: "test-runner", FilterSubjects: []string{apiLane, loginLane}, AckPolicy: jetstream.AckExplicitPolicy,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -172,7 +180,7 @@ func newHarness(t *testing.T, edit ...func(*Policy)) *harness {
 	mem := cache.NewMemory(cache.MemoryOptions{Now: clock.Now})
 	h := &harness{
 		t: t, reg: newFakeRegistry(clock), vault: &fakeVault{}, clock: clock, cache: mem,
-		runsKV: runsKV, tasks: tasks, logs: logs, taskStream: taskStream,
+		runsKV: runsKV, tasks: tasks, logs: logs, taskStream: taskStream, loginLane: loginLane, lanes: map[string]string{},
 	}
 	h.o = New(Deps{
 		Store: store.New(runsKV), JS: js, NC: nc, Leases: leases, Registry: h.reg, Vault: h.vault,
@@ -296,6 +304,7 @@ func (h *harness) takeTasks() []*runnerv1.RunnerTask {
 				h.t.Fatalf("acking task: %v", err)
 			}
 			h.seenSeq = meta.Sequence.Stream
+			h.lanes[task.GetTaskId()] = msg.Subject()
 			out = append(out, task)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
@@ -327,6 +336,11 @@ func (h *harness) takeTasksOf(kind runnerv1.TaskKind, n int) []*runnerv1.RunnerT
 func (h *harness) takeTask(kind runnerv1.TaskKind) *runnerv1.RunnerTask {
 	h.t.Helper()
 	return h.takeTasksOf(kind, 1)[0]
+}
+
+// onLoginLane reports whether task came on the pool's login lane.
+func (h *harness) onLoginLane(task *runnerv1.RunnerTask) bool {
+	return h.lanes[task.GetTaskId()] == h.loginLane
 }
 
 // noTasks checks that nothing was published since the last call.

@@ -35,6 +35,11 @@ func TestManyRunsOnAnExpiredSessionLogInOnce(t *testing.T) {
 		runs = append(runs, h.start(apiRequest(nil)).GetId())
 	}
 	tasks := h.takeTasksOf(taskAPI, n)
+	for _, task := range tasks {
+		if h.onLoginLane(task) {
+			t.Fatalf("API task %s came on the login lane", task.GetTaskId())
+		}
+	}
 
 	// The results arrive at once, as on 16 consumer workers and several replicas.
 	errc := make(chan error, n)
@@ -56,6 +61,10 @@ func TestManyRunsOnAnExpiredSessionLogInOnce(t *testing.T) {
 	if create.GetSession().GetStateRevision() != 0 || !create.GetFreshContext() || create.GetApi() != recipe.CreateAPI ||
 		create.GetCredentials().GetSecretId() != domain.CredentialsSecret(sessID) || create.GetAttempt() != 1 {
 		t.Fatalf("create task = %v, want a first login from an empty state with the session's secret", create)
+	}
+	// Logins never queue behind the API work that waits for them: their own lane.
+	if !h.onLoginLane(create) {
+		t.Errorf("the create task came on the API lane, want the login lane")
 	}
 	h.wantSession(sessID, sessRecreating, noReason)
 	if got := h.reg.transitionsTo(sessRecreating); got != 1 {
@@ -85,6 +94,9 @@ func TestManyRunsOnAnExpiredSessionLogInOnce(t *testing.T) {
 	if !check.GetFreshContext() || !bytes.Equal(check.GetCandidateStateCiphertext(), loggedIn(create).GetCapturedStateCiphertext()) ||
 		check.GetRunId() != create.GetRunId() || check.GetSession().GetAuthSessionId() != sessID {
 		t.Fatalf("check task = %v, want the candidate checked in a fresh context", check)
+	}
+	if !h.onLoginLane(check) {
+		t.Errorf("the verification of the new state came on the API lane, want the login lane")
 	}
 	h.wantSession(sessID, sessRecreating, noReason) // not READY before the check passes
 

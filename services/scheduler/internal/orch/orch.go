@@ -153,9 +153,16 @@ func (o *Orchestrator) emit(ctx context.Context, run *latchkeyv1.Run, event stri
 	}
 }
 
-// publishTask sends a task to the runner pool, deduplicated by its id.
+// publishTask sends a task to the runner pool, deduplicated by its id. Logins and the
+// verification of the state a login captured go on the pool's login lane, which
+// runners serve with capacity of its own: they never queue behind the API work of the
+// Runs that wait for them.
 func (o *Orchestrator) publishTask(ctx context.Context, t *runnerv1.RunnerTask) error {
-	subj, err := bus.TaskSubject(o.Pool)
+	subject := bus.TaskSubject
+	if loginLane(t) {
+		subject = bus.LoginTaskSubject
+	}
+	subj, err := subject(o.Pool)
 	if err != nil {
 		return err
 	}
@@ -173,4 +180,16 @@ func (o *Orchestrator) publishTask(ctx context.Context, t *runnerv1.RunnerTask) 
 		return fmt.Errorf("publishing task: %w", err)
 	}
 	return nil
+}
+
+// loginLane reports whether a task logs a session in (CREATE) or verifies the state a
+// login captured (a CHECK of a candidate state).
+func loginLane(t *runnerv1.RunnerTask) bool {
+	switch t.GetKind() {
+	case runnerv1.TaskKind_TASK_KIND_CREATE:
+		return true
+	case runnerv1.TaskKind_TASK_KIND_CHECK:
+		return len(t.GetCandidateStateCiphertext()) > 0
+	}
+	return false
 }
