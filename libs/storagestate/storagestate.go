@@ -16,6 +16,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/latchkey/latchkey/libs/domain"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	vaultv1 "github.com/latchkey/latchkey/libs/gen/latchkey/vault/v1"
 )
@@ -32,7 +33,7 @@ const (
 )
 
 // CryptoKind is the vault CryptoContext kind storage states are sealed with.
-const CryptoKind = "storage_state"
+const CryptoKind = domain.KindStorageState
 
 // Errors; each failure wraps one of them.
 var (

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/latchkey/latchkey/libs/domain"
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/runner/internal/sdk"
@@ -75,7 +76,7 @@ func (e *execution) openAnswers(ctx context.Context, b []byte, q sdk.Question) (
 		return "", false, nil
 	}
 	runID := e.task.GetRunId()
-	plain, err := e.r.deps.Vault.Open(ctx, sdk.Sealed{Project: e.task.GetProjectId(), Kind: "resume_answers", ID: runID}, msg.GetAnswersCiphertext(), runID)
+	plain, err := e.r.deps.Vault.Open(ctx, sdk.Sealed{Project: e.task.GetProjectId(), Kind: domain.KindResumeAnswers, ID: runID}, msg.GetAnswersCiphertext(), runID)
 	if err != nil {
 		if sdk.IsInfra(err) {
 			return "", false, err

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"maps"
 
+	"github.com/latchkey/latchkey/libs/domain"
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
 	"github.com/latchkey/latchkey/libs/recipe"
 	"github.com/latchkey/latchkey/libs/runner/internal/sdk"
@@ -61,7 +62,7 @@ func (r *Runner) credentials(ctx context.Context, task *runnerv1.RunnerTask) (sd
 		return sdk.Credentials(fields), nil
 	case len(ref.GetCiphertext()) > 0:
 		runID := cmp.Or(ref.GetCiphertextRunId(), task.GetRunId())
-		plain, err := r.deps.Vault.Open(ctx, sdk.Sealed{Project: task.GetProjectId(), Kind: "runtime_credentials", ID: runID}, ref.GetCiphertext(), task.GetRunId())
+		plain, err := r.deps.Vault.Open(ctx, sdk.Sealed{Project: task.GetProjectId(), Kind: domain.KindRuntimeCredentials, ID: runID}, ref.GetCiphertext(), task.GetRunId())
 		if err != nil {
 			return nil, err
 		}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"unicode/utf8"
 
+	"github.com/latchkey/latchkey/libs/domain"
 	vaultv1 "github.com/latchkey/latchkey/libs/gen/latchkey/vault/v1"
 	"github.com/latchkey/latchkey/services/credential-vault/internal/envelope"
 )
@@ -29,7 +30,7 @@ const (
 
 // secretKind is the context kind stored secrets are sealed with; Encrypt and Decrypt
 // may not use it, so a blob can never pass for a stored secret or the reverse.
-const secretKind = "secret"
+const secretKind = domain.KindSecret
 
 // invalidError is a request the caller must fix; its message says how.
 type invalidError struct{ msg string }

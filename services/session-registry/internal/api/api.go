@@ -19,10 +19,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/latchkey/latchkey/libs/errs"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	vaultv1 "github.com/latchkey/latchkey/libs/gen/latchkey/vault/v1"
 	"github.com/latchkey/latchkey/libs/server"
-	"github.com/latchkey/latchkey/services/session-registry/internal/errs"
 	"github.com/latchkey/latchkey/services/session-registry/internal/store"
 )
 
@@ -79,7 +79,7 @@ func (a *API) store() (*store.Store, error) {
 // fail maps err to the gRPC status the client gets, logging unknown errors in full.
 func (a *API) fail(ctx context.Context, err error) error {
 	method, _ := grpc.Method(ctx)
-	return errs.Status(ctx, a.d.Log, method, err)
+	return errs.Status(ctx, a.d.Log, "session registry", method, err)
 }
 
 func (a *API) isAdminKey(key string) bool {

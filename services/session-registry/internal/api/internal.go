@@ -5,8 +5,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/latchkey/latchkey/libs/errs"
 	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
-	"github.com/latchkey/latchkey/services/session-registry/internal/errs"
 	"github.com/latchkey/latchkey/services/session-registry/internal/store"
 )
 

@@ -6,19 +6,24 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/latchkey/latchkey/libs/domain"
+	"github.com/latchkey/latchkey/libs/errs"
 	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	vaultv1 "github.com/latchkey/latchkey/libs/gen/latchkey/vault/v1"
 	"github.com/latchkey/latchkey/libs/recipe"
 	"github.com/latchkey/latchkey/libs/server"
-	"github.com/latchkey/latchkey/services/session-registry/internal/errs"
 	"github.com/latchkey/latchkey/services/session-registry/internal/store"
 )
 
-// Vault secret ids of a session (docs/decisions.md).
-func credentialsSecret(id string) string { return "session-" + id }
-func pendingSecret(id string) string     { return "session-" + id + "-pending" }
-func proxySecret(id string) string       { return "proxy-" + id }
+// Vault secret ids of a session (docs/decisions.md); the scheduler names the first two
+// in its login tasks, so they live in libs/domain.
+var (
+	credentialsSecret = domain.CredentialsSecret
+	pendingSecret     = domain.PendingCredentialsSecret
+)
+
+func proxySecret(id string) string { return "proxy-" + id }
 
 // AuthSessions is latchkey.v1.AuthSessionService.
 type AuthSessions struct {

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 
+	"github.com/latchkey/latchkey/libs/errs"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	vaultv1 "github.com/latchkey/latchkey/libs/gen/latchkey/vault/v1"
 	"github.com/latchkey/latchkey/libs/storagestate"
-	"github.com/latchkey/latchkey/services/session-registry/internal/errs"
 	"github.com/latchkey/latchkey/services/session-registry/internal/store"
 )
 

@@ -6,8 +6,8 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/latchkey/latchkey/libs/errs"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
-	"github.com/latchkey/latchkey/services/session-registry/internal/errs"
 	"github.com/latchkey/latchkey/services/session-registry/internal/store"
 )
 

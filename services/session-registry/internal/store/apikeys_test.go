@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/latchkey/latchkey/services/session-registry/internal/errs"
+	"github.com/latchkey/latchkey/libs/errs"
 )
 
 func TestAPIKeys(t *testing.T) {

@@ -8,8 +8,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/latchkey/latchkey/libs/errs"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
-	"github.com/latchkey/latchkey/services/session-registry/internal/errs"
 )
 
 // portalBundle reads the demo portal's recipe bundle.

@@ -13,12 +13,12 @@ import (
 
 	"github.com/latchkey/latchkey/libs/bus"
 	"github.com/latchkey/latchkey/libs/cache"
+	"github.com/latchkey/latchkey/libs/errs"
 	eventsv1 "github.com/latchkey/latchkey/libs/gen/latchkey/events/v1"
 	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/logging"
 	"github.com/latchkey/latchkey/libs/testkit"
-	"github.com/latchkey/latchkey/services/session-registry/internal/errs"
 )
 
 func TestMain(m *testing.M) {

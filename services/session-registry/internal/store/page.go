@@ -4,7 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 
-	"github.com/latchkey/latchkey/services/session-registry/internal/errs"
+	"github.com/latchkey/latchkey/libs/errs"
 )
 
 // Page sizes of List calls.

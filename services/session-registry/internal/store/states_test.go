@@ -12,12 +12,12 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/latchkey/latchkey/libs/cache"
+	"github.com/latchkey/latchkey/libs/errs"
 	eventsv1 "github.com/latchkey/latchkey/libs/gen/latchkey/events/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/logging"
 	"github.com/latchkey/latchkey/libs/storagestate"
 	"github.com/latchkey/latchkey/libs/testkit"
-	"github.com/latchkey/latchkey/services/session-registry/internal/errs"
 )
 
 func TestStorageStateRevisions(t *testing.T) {

@@ -33,7 +33,7 @@ import (
 
 	"github.com/latchkey/latchkey/libs/bus"
 	"github.com/latchkey/latchkey/libs/cache"
-	"github.com/latchkey/latchkey/services/session-registry/internal/errs"
+	"github.com/latchkey/latchkey/libs/errs"
 )
 
 // Defaults of Options.
