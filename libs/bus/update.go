@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
 )
 
 // ErrNoChange, returned by an Update's apply function, leaves the value as it is:
@@ -54,4 +57,36 @@ func Update[T any](ctx context.Context, attempts int,
 		}
 	}
 	return zero, 0, fmt.Errorf("%w: %d compare-and-swap attempts lost", ErrContention, attempts)
+}
+
+// UpdateProto is Update for a protobuf record stored at key of kv: it reads and
+// decodes the record (notFound, wrapped, when the key does not exist), applies apply,
+// and writes it back encoded on the revision it read. Every store of records in a KV
+// bucket updates through it.
+func UpdateProto[T any, P interface {
+	*T
+	proto.Message
+}](ctx context.Context, kv jetstream.KeyValue, key string, notFound error, apply func(P) error) (P, uint64, error) {
+	read := func(ctx context.Context) (P, uint64, error) {
+		e, err := kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, 0, notFound
+		}
+		if err != nil {
+			return nil, 0, fmt.Errorf("reading %s: %w", key, err)
+		}
+		rec := P(new(T))
+		if err := proto.Unmarshal(e.Value(), rec); err != nil {
+			return nil, 0, fmt.Errorf("decoding %s: %w", key, err)
+		}
+		return rec, e.Revision(), nil
+	}
+	write := func(ctx context.Context, rec P, rev uint64) (uint64, error) {
+		b, err := proto.Marshal(rec)
+		if err != nil {
+			return 0, fmt.Errorf("encoding %s: %w", key, err)
+		}
+		return kv.Update(ctx, key, b, rev)
+	}
+	return Update(ctx, 0, read, write, apply)
 }

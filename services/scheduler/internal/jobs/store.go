@@ -24,11 +24,8 @@ var (
 	// ErrJobExists is returned when creating a Job whose id is taken.
 	ErrJobExists = errors.New("job exists")
 	// errNoChange, returned by an update function, leaves the record as it is.
-	errNoChange = errors.New("no change")
+	errNoChange = bus.ErrNoChange
 )
-
-// maxCASRetries bounds an update's read-modify-write loop under contention.
-const maxCASRetries = 64
 
 // Keys in LK_JOBS. Every key starts with its kind and the project, so a project's
 // records never mix with another's and one filter lists them.
@@ -69,25 +66,20 @@ func (s *Store) GetJob(ctx context.Context, project, job string) (*schedulerv1.J
 }
 
 // UpdateJob applies fn to the newest Job record and writes it back with
-// compare-and-swap, re-reading and re-applying fn when another writer won. fn
-// returning errNoChange leaves the record as it is.
+// compare-and-swap (bus.UpdateProto), re-reading and re-applying fn when another
+// writer won. fn returning errNoChange leaves the record as it is.
 func (s *Store) UpdateJob(ctx context.Context, project, job string, fn func(*schedulerv1.JobRecord) error) (*schedulerv1.JobRecord, error) {
-	for range maxCASRetries {
-		rec, rev, err := s.GetJob(ctx, project, job)
-		if err != nil {
-			return nil, err
-		}
-		if err := fn(rec); errors.Is(err, errNoChange) {
-			return rec, nil
-		} else if err != nil {
-			return nil, err
+	rec, _, err := bus.UpdateProto(ctx, s.kv, jobKey(project, job), ErrJobNotFound, func(rec *schedulerv1.JobRecord) error {
+		if err := fn(rec); err != nil {
+			return err
 		}
 		rec.UpdateTime = timestamppb.Now()
-		if ok, err := s.put(ctx, jobKey(project, job), rec, rev); err != nil || ok {
-			return rec, err
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("updating job %s: %w", job, err)
 	}
-	return nil, fmt.Errorf("updating job %s: too much contention", job)
+	return rec, nil
 }
 
 // DeleteJob removes a Job record.
@@ -160,24 +152,22 @@ func (s *Store) GetJobRun(ctx context.Context, project, jobRun string) (*schedul
 	return rec, rev, err
 }
 
-// UpdateJobRun is UpdateJob for JobRun records.
-func (s *Store) UpdateJobRun(ctx context.Context, project, jobRun string, fn func(*schedulerv1.JobRunRecord) error) (*schedulerv1.JobRunRecord, bool, error) {
-	for range maxCASRetries {
-		rec, rev, err := s.GetJobRun(ctx, project, jobRun)
-		if err != nil {
-			return nil, false, err
-		}
-		if err := fn(rec); errors.Is(err, errNoChange) {
-			return rec, false, nil
-		} else if err != nil {
-			return nil, false, err
+// UpdateJobRun is UpdateJob for JobRun records; changed is false when fn returned
+// errNoChange.
+func (s *Store) UpdateJobRun(ctx context.Context, project, jobRun string, fn func(*schedulerv1.JobRunRecord) error) (rec *schedulerv1.JobRunRecord, changed bool, err error) {
+	rec, _, err = bus.UpdateProto(ctx, s.kv, jobRunKey(project, jobRun), ErrJobRunNotFound, func(rec *schedulerv1.JobRunRecord) error {
+		changed = false
+		if err := fn(rec); err != nil {
+			return err
 		}
 		rec.UpdateTime = timestamppb.Now()
-		if ok, err := s.put(ctx, jobRunKey(project, jobRun), rec, rev); err != nil || ok {
-			return rec, ok, err
-		}
+		changed = true
+		return nil
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("updating job run %s: %w", jobRun, err)
 	}
-	return nil, false, fmt.Errorf("updating job run %s: too much contention", jobRun)
+	return rec, changed, nil
 }
 
 // JobRunIDs lists the JobRun ids of a Job, newest first (ids sort by creation time).
@@ -220,7 +210,8 @@ func (s *Store) get(ctx context.Context, key string, into proto.Message, notFoun
 	return e.Revision(), nil
 }
 
-// put writes m over revision rev; false on a conflict.
+// put writes m over revision rev, once; false on a conflict (CASJob: a firing is one
+// compare-and-swap, and the replica that loses it does not fire).
 func (s *Store) put(ctx context.Context, key string, m proto.Message, rev uint64) (bool, error) {
 	b, err := proto.Marshal(m)
 	if err != nil {

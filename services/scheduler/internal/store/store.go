@@ -25,11 +25,8 @@ var (
 	// ErrNotFound is returned for a Run that does not exist.
 	ErrNotFound = errors.New("run not found")
 	// ErrNoChange, returned by an update function, leaves the record as it is.
-	ErrNoChange = errors.New("no change")
+	ErrNoChange = bus.ErrNoChange
 )
-
-// maxCASRetries bounds an Update's read-modify-write loop under contention.
-const maxCASRetries = 64
 
 // Store is the Run record store.
 type Store struct {
@@ -77,34 +74,22 @@ func (s *Store) Get(ctx context.Context, project, run string) (*schedulerv1.RunR
 	return rec, e.Revision(), nil
 }
 
-// Update applies fn to the newest record and writes it back with compare-and-swap,
-// re-reading and re-applying fn when another writer won. fn returning ErrNoChange
-// leaves the record unchanged and Update returns it with a nil error.
+// Update applies fn to the newest record and writes it back with compare-and-swap
+// (bus.UpdateProto), re-reading and re-applying fn when another writer won. fn
+// returning ErrNoChange leaves the record unchanged and Update returns it with a nil
+// error.
 func (s *Store) Update(ctx context.Context, project, run string, fn func(*schedulerv1.RunRecord) error) (*schedulerv1.RunRecord, error) {
-	for range maxCASRetries {
-		rec, rev, err := s.Get(ctx, project, run)
-		if err != nil {
-			return nil, err
-		}
-		if err := fn(rec); errors.Is(err, ErrNoChange) {
-			return rec, nil
-		} else if err != nil {
-			return nil, err
+	rec, _, err := bus.UpdateProto(ctx, s.kv, runKey(project, run), ErrNotFound, func(rec *schedulerv1.RunRecord) error {
+		if err := fn(rec); err != nil {
+			return err
 		}
 		rec.UpdateTime = s.now()
-		b, err := proto.Marshal(rec)
-		if err != nil {
-			return nil, fmt.Errorf("encoding run: %w", err)
-		}
-		_, err = s.kv.Update(ctx, runKey(project, run), b, rev)
-		if err == nil {
-			return rec, nil
-		}
-		if !bus.IsConflict(err) {
-			return nil, fmt.Errorf("updating run record: %w", err)
-		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("updating run %s: %w", run, err)
 	}
-	return nil, fmt.Errorf("updating run %s: too much contention", run)
+	return rec, err
 }
 
 // Keys lists the Run ids of a project, newest first (ids sort by creation time).
