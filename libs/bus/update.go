@@ -82,7 +82,7 @@ func UpdateProto[T any, P interface {
 		return rec, e.Revision(), nil
 	}
 	write := func(ctx context.Context, rec P, rev uint64) (uint64, error) {
-		b, err := proto.Marshal(rec)
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(rec)
 		if err != nil {
 			return 0, fmt.Errorf("encoding %s: %w", key, err)
 		}

@@ -129,32 +129,20 @@ func (s *Store) RevokeKey(ctx context.Context, projectID, keyID string) error {
 	if CheckID("key id", keyID) != nil {
 		return notFound
 	}
-	for {
-		rec := &registryv1.ApiKeyRecord{}
-		rev, err := getProto(ctx, s.keys, "k."+keyID, rec)
-		if isNotFound(err) {
+	_, _, err := bus.UpdateProto(ctx, s.keys, "k."+keyID, notFound, func(rec *registryv1.ApiKeyRecord) error {
+		switch {
+		case rec.GetApiKey().GetProjectId() != projectID:
 			return notFound
-		}
-		if err != nil {
-			return fmt.Errorf("reading api key: %w", err)
-		}
-		if rec.GetApiKey().GetProjectId() != projectID {
-			return notFound
-		}
-		if rec.GetApiKey().GetRevokeTime() != nil {
-			return nil
+		case rec.GetApiKey().GetRevokeTime() != nil:
+			return bus.ErrNoChange
 		}
 		rec.ApiKey.RevokeTime = timestamppb.New(s.opts.Now())
-		b, err := marshal(rec)
-		if err != nil {
-			return err
-		}
-		if _, err := s.keys.Update(ctx, "k."+keyID, b, rev); err == nil {
-			return nil
-		} else if !bus.IsConflict(err) {
-			return fmt.Errorf("revoking api key: %w", err)
-		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errs.ErrNotFound) {
+		return fmt.Errorf("revoking api key: %w", err)
 	}
+	return err
 }
 
 // purgeKeyIndex deletes the key records of a project (its index entries go after).

@@ -68,7 +68,7 @@ func (s *Store) DeployBundle(ctx context.Context, projectID string, files []*lat
 // never names a bundle another deploy wrote.
 func (s *Store) storeNextVersion(ctx context.Context, b *latchkeyv1.Bundle) error {
 	headKey := b.GetProjectId() + ".head"
-	for {
+	for range bus.DefaultUpdateAttempts {
 		head := &registryv1.BundleHead{}
 		rev, err := getProto(ctx, s.bundles, headKey, head)
 		if err != nil && !isNotFound(err) {
@@ -78,7 +78,8 @@ func (s *Store) storeNextVersion(ctx context.Context, b *latchkeyv1.Bundle) erro
 		if err != nil {
 			return err
 		}
-		for {
+		overtaken := false
+		for range bus.DefaultUpdateAttempts {
 			moved, err := s.moveHead(ctx, headKey, b.GetVersion(), rev)
 			if err != nil || moved {
 				if err != nil {
@@ -92,11 +93,17 @@ func (s *Store) storeNextVersion(ctx context.Context, b *latchkeyv1.Bundle) erro
 				return fmt.Errorf("reading bundle head: %w", err)
 			}
 			if head.GetVersion() >= b.GetVersion() {
-				_ = s.bundles.Purge(ctx, vkey)
+				overtaken = true
 				break // overtaken: start over above the new head
 			}
 		}
+		// Overtaken, or the head kept moving below this version: withdraw it.
+		_ = s.bundles.Purge(context.WithoutCancel(ctx), vkey)
+		if !overtaken {
+			break
+		}
 	}
+	return fmt.Errorf("deploying bundle: %w: too many concurrent deploys", bus.ErrContention)
 }
 
 // createVersion stores b under the first version from v on that is not taken.

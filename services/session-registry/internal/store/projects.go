@@ -121,25 +121,20 @@ func (s *Store) ListProjects(ctx context.Context, page Page) ([]*latchkeyv1.Proj
 // so it answers NotFound while DeleteProject runs. It returns whether the project was
 // already marked, so a repeated DeleteProject finishes the job.
 func (s *Store) SetProjectDeleting(ctx context.Context, id string, deleting bool) (was bool, err error) {
-	for {
-		rec, rev, err := s.projectRecord(ctx, id)
-		if err != nil {
-			return false, err
-		}
-		if rec.GetDeleting() == deleting {
-			return rec.GetDeleting(), nil
+	if err := CheckID("project id", id); err != nil {
+		return false, err
+	}
+	_, _, err = bus.UpdateProto(ctx, s.projects, id, projectNotFound(id), func(rec *registryv1.ProjectRecord) error {
+		if was = rec.GetDeleting(); was == deleting {
+			return bus.ErrNoChange
 		}
 		rec.Deleting = deleting
-		b, err := marshal(rec)
-		if err != nil {
-			return false, err
-		}
-		if _, err := s.projects.Update(ctx, id, b, rev); err == nil {
-			return !deleting, nil
-		} else if !bus.IsConflict(err) {
-			return false, fmt.Errorf("marking project %s deleting: %w", id, err)
-		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("marking project %s deleting: %w", id, err)
 	}
+	return was, nil
 }
 
 // PurgeProject deletes everything of a project: API keys first (so they stop working

@@ -126,37 +126,38 @@ func (s *Store) UpdateSession(ctx context.Context, projectID, id string, etag ui
 	if err != nil {
 		return Session{}, err
 	}
-	for {
+	read := func(ctx context.Context) (*registryv1.SessionRecord, uint64, error) {
 		cur, err := s.GetSession(ctx, projectID, id)
 		if err != nil {
-			return Session{}, err
+			return nil, 0, err
 		}
 		if etag != 0 && cur.Etag != etag {
-			return Session{}, staleSession(cur, etag)
+			// With an etag, a lost swap is the caller's to resolve: no retry.
+			return nil, 0, staleSession(cur, etag)
 		}
-		if err := fn(cur.Rec); err != nil {
-			return Session{}, err
-		}
-		cur.Rec.Session.UpdateTime = timestamppb.New(s.opts.Now())
-		b, err := marshal(cur.Rec)
-		if err != nil {
-			return Session{}, err
-		}
-		rev, err := s.sessions.Update(ctx, key, b, cur.Etag)
-		if err == nil {
-			return Session{Rec: cur.Rec, Etag: rev}, nil
-		}
-		if !bus.IsConflict(err) {
-			return Session{}, fmt.Errorf("updating session: %w", err)
-		}
-		if etag != 0 {
-			now, gerr := s.GetSession(ctx, projectID, id)
-			if gerr != nil {
-				return Session{}, gerr
-			}
-			return Session{}, staleSession(now, etag)
-		}
+		return cur.Rec, cur.Etag, nil
 	}
+	write := func(ctx context.Context, rec *registryv1.SessionRecord, rev uint64) (uint64, error) {
+		b, err := marshal(rec)
+		if err != nil {
+			return 0, err
+		}
+		return s.sessions.Update(ctx, key, b, rev)
+	}
+	rec, rev, err := bus.Update(ctx, 0, read, write, func(rec *registryv1.SessionRecord) error {
+		if err := fn(rec); err != nil {
+			return err
+		}
+		rec.Session.UpdateTime = timestamppb.New(s.opts.Now())
+		return nil
+	})
+	if err != nil {
+		if errs.IsUser(err) || errors.Is(err, errs.ErrNotFound) {
+			return Session{}, err
+		}
+		return Session{}, fmt.Errorf("updating session: %w", err)
+	}
+	return Session{Rec: rec, Etag: rev}, nil
 }
 
 func staleSession(cur Session, etag uint64) error {
