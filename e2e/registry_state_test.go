@@ -26,20 +26,30 @@ type regRunner struct {
 }
 
 func (w regRunner) read() (*latchkeyv1.StorageState, int64) {
+	w.t.Helper()
+	st, rev, err := w.load()
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return st, rev
+}
+
+// load is read for goroutines other than the test's: it returns its error.
+func (w regRunner) load() (*latchkeyv1.StorageState, int64, error) {
 	ctx := w.t.Context()
 	got, err := w.r.internal.GetStorageState(ctx, &registryv1.GetStorageStateRequest{ProjectId: "acme", AuthSessionId: w.session})
 	if err != nil {
-		w.t.Fatal(err)
+		return nil, 0, fmt.Errorf("GetStorageState: %w", err)
 	}
 	dec, err := w.r.vault.Decrypt(ctx, &vaultv1.DecryptRequest{Context: storagestate.CryptoContext("acme", w.session), Ciphertext: got.GetCiphertext(), Reason: &vaultv1.AccessReason{Purpose: "run:test"}})
 	if err != nil {
-		w.t.Fatal(err)
+		return nil, 0, fmt.Errorf("Decrypt: %w", err)
 	}
 	st, err := storagestate.Unmarshal(dec.GetPlaintext())
 	if err != nil {
-		w.t.Fatal(err)
+		return nil, 0, fmt.Errorf("unmarshaling the state: %w", err)
 	}
-	return st, got.GetRevision()
+	return st, got.GetRevision(), nil
 }
 
 func (w regRunner) write(st *latchkeyv1.StorageState, base int64) error {
@@ -86,7 +96,11 @@ func TestRegistryRacingWriteBacksMerge(t *testing.T) {
 					return
 				}
 				aborted[i]++
-				cur, rev := w.read()
+				cur, rev, err := w.load()
+				if err != nil {
+					t.Error(err) // not Fatal: this is not the test's goroutine
+					return
+				}
 				mine = storagestate.Merge(from, cur, mine)
 				from, fromRev = cur, rev
 			}

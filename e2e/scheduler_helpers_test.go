@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -116,33 +117,61 @@ func (w *world) session(t testing.TB, id string) *latchkeyv1.AuthSession {
 // start starts an API Run.
 func (w *world) start(t testing.TB, api, session string, creds map[string]string) *latchkeyv1.Run {
 	t.Helper()
-	resp, err := w.runs.StartRun(t.Context(), &latchkeyv1.StartRunRequest{Api: api, AuthSessionId: session, Credentials: creds, Params: &structpb.Struct{}})
+	run, err := w.startRun(t.Context(), api, session, creds)
 	if err != nil {
-		t.Fatalf("StartRun %s: %v", api, err)
+		t.Fatal(err)
 	}
-	return resp.GetRun()
+	return run
+}
+
+// startRun is start for goroutines other than the test's: it returns its error.
+func (w *world) startRun(ctx context.Context, api, session string, creds map[string]string) (*latchkeyv1.Run, error) {
+	resp, err := w.runs.StartRun(ctx, &latchkeyv1.StartRunRequest{Api: api, AuthSessionId: session, Credentials: creds, Params: &structpb.Struct{}})
+	if err != nil {
+		return nil, fmt.Errorf("StartRun %s: %w", api, err)
+	}
+	return resp.GetRun(), nil
 }
 
 // wait watches a Run until it ends and returns its last state.
 func (w *world) wait(t testing.TB, runID string) *latchkeyv1.Run {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	run, err := w.watch(t.Context(), runID)
+	if err != nil {
+		t.Fatalf("%v\nlogs:\n%s", err, tail(w.st.Logs.String()))
+	}
+	return run
+}
+
+// watch is wait for goroutines other than the test's: it returns its error.
+func (w *world) watch(ctx context.Context, runID string) (*latchkeyv1.Run, error) {
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
 	stream, err := w.runs.WatchRun(ctx, &latchkeyv1.WatchRunRequest{RunId: runID})
 	if err != nil {
-		t.Fatalf("WatchRun %s: %v", runID, err)
+		return nil, fmt.Errorf("WatchRun %s: %w", runID, err)
 	}
 	var last *latchkeyv1.Run
 	for {
 		m, err := stream.Recv()
 		if err == io.EOF {
-			return last
+			return last, nil
 		}
 		if err != nil {
-			t.Fatalf("WatchRun %s: %v (last %v)\nlogs:\n%s", runID, err, last, tail(w.st.Logs.String()))
+			return nil, fmt.Errorf("WatchRun %s: %w (last %v)", runID, err, last)
 		}
 		last = m.GetRun()
 	}
+}
+
+// startAndWatch starts an API Run with no credentials and watches it until it ends,
+// returning errors instead of failing the test, for goroutines other than the test's.
+func (w *world) startAndWatch(ctx context.Context, api, session string) (*latchkeyv1.Run, error) {
+	run, err := w.startRun(ctx, api, session, nil)
+	if err != nil {
+		return nil, err
+	}
+	return w.watch(ctx, run.GetId())
 }
 
 // tail keeps the end of long logs for failure messages.

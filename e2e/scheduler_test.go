@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -80,10 +81,14 @@ func TestFiftyRunsOnAnExpiredSessionLogInOnce(t *testing.T) {
 	const n = 50
 	var wg sync.WaitGroup
 	runs := make([]*latchkeyv1.Run, n)
+	errs := make([]error, n) // the goroutines report here; only the test's own fails the test
 	for i := range n {
-		wg.Go(func() { runs[i] = w.wait(t, w.start(t, "list-invoices", sess.GetId(), nil).GetId()) })
+		wg.Go(func() { runs[i], errs[i] = w.startAndWatch(t.Context(), "list-invoices", sess.GetId()) })
 	}
 	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("starting and watching %d Runs: %v\nlogs:\n%s", n, err, tail(w.st.Logs.String()))
+	}
 	failed := false
 	for i, run := range runs {
 		if run.GetState() != latchkeyv1.RunState_RUN_STATE_SUCCEEDED {
