@@ -57,7 +57,9 @@ func TestIntervalJobFiresPausesAndResumes(t *testing.T) {
 		t.Fatalf("paused job = %v", p)
 	}
 	before := len(w.waitQuiet(t, jc, j.GetId()))
-	time.Sleep(7 * time.Second) // three intervals and a half
+	// Three intervals and a half of nothing happening is the subject: a paused Job
+	// must not fire, and there is no event to wait for instead.
+	time.Sleep(7 * time.Second)
 	if ended, running := jobRuns(t, jc, j.GetId()); len(ended) != before || running != 0 {
 		t.Fatalf("a paused job fired: %d firings ended (was %d), %d running", len(ended), before, running)
 	}

@@ -74,6 +74,8 @@ func TestRecorderURLIsOneTimeAndExpires(t *testing.T) {
 		}
 	}
 
+	// Waiting out the URL's lifetime is the subject here. Polling the URL instead would
+	// open the one-time page again before it expires.
 	time.Sleep(time.Until(rec.GetExpireTime().AsTime()) + 500*time.Millisecond)
 	if code, body := httpGet(t, owner, u); code != http.StatusGone || !strings.Contains(body, "expired") {
 		t.Fatalf("after expiry: %d %q, want 410 expired", code, body)

@@ -20,6 +20,8 @@ func TestProactiveRefreshKeepsASessionAlive(t *testing.T) {
 	sess := w.readySession(t)
 	logins := w.portal.Counters().Logins
 
+	// Staying idle for longer than the portal's TTL is the subject: only the
+	// scheduler's proactive checks may keep the session alive meanwhile.
 	time.Sleep(2*ttl + time.Second)
 	got := w.session(t, sess.GetId())
 	if got.GetLastValidateTime().AsTime().Before(time.Now().Add(-ttl)) {
