@@ -4,16 +4,16 @@ import (
 	"testing"
 
 	"github.com/latchkey/latchkey/examples/portal"
+	"github.com/latchkey/latchkey/examples/portal/portaltest"
 	"github.com/latchkey/latchkey/internal/stack/stacktest"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
-	"github.com/latchkey/latchkey/libs/testkit"
 )
 
 // TestRunnerFullStack creates a CREDENTIALS session for bob (password and TOTP) and
 // runs list-invoices through the whole stack: the scheduler's create Run logs in in
 // the runner, and the API Run checks and runs in the session's warm context.
 func TestRunnerFullStack(t *testing.T) {
-	_, base := testkit.Portal(t, portal.Config{})
+	_, base := portaltest.Start(t, portal.Config{})
 	st := stacktest.Start(t, stacktest.Options{})
 	proj, err := latchkeyv1.NewProjectServiceClient(st.Dial(t, st.AdminKey)).CreateProject(t.Context(), &latchkeyv1.CreateProjectRequest{ProjectId: "runner-full", DisplayName: "runner full"})
 	if err != nil {
@@ -48,7 +48,7 @@ func TestRunnerFullStack(t *testing.T) {
 // waits in REQUESTED_MORE_INFO, ResumeRun answers, and the login goes on in the same
 // browser context.
 func TestRunnerFullStackAsk(t *testing.T) {
-	p, base := testkit.Portal(t, portal.Config{})
+	p, base := portaltest.Start(t, portal.Config{})
 	st := stacktest.Start(t, stacktest.Options{})
 	proj, err := latchkeyv1.NewProjectServiceClient(st.Dial(t, st.AdminKey)).CreateProject(t.Context(), &latchkeyv1.CreateProjectRequest{ProjectId: "runner-ask", DisplayName: "runner ask"})
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/latchkey/latchkey/examples/portal"
+	"github.com/latchkey/latchkey/examples/portal/portaltest"
 	"github.com/latchkey/latchkey/internal/stack/stacktest"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/testkit"
@@ -39,7 +40,7 @@ func newWorld(t testing.TB, opts stacktest.Options) *world {
 // newWorldWith is newWorld with a portal configured by pcfg.
 func newWorldWith(t testing.TB, pcfg portal.Config, opts stacktest.Options) *world {
 	t.Helper()
-	p, url := testkit.Portal(t, pcfg)
+	p, url := portaltest.Start(t, pcfg)
 	if opts.Env == nil {
 		opts.Env = map[string]string{}
 	}

@@ -76,7 +76,7 @@ type splitWorld struct {
 
 func newSplitWorld(t *testing.T) *splitWorld {
 	t.Helper()
-	p, url := testkit.Portal(t, portal.Config{})
+	p, url := portaltest.Start(t, portal.Config{})
 	core := stacktest.Start(t, stacktest.Options{Services: []string{"vault", "registry", "runner"}, Env: map[string]string{"LATCHKEY_CHROMIUM_PATH": testkit.ChromiumPath(t)}})
 	s := &splitWorld{core: core, schedOpts: stacktest.Options{
 		Services: []string{"scheduler"},
