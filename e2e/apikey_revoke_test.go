@@ -16,6 +16,7 @@ import (
 // another process has just accepted (and cached for 30 s): the scheduler refuses it
 // within seconds, because it watches the registry's key records.
 func TestRevokedKeyStopsAtOnceInOtherProcesses(t *testing.T) {
+	t.Parallel()
 	w := newSplitWorld(t)
 	projects := latchkeyv1.NewProjectServiceClient(w.core.Dial(t, w.core.AdminKey))
 	created, err := projects.CreateApiKey(t.Context(), &latchkeyv1.CreateApiKeyRequest{ProjectId: "acme", Name: "ci"})

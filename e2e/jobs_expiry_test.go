@@ -20,6 +20,7 @@ import (
 // fires no more, and ResumeJob and TriggerJob answer FailedPrecondition until the
 // session's credentials are updated. Then ResumeJob makes it fire again.
 func TestJobPausesWhenItsSessionExpires(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{})
 	sess := w.readySession(t)
 	jc := latchkeyv1.NewJobServiceClient(w.conn)

@@ -19,6 +19,7 @@ import (
 // the portal's invoices; paused it stops firing, resumed it fires again, deleted it is
 // gone with its firings.
 func TestIntervalJobFiresPausesAndResumes(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{})
 	sess := w.readySession(t)
 	jc := latchkeyv1.NewJobServiceClient(w.conn)
@@ -92,6 +93,7 @@ func TestIntervalJobFiresPausesAndResumes(t *testing.T) {
 // two of them alive at once; each payload reached its Run's recipe as params; a second
 // trigger while it runs is refused, and once it ended the batch can run again.
 func TestBatchJobRunsEachPayloadWithBoundedConcurrency(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{})
 	w.deploy(t, echoRecipe)
 	sess := w.readySession(t)

@@ -13,6 +13,7 @@ import (
 // only in the scheduler's memory, so the new scheduler ends the firing the old one
 // left running and goes on firing the Job.
 func TestJobKeepsFiringAcrossSchedulerRestart(t *testing.T) {
+	t.Parallel()
 	w := newSplitWorld(t)
 	jc := latchkeyv1.NewJobServiceClient(w.sched.Dial(t, w.key))
 	job, err := jc.CreateJob(t.Context(), &latchkeyv1.CreateJobRequest{Job: &latchkeyv1.Job{

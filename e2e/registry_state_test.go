@@ -70,6 +70,7 @@ func (w regRunner) write(st *latchkeyv1.StorageState, base int64) error {
 // revision write back at once through PutStorageState, with the vault sealing: the
 // losers get Aborted, merge with libs/storagestate and retry, and no cookie is lost.
 func TestRegistryRacingWriteBacksMerge(t *testing.T) {
+	t.Parallel()
 	r := startRegistry(t, stacktest.Options{})
 	c := r.newProject(t, "acme")
 	c.deployPortal(t)
@@ -127,6 +128,7 @@ func TestRegistryRacingWriteBacksMerge(t *testing.T) {
 // TestRegistryConcurrentTransitions races TransitionSession calls on one etag: one
 // wins, each loser gets Aborted with the winner's record (new etag) in the details.
 func TestRegistryConcurrentTransitions(t *testing.T) {
+	t.Parallel()
 	r := startRegistry(t, stacktest.Options{})
 	ctx := t.Context()
 	c := r.newProject(t, "acme")
@@ -192,6 +194,7 @@ func TestRegistryConcurrentTransitions(t *testing.T) {
 // TestRegistryServesWithRedisDown runs the registry with a Redis cache, kills Redis
 // and keeps using it: states are read from JetStream instead.
 func TestRegistryServesWithRedisDown(t *testing.T) {
+	t.Parallel()
 	redis := testkit.Redis(t)
 	r := startRegistry(t, stacktest.Options{Env: map[string]string{"LATCHKEY_REDIS_URL": redis.URL()}})
 	ctx := t.Context()
@@ -223,6 +226,7 @@ func TestRegistryServesWithRedisDown(t *testing.T) {
 // TestRegistryRollsBackWhenTheSchedulerFails: when StartRun fails, CreateAuthSession
 // and UpdateAuthSessionCredentials answer Unavailable and leave nothing behind.
 func TestRegistryRollsBackWhenTheSchedulerFails(t *testing.T) {
+	t.Parallel()
 	r := startRegistry(t, stacktest.Options{})
 	ctx := t.Context()
 	c := r.newProject(t, "acme")

@@ -24,6 +24,7 @@ import (
 // key), get, list, keys created, listed and revoked, the audit trail, and delete with
 // crypto-shredding through the vault.
 func TestRegistryProjectsAndKeys(t *testing.T) {
+	t.Parallel()
 	r := startRegistry(t, stacktest.Options{})
 	ctx := t.Context()
 	acme := r.newProject(t, "acme")
@@ -118,6 +119,7 @@ func regWaitForAudit(t *testing.T, c *regClient, resource, purpose string) *latc
 
 // TestRegistryAutomations covers AutomationService: deploy, versions, get, list.
 func TestRegistryAutomations(t *testing.T) {
+	t.Parallel()
 	r := startRegistry(t, stacktest.Options{})
 	ctx := t.Context()
 	c := r.newProject(t, "acme")
@@ -153,6 +155,7 @@ func TestRegistryAutomations(t *testing.T) {
 // Run started on the scheduler), get, list, update, the state machine, storage states,
 // a credentials update and its completion, import/export, delete.
 func TestRegistrySessionLifecycle(t *testing.T) {
+	t.Parallel()
 	r := startRegistry(t, stacktest.Options{})
 	ctx := t.Context()
 	c := r.newProject(t, "acme")

@@ -13,6 +13,7 @@ import (
 // runs list-invoices through the whole stack: the scheduler's create Run logs in in
 // the runner, and the API Run checks and runs in the session's warm context.
 func TestRunnerFullStack(t *testing.T) {
+	t.Parallel()
 	_, base := portaltest.Start(t, portal.Config{})
 	st := stacktest.Start(t, stacktest.Options{})
 	proj, err := latchkeyv1.NewProjectServiceClient(st.Dial(t, st.AdminKey)).CreateProject(t.Context(), &latchkeyv1.CreateProjectRequest{ProjectId: "runner-full", DisplayName: "runner full"})
@@ -48,6 +49,7 @@ func TestRunnerFullStack(t *testing.T) {
 // waits in REQUESTED_MORE_INFO, ResumeRun answers, and the login goes on in the same
 // browser context.
 func TestRunnerFullStackAsk(t *testing.T) {
+	t.Parallel()
 	p, base := portaltest.Start(t, portal.Config{})
 	st := stacktest.Start(t, stacktest.Options{})
 	proj, err := latchkeyv1.NewProjectServiceClient(st.Dial(t, st.AdminKey)).CreateProject(t.Context(), &latchkeyv1.CreateProjectRequest{ProjectId: "runner-ask", DisplayName: "runner ask"})

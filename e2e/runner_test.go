@@ -30,6 +30,7 @@ import (
 // vault for the Run (audited), restored, checked VALID; an API with check_first then
 // runs in the session's warm context and its output comes back on lk.results.<run>.
 func TestRunnerThroughServices(t *testing.T) {
+	t.Parallel()
 	_, base := portaltest.Start(t, portal.Config{})
 	st := stacktest.Start(t, stacktest.Options{Services: []string{"vault", "registry", "runner"}})
 	admin := st.Dial(t, st.AdminKey)

@@ -20,6 +20,7 @@ import (
 )
 
 func TestCreateAsksAndIsResumed(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{})
 	creds := map[string]string{"username": portal.CarolUsername, "password": portal.CarolPassword}
 	sess, createID := w.createSession(t, latchkeyv1.SessionType_SESSION_TYPE_CREDENTIALS, creds)
@@ -46,6 +47,7 @@ func TestCreateAsksAndIsResumed(t *testing.T) {
 // TestSchedulerRestartMidRun runs the scheduler apart from the other services, stops it
 // while a Run's task is in the browser, starts a new one, and sees the Run finish.
 func TestSchedulerRestartMidRun(t *testing.T) {
+	t.Parallel()
 	w := newSplitWorld(t)
 	w.portal.SetFault(portal.Fault{Delay: 1500 * time.Millisecond})
 	seen := w.portal.Counters().Requests
@@ -137,6 +139,7 @@ func loggedInState(t *testing.T, url string) []byte {
 // TestOneRunIsOneTrace checks that a Run that needed a login is one trace across the
 // four services, with correct parent links and no secret in any span.
 func TestOneRunIsOneTrace(t *testing.T) {
+	t.Parallel()
 	spans := tracetest.NewInMemoryExporter()
 	w := newWorld(t, stacktest.Options{SpanExporter: spans})
 	sess := w.readySession(t)

@@ -14,6 +14,7 @@ import (
 // (the check slides the portal's expiry and the rotated cookie is written back), so a
 // Run started long after the session would have died finds it alive: no new login.
 func TestProactiveRefreshKeepsASessionAlive(t *testing.T) {
+	t.Parallel()
 	// 10 s leaves the refresh (due at ~7.5 s) room on a loaded 2-core CI machine.
 	const ttl = 10 * time.Second
 	w := newWorldWith(t, portal.Config{SessionTTL: ttl}, stacktest.Options{Args: []string{"-refresh-interval", "500ms"}})

@@ -39,6 +39,7 @@ func wantInvoices(t *testing.T, run *latchkeyv1.Run) {
 }
 
 func TestSchedulerRunsAndRecreatesOnExpiry(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{})
 	sess := w.readySession(t)
 	if sess.GetState() != latchkeyv1.SessionState_SESSION_STATE_READY || sess.GetStateRevision() == 0 {
@@ -73,6 +74,10 @@ func TestSchedulerRunsAndRecreatesOnExpiry(t *testing.T) {
 }
 
 func TestFiftyRunsOnAnExpiredSessionLogInOnce(t *testing.T) {
+	// Not parallel: fifty Runs in Chromium at once take every core of a small machine
+	// (CI has two), which would starve the tests that run to a clock (the refresh,
+	// the recorder URL's expiry, the key revocation's bound). Serial tests run before
+	// the parallel ones, so this one has the machine to itself.
 	w := newWorld(t, stacktest.Options{})
 	sess := w.readySession(t)
 	w.portal.ExpireSessions()
@@ -109,6 +114,7 @@ func TestFiftyRunsOnAnExpiredSessionLogInOnce(t *testing.T) {
 }
 
 func TestWrongPasswordExpiresSessionAndIsNotRetried(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{})
 	// A RUNTIME session logs in with the credentials of the Run that needs it.
 	sess, createID := w.createSession(t, latchkeyv1.SessionType_SESSION_TYPE_RUNTIME, alice())
@@ -149,6 +155,7 @@ func hasReason(err error, reason string) bool {
 }
 
 func TestStartRunRejectsBadInput(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{})
 	cases := []struct {
 		name string

@@ -28,6 +28,7 @@ const marks = `apis:
 // different cookie and end one after the other from the same starting revision: the
 // stored state must hold both cookies (the later writer merges into the newer revision).
 func TestRacingWriteBacksKeepEveryCookie(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{})
 	w.deploy(t, &latchkeyv1.BundleFile{Path: "marks.yaml", Content: []byte(marks)})
 	sess := w.readySession(t)
