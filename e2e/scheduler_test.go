@@ -75,9 +75,9 @@ func TestSchedulerRunsAndRecreatesOnExpiry(t *testing.T) {
 
 func TestFiftyRunsOnAnExpiredSessionLogInOnce(t *testing.T) {
 	// Not parallel: fifty Runs in Chromium at once take every core of a small machine
-	// (CI has two), which would starve the tests that run to a clock (the refresh,
-	// the recorder URL's expiry, the key revocation's bound). Serial tests run before
-	// the parallel ones, so this one has the machine to itself.
+	// (CI has two), which would starve the tests that run to a clock (the recorder
+	// URL's expiry, the key revocation's bound). Serial tests run before the parallel
+	// ones, so this one has the machine to itself.
 	w := newWorld(t, stacktest.Options{})
 	sess := w.readySession(t)
 	w.portal.ExpireSessions()
