@@ -40,11 +40,17 @@ func BenchmarkRunsVsLoginEveryTime(b *testing.B) {
 	for range benchConcurrency {
 		warm.Go(func() {
 			for range 3 {
-				w.wait(b, w.start(b, "list-invoices", sess.GetId(), nil).GetId())
+				if _, err := w.startAndWatch(b.Context(), "list-invoices", sess.GetId()); err != nil {
+					b.Errorf("warming up: %v", err) // not Fatal: this is not the benchmark's goroutine
+					return
+				}
 			}
 		})
 	}
 	warm.Wait()
+	if b.Failed() {
+		b.FailNow()
+	}
 
 	alloc, cancel := chromedp.NewExecAllocator(context.Background(), append(browser.AllocatorOptions(), chromedp.ExecPath(testkit.ChromiumPath(b)))...)
 	defer cancel()
@@ -58,8 +64,12 @@ func BenchmarkRunsVsLoginEveryTime(b *testing.B) {
 	var overhead, latency []time.Duration
 	latchkeyRun := func() {
 		began := time.Now()
-		run := w.wait(b, w.start(b, "list-invoices", sess.GetId(), nil).GetId())
+		run, err := w.startAndWatch(b.Context(), "list-invoices", sess.GetId())
 		total := time.Since(began)
+		if err != nil {
+			b.Error(err) // not Fatal: parallel runs this on its own goroutines
+			return
+		}
 		if run.GetState() != latchkeyv1.RunState_RUN_STATE_SUCCEEDED {
 			b.Errorf("run %s: %s", run.GetState(), run.GetFailureMessage())
 			return

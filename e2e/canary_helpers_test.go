@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"io/fs"
@@ -10,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/latchkey/latchkey/libs/testkit"
 )
 
 // The canary tests plant secrets and then look for them where they must never be.
@@ -57,16 +58,8 @@ func scanDir(t *testing.T, dir string, needles [][]byte) []string {
 	return found
 }
 
-// redisDump returns every key and value in Redis, whatever their types.
+// waitUntil polls cond until it holds, for up to 15 s.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
-	defer cancel()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	testkit.Eventually(t, 15*time.Second, func() (bool, string) { return cond(), "waiting for " + what })
 }

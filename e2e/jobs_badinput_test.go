@@ -20,6 +20,7 @@ import (
 // TestJobServiceRejectsBadInput: every mistake gets the right code and a message that
 // names what to fix, and another project's Jobs and JobRuns do not exist for a caller.
 func TestJobServiceRejectsBadInput(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{})
 	sess := w.readySession(t)
 	jc := latchkeyv1.NewJobServiceClient(w.conn)

@@ -19,6 +19,7 @@ import (
 // the portal's invoices; paused it stops firing, resumed it fires again, deleted it is
 // gone with its firings.
 func TestIntervalJobFiresPausesAndResumes(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{})
 	sess := w.readySession(t)
 	jc := latchkeyv1.NewJobServiceClient(w.conn)
@@ -57,7 +58,9 @@ func TestIntervalJobFiresPausesAndResumes(t *testing.T) {
 		t.Fatalf("paused job = %v", p)
 	}
 	before := len(w.waitQuiet(t, jc, j.GetId()))
-	time.Sleep(7 * time.Second) // three intervals and a half
+	// Three intervals and a half of nothing happening is the subject: a paused Job
+	// must not fire, and there is no event to wait for instead.
+	time.Sleep(7 * time.Second)
 	if ended, running := jobRuns(t, jc, j.GetId()); len(ended) != before || running != 0 {
 		t.Fatalf("a paused job fired: %d firings ended (was %d), %d running", len(ended), before, running)
 	}
@@ -90,6 +93,7 @@ func TestIntervalJobFiresPausesAndResumes(t *testing.T) {
 // two of them alive at once; each payload reached its Run's recipe as params; a second
 // trigger while it runs is refused, and once it ended the batch can run again.
 func TestBatchJobRunsEachPayloadWithBoundedConcurrency(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{})
 	w.deploy(t, echoRecipe)
 	sess := w.readySession(t)

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -34,9 +36,18 @@ func jobRunEnded(s latchkeyv1.JobRunState) bool {
 // still running.
 func jobRuns(t testing.TB, jc latchkeyv1.JobServiceClient, jobID string) (ended []*latchkeyv1.JobRun, running int) {
 	t.Helper()
-	resp, err := jc.ListJobRuns(t.Context(), &latchkeyv1.ListJobRunsRequest{JobId: jobID, PageSize: 500})
+	ended, running, err := listJobRuns(t.Context(), jc, jobID)
 	if err != nil {
-		t.Fatalf("ListJobRuns %s: %v", jobID, err)
+		t.Fatal(err)
+	}
+	return ended, running
+}
+
+// listJobRuns is jobRuns returning its error, for polls that try again.
+func listJobRuns(ctx context.Context, jc latchkeyv1.JobServiceClient, jobID string) (ended []*latchkeyv1.JobRun, running int, err error) {
+	resp, err := jc.ListJobRuns(ctx, &latchkeyv1.ListJobRunsRequest{JobId: jobID, PageSize: 500})
+	if err != nil {
+		return nil, 0, fmt.Errorf("ListJobRuns %s: %w", jobID, err)
 	}
 	for _, jr := range resp.GetJobRuns() {
 		if jobRunEnded(jr.GetState()) {
@@ -45,60 +56,53 @@ func jobRuns(t testing.TB, jc latchkeyv1.JobServiceClient, jobID string) (ended 
 			running++
 		}
 	}
-	return ended, running
+	return ended, running, nil
 }
 
 // waitJobRuns waits (up to 90 s) until the Job has at least n ended firings and
 // returns them, newest first.
 func (w *world) waitJobRuns(t testing.TB, jc latchkeyv1.JobServiceClient, jobID string, n int) []*latchkeyv1.JobRun {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		ended, _ := jobRuns(t, jc, jobID)
-		if len(ended) >= n {
-			return ended
+	var ended []*latchkeyv1.JobRun
+	w.eventually(t, 90*time.Second, func() (bool, string) {
+		var err error
+		if ended, _, err = listJobRuns(t.Context(), jc, jobID); err != nil {
+			return false, err.Error()
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("job %s: %d firings ended within 90 s, want %d\nlogs:\n%s", jobID, len(ended), n, tail(w.st.Logs.String()))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return len(ended) >= n, fmt.Sprintf("job %s: %d firings ended, want %d", jobID, len(ended), n)
+	})
+	return ended
 }
 
 // waitQuiet waits (up to 90 s) until no firing of the Job is running and returns the
 // ended ones.
 func (w *world) waitQuiet(t testing.TB, jc latchkeyv1.JobServiceClient, jobID string) []*latchkeyv1.JobRun {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		ended, running := jobRuns(t, jc, jobID)
-		if running == 0 {
-			return ended
+	var ended []*latchkeyv1.JobRun
+	w.eventually(t, 90*time.Second, func() (bool, string) {
+		var running int
+		var err error
+		if ended, running, err = listJobRuns(t.Context(), jc, jobID); err != nil {
+			return false, err.Error()
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("job %s still has %d running firings after 90 s\nlogs:\n%s", jobID, running, tail(w.st.Logs.String()))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return running == 0, fmt.Sprintf("job %s still has %d running firings", jobID, running)
+	})
+	return ended
 }
 
 // waitJobRun polls one firing until it ends (up to 90 s).
 func (w *world) waitJobRun(t testing.TB, jc latchkeyv1.JobServiceClient, jobRunID string) *latchkeyv1.JobRun {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
+	var jr *latchkeyv1.JobRun
+	w.eventually(t, 90*time.Second, func() (bool, string) {
 		resp, err := jc.GetJobRun(t.Context(), &latchkeyv1.GetJobRunRequest{JobRunId: jobRunID})
 		if err != nil {
-			t.Fatalf("GetJobRun %s: %v", jobRunID, err)
+			return false, fmt.Sprintf("GetJobRun %s: %v", jobRunID, err)
 		}
-		if jobRunEnded(resp.GetJobRun().GetState()) {
-			return resp.GetJobRun()
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("job run %s did not end within 90 s: %v\nlogs:\n%s", jobRunID, resp.GetJobRun(), tail(w.st.Logs.String()))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		jr = resp.GetJobRun()
+		return jobRunEnded(jr.GetState()), fmt.Sprintf("job run %s did not end: %v", jobRunID, jr)
+	})
+	return jr
 }
 
 // childRuns lists the Runs of a firing.

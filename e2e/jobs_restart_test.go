@@ -13,6 +13,7 @@ import (
 // only in the scheduler's memory, so the new scheduler ends the firing the old one
 // left running and goes on firing the Job.
 func TestJobKeepsFiringAcrossSchedulerRestart(t *testing.T) {
+	t.Parallel()
 	w := newSplitWorld(t)
 	jc := latchkeyv1.NewJobServiceClient(w.sched.Dial(t, w.key))
 	job, err := jc.CreateJob(t.Context(), &latchkeyv1.CreateJobRequest{Job: &latchkeyv1.Job{
@@ -25,20 +26,19 @@ func TestJobKeepsFiringAcrossSchedulerRestart(t *testing.T) {
 	w.waitJobRuns(t, jc, id, 1)
 	// Stop the scheduler while a firing's Run is in the browser.
 	w.portal.SetFault(portal.Fault{Delay: 1500 * time.Millisecond})
+	seen := w.portal.Counters().Requests
 	var inFlight string
-	for deadline := time.Now().Add(60 * time.Second); inFlight == ""; time.Sleep(100 * time.Millisecond) {
+	w.eventually(t, 60*time.Second, func() (bool, string) {
 		resp, err := jc.ListJobRuns(t.Context(), &latchkeyv1.ListJobRunsRequest{JobId: id, PageSize: 1})
 		if err != nil {
-			t.Fatal(err)
+			return false, err.Error()
 		}
 		if jr := resp.GetJobRuns(); len(jr) == 1 && !jobRunEnded(jr[0].GetState()) {
 			inFlight = jr[0].GetId()
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the job did not fire again within 60 s")
-		}
-	}
-	time.Sleep(500 * time.Millisecond) // its Run is in the browser now
+		return inFlight != "", "the job did not fire again"
+	})
+	w.waitPortalRequest(t, seen) // a Run is in the browser now, held by the delay
 	w.restartScheduler(t)
 	w.portal.SetFault(portal.Fault{})
 	jc = latchkeyv1.NewJobServiceClient(w.sched.Dial(t, w.key))

@@ -105,18 +105,13 @@ func openRecorder(t *testing.T, person context.Context, url string) context.Cont
 // waitPage polls a JavaScript condition on the recorder page.
 func waitPage(t *testing.T, tab context.Context, what, cond string) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	eventuallyWith(t, 60*time.Second, func() (bool, string) {
 		ok, err := chromedp.Run(tab, chromedp.Evaluate[bool](cond))
-		if err == nil && ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			state, _ := chromedp.Run(tab, chromedp.Evaluate[string](`document.getElementById("status").textContent`))
-			t.Fatalf("timed out waiting for %s (page says %q, err %v)", what, state, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err == nil && ok, fmt.Sprintf("waiting for %s (evaluating: %v)", what, err)
+	}, func() string {
+		state, _ := chromedp.Run(tab, chromedp.Evaluate[string](`document.getElementById("status").textContent`))
+		return fmt.Sprintf("the page says %q", state)
+	})
 }
 
 // clickScreen clicks the live view at a fraction of the hosted viewport, with a real

@@ -19,6 +19,7 @@ import (
 // it answers Gone, the recording's Run fails with TIMEOUT and the session is still
 // PENDING.
 func TestRecorderURLIsOneTimeAndExpires(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{Args: []string{"-recorder-ttl", "10s"}})
 	sess := w.recorderSession(t)
 	rec := w.recorderURL(t, sess.GetId())
@@ -74,6 +75,8 @@ func TestRecorderURLIsOneTimeAndExpires(t *testing.T) {
 		}
 	}
 
+	// Waiting out the URL's lifetime is the subject here. Polling the URL instead would
+	// open the one-time page again before it expires.
 	time.Sleep(time.Until(rec.GetExpireTime().AsTime()) + 500*time.Millisecond)
 	if code, body := httpGet(t, owner, u); code != http.StatusGone || !strings.Contains(body, "expired") {
 		t.Fatalf("after expiry: %d %q, want 410 expired", code, body)
@@ -91,6 +94,7 @@ func TestRecorderURLIsOneTimeAndExpires(t *testing.T) {
 // recording's Run is canceled. The Run is CANCELED, the page says the recording ended,
 // and the session is still PENDING with no state.
 func TestRecorderCanceledLeavesSessionAsItWas(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{})
 	sess := w.recorderSession(t)
 	rec := w.recorderURL(t, sess.GetId())
@@ -113,6 +117,7 @@ func TestRecorderCanceledLeavesSessionAsItWas(t *testing.T) {
 // TestANewRecorderURLReplacesTheOld: asking for a second URL cancels the first
 // recording, which would otherwise hold a runner's browser until it expired.
 func TestANewRecorderURLReplacesTheOld(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{})
 	sess := w.recorderSession(t)
 	first := w.recorderURL(t, sess.GetId())
@@ -133,6 +138,7 @@ func TestANewRecorderURLReplacesTheOld(t *testing.T) {
 // session is FailedPrecondition; another project's session and an unknown one are
 // NotFound; a public caller cannot start a RECORD Run directly.
 func TestRecorderURLOnlyForOwnRecorderSessions(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{})
 	creds, _ := w.createSession(t, latchkeyv1.SessionType_SESSION_TYPE_CREDENTIALS, alice())
 	recSess := w.recorderSession(t)

@@ -25,6 +25,7 @@ import (
 // succeeds, the portal saw exactly one login, and the password crossed no log line,
 // no span and no NATS message in clear.
 func TestRecorderPersonLogsIn(t *testing.T) {
+	t.Parallel()
 	spans := tracetest.NewInMemoryExporter()
 	w := newWorld(t, stacktest.Options{SpanExporter: spans})
 	var b [6]byte
@@ -122,6 +123,7 @@ func TestRecorderPersonLogsIn(t *testing.T) {
 // EXPIRED by the next Run's check (RECORDER sessions never log in by themselves); a
 // new recording on the EXPIRED session makes it READY again, and Runs succeed.
 func TestRecorderFixesAnExpiredSession(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{})
 	sess := w.recorderSession(t)
 	person := personBrowser(t)

@@ -20,6 +20,7 @@ import (
 // types and the like: each gets a clear status whose message says what to fix, and
 // nothing changes.
 func TestRegistryRefusesBadInput(t *testing.T) {
+	t.Parallel()
 	r := startRegistry(t, stacktest.Options{})
 	ctx := t.Context()
 	c := r.newProject(t, "acme")

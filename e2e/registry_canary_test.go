@@ -26,6 +26,7 @@ import (
 // canary is in any of them. Each scan first finds a probe it must find, so a scan
 // that reads nothing cannot pass.
 func TestRegistryCanaryAppearsNowhere(t *testing.T) {
+	t.Parallel()
 	rs := testkit.Redis(t)
 	spans := tracetest.NewInMemoryExporter()
 	r := startRegistry(t, stacktest.Options{Env: map[string]string{"LATCHKEY_REDIS_URL": rs.URL()}, SpanExporter: spans})

@@ -18,6 +18,7 @@ import (
 // lk.events.session.<project>.<session> with the W3C trace context of the RPC that
 // caused them, so a consumer's span joins the caller's trace.
 func TestRegistrySessionEventsCarryTraceContext(t *testing.T) {
+	t.Parallel()
 	spans := tracetest.NewInMemoryExporter()
 	r := startRegistry(t, stacktest.Options{SpanExporter: spans})
 	c := r.newProject(t, "acme")

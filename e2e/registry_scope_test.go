@@ -19,6 +19,7 @@ import (
 // key on project acme's ids: each answers NotFound (or PermissionDenied for the
 // admin-only RPCs), lists show nothing of acme, and nothing of acme changes.
 func TestRegistryCrossProjectAccessRefused(t *testing.T) {
+	t.Parallel()
 	r := startRegistry(t, stacktest.Options{})
 	ctx := t.Context()
 	acme := r.newProject(t, "acme")

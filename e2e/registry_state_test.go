@@ -26,20 +26,30 @@ type regRunner struct {
 }
 
 func (w regRunner) read() (*latchkeyv1.StorageState, int64) {
+	w.t.Helper()
+	st, rev, err := w.load()
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return st, rev
+}
+
+// load is read for goroutines other than the test's: it returns its error.
+func (w regRunner) load() (*latchkeyv1.StorageState, int64, error) {
 	ctx := w.t.Context()
 	got, err := w.r.internal.GetStorageState(ctx, &registryv1.GetStorageStateRequest{ProjectId: "acme", AuthSessionId: w.session})
 	if err != nil {
-		w.t.Fatal(err)
+		return nil, 0, fmt.Errorf("GetStorageState: %w", err)
 	}
 	dec, err := w.r.vault.Decrypt(ctx, &vaultv1.DecryptRequest{Context: storagestate.CryptoContext("acme", w.session), Ciphertext: got.GetCiphertext(), Reason: &vaultv1.AccessReason{Purpose: "run:test"}})
 	if err != nil {
-		w.t.Fatal(err)
+		return nil, 0, fmt.Errorf("Decrypt: %w", err)
 	}
 	st, err := storagestate.Unmarshal(dec.GetPlaintext())
 	if err != nil {
-		w.t.Fatal(err)
+		return nil, 0, fmt.Errorf("unmarshaling the state: %w", err)
 	}
-	return st, got.GetRevision()
+	return st, got.GetRevision(), nil
 }
 
 func (w regRunner) write(st *latchkeyv1.StorageState, base int64) error {
@@ -60,6 +70,7 @@ func (w regRunner) write(st *latchkeyv1.StorageState, base int64) error {
 // revision write back at once through PutStorageState, with the vault sealing: the
 // losers get Aborted, merge with libs/storagestate and retry, and no cookie is lost.
 func TestRegistryRacingWriteBacksMerge(t *testing.T) {
+	t.Parallel()
 	r := startRegistry(t, stacktest.Options{})
 	c := r.newProject(t, "acme")
 	c.deployPortal(t)
@@ -86,7 +97,11 @@ func TestRegistryRacingWriteBacksMerge(t *testing.T) {
 					return
 				}
 				aborted[i]++
-				cur, rev := w.read()
+				cur, rev, err := w.load()
+				if err != nil {
+					t.Error(err) // not Fatal: this is not the test's goroutine
+					return
+				}
 				mine = storagestate.Merge(from, cur, mine)
 				from, fromRev = cur, rev
 			}
@@ -113,6 +128,7 @@ func TestRegistryRacingWriteBacksMerge(t *testing.T) {
 // TestRegistryConcurrentTransitions races TransitionSession calls on one etag: one
 // wins, each loser gets Aborted with the winner's record (new etag) in the details.
 func TestRegistryConcurrentTransitions(t *testing.T) {
+	t.Parallel()
 	r := startRegistry(t, stacktest.Options{})
 	ctx := t.Context()
 	c := r.newProject(t, "acme")
@@ -178,6 +194,7 @@ func TestRegistryConcurrentTransitions(t *testing.T) {
 // TestRegistryServesWithRedisDown runs the registry with a Redis cache, kills Redis
 // and keeps using it: states are read from JetStream instead.
 func TestRegistryServesWithRedisDown(t *testing.T) {
+	t.Parallel()
 	redis := testkit.Redis(t)
 	r := startRegistry(t, stacktest.Options{Env: map[string]string{"LATCHKEY_REDIS_URL": redis.URL()}})
 	ctx := t.Context()
@@ -209,6 +226,7 @@ func TestRegistryServesWithRedisDown(t *testing.T) {
 // TestRegistryRollsBackWhenTheSchedulerFails: when StartRun fails, CreateAuthSession
 // and UpdateAuthSessionCredentials answer Unavailable and leave nothing behind.
 func TestRegistryRollsBackWhenTheSchedulerFails(t *testing.T) {
+	t.Parallel()
 	r := startRegistry(t, stacktest.Options{})
 	ctx := t.Context()
 	c := r.newProject(t, "acme")

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -16,12 +17,14 @@ import (
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	vaultv1 "github.com/latchkey/latchkey/libs/gen/latchkey/vault/v1"
 	"github.com/latchkey/latchkey/libs/storagestate"
+	"github.com/latchkey/latchkey/libs/testkit"
 )
 
 // TestRegistryProjectsAndKeys covers ProjectService end to end: create (with the first
 // key), get, list, keys created, listed and revoked, the audit trail, and delete with
 // crypto-shredding through the vault.
 func TestRegistryProjectsAndKeys(t *testing.T) {
+	t.Parallel()
 	r := startRegistry(t, stacktest.Options{})
 	ctx := t.Context()
 	acme := r.newProject(t, "acme")
@@ -97,26 +100,26 @@ func TestRegistryProjectsAndKeys(t *testing.T) {
 // regWaitForAudit waits for the vault's audit entry of resource with purpose.
 func regWaitForAudit(t *testing.T, c *regClient, resource, purpose string) *latchkeyv1.AuditEntry {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	var found *latchkeyv1.AuditEntry
+	testkit.Eventually(t, 5*time.Second, func() (bool, string) {
 		resp, err := c.projects.ListAuditEntries(t.Context(), &latchkeyv1.ListAuditEntriesRequest{ResourceId: resource})
 		if err != nil {
-			t.Fatal(err)
+			return false, err.Error()
 		}
 		for _, e := range resp.GetEntries() {
 			if e.GetPurpose() == purpose {
-				return e
+				found = e
+				return true, ""
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no audit entry for %s with purpose %q: %v", resource, purpose, resp.GetEntries())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return false, fmt.Sprintf("no audit entry for %s with purpose %q: %v", resource, purpose, resp.GetEntries())
+	})
+	return found
 }
 
 // TestRegistryAutomations covers AutomationService: deploy, versions, get, list.
 func TestRegistryAutomations(t *testing.T) {
+	t.Parallel()
 	r := startRegistry(t, stacktest.Options{})
 	ctx := t.Context()
 	c := r.newProject(t, "acme")
@@ -152,6 +155,7 @@ func TestRegistryAutomations(t *testing.T) {
 // Run started on the scheduler), get, list, update, the state machine, storage states,
 // a credentials update and its completion, import/export, delete.
 func TestRegistrySessionLifecycle(t *testing.T) {
+	t.Parallel()
 	r := startRegistry(t, stacktest.Options{})
 	ctx := t.Context()
 	c := r.newProject(t, "acme")

@@ -2,19 +2,19 @@ package e2e
 
 import (
 	"testing"
-	"time"
 
 	"github.com/latchkey/latchkey/examples/portal"
+	"github.com/latchkey/latchkey/examples/portal/portaltest"
 	"github.com/latchkey/latchkey/internal/stack/stacktest"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
-	"github.com/latchkey/latchkey/libs/testkit"
 )
 
 // TestRunnerFullStack creates a CREDENTIALS session for bob (password and TOTP) and
 // runs list-invoices through the whole stack: the scheduler's create Run logs in in
 // the runner, and the API Run checks and runs in the session's warm context.
 func TestRunnerFullStack(t *testing.T) {
-	_, base := testkit.Portal(t, portal.Config{})
+	t.Parallel()
+	_, base := portaltest.Start(t, portal.Config{})
 	st := stacktest.Start(t, stacktest.Options{})
 	proj, err := latchkeyv1.NewProjectServiceClient(st.Dial(t, st.AdminKey)).CreateProject(t.Context(), &latchkeyv1.CreateProjectRequest{ProjectId: "runner-full", DisplayName: "runner full"})
 	if err != nil {
@@ -33,31 +33,13 @@ func TestRunnerFullStack(t *testing.T) {
 		t.Fatalf("creating the session: %v", err)
 	}
 	runs := latchkeyv1.NewRunServiceClient(user)
-	waitRun := func(id string) *latchkeyv1.Run {
-		t.Helper()
-		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-			r, err := runs.GetRun(ctx, &latchkeyv1.GetRunRequest{RunId: id})
-			if err == nil {
-				switch r.GetRun().GetState() {
-				case latchkeyv1.RunState_RUN_STATE_SUCCEEDED, latchkeyv1.RunState_RUN_STATE_FAILED, latchkeyv1.RunState_RUN_STATE_CANCELED:
-					return r.GetRun()
-				}
-			}
-		}
-		t.Fatalf("run %s did not end\nlogs:\n%s", id, st.Logs)
-		return nil
-	}
-	if r := waitRun(created.GetCreateRunId()); r.GetState() != latchkeyv1.RunState_RUN_STATE_SUCCEEDED {
-		t.Fatalf("create run: %s %s %s\nlogs:\n%s", r.GetState(), r.GetFailureReason(), r.GetFailureMessage(), st.Logs)
-	}
+	// waitRunState fails the test unless the Run ends SUCCEEDED.
+	waitRunState(t, runs, st.Logs, created.GetCreateRunId(), latchkeyv1.RunState_RUN_STATE_SUCCEEDED)
 	started, err := runs.StartRun(ctx, &latchkeyv1.StartRunRequest{Api: "list-invoices", AuthSessionId: "bob"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := waitRun(started.GetRun().GetId())
-	if r.GetState() != latchkeyv1.RunState_RUN_STATE_SUCCEEDED {
-		t.Fatalf("list-invoices: %s %s %s\nlogs:\n%s", r.GetState(), r.GetFailureReason(), r.GetFailureMessage(), st.Logs)
-	}
+	r := waitRunState(t, runs, st.Logs, started.GetRun().GetId(), latchkeyv1.RunState_RUN_STATE_SUCCEEDED)
 	if got := r.GetOutput().GetStructValue().GetFields()["account"].GetStringValue(); got != "bob" {
 		t.Errorf("output %v", r.GetOutput())
 	}
@@ -67,7 +49,8 @@ func TestRunnerFullStack(t *testing.T) {
 // waits in REQUESTED_MORE_INFO, ResumeRun answers, and the login goes on in the same
 // browser context.
 func TestRunnerFullStackAsk(t *testing.T) {
-	p, base := testkit.Portal(t, portal.Config{})
+	t.Parallel()
+	p, base := portaltest.Start(t, portal.Config{})
 	st := stacktest.Start(t, stacktest.Options{})
 	proj, err := latchkeyv1.NewProjectServiceClient(st.Dial(t, st.AdminKey)).CreateProject(t.Context(), &latchkeyv1.CreateProjectRequest{ProjectId: "runner-ask", DisplayName: "runner ask"})
 	if err != nil {
@@ -86,16 +69,9 @@ func TestRunnerFullStackAsk(t *testing.T) {
 		t.Fatalf("creating the session: %v", err)
 	}
 	runs := latchkeyv1.NewRunServiceClient(user)
-	var run *latchkeyv1.Run
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		r, err := runs.GetRun(ctx, &latchkeyv1.GetRunRequest{RunId: created.GetCreateRunId()})
-		if err == nil && r.GetRun().GetState() == latchkeyv1.RunState_RUN_STATE_REQUESTED_MORE_INFO {
-			run = r.GetRun()
-			break
-		}
-	}
-	if run == nil || run.GetMoreInfo().GetField() != "email_code" {
-		t.Fatalf("the create Run never asked for email_code: %v\nlogs:\n%s", run, st.Logs)
+	run := waitRunState(t, runs, st.Logs, created.GetCreateRunId(), latchkeyv1.RunState_RUN_STATE_REQUESTED_MORE_INFO)
+	if run.GetMoreInfo().GetField() != "email_code" {
+		t.Fatalf("the create Run asked for %q, want email_code: %v", run.GetMoreInfo().GetField(), run)
 	}
 	code, ok := p.LastCode("carol")
 	if !ok {
@@ -104,14 +80,5 @@ func TestRunnerFullStackAsk(t *testing.T) {
 	if _, err := runs.ResumeRun(ctx, &latchkeyv1.ResumeRunRequest{RunId: run.GetId(), Answers: map[string]string{"email_code": code}}); err != nil {
 		t.Fatalf("resuming: %v", err)
 	}
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		r, err := runs.GetRun(ctx, &latchkeyv1.GetRunRequest{RunId: run.GetId()})
-		if err == nil && r.GetRun().GetState() == latchkeyv1.RunState_RUN_STATE_SUCCEEDED {
-			return
-		}
-		if err == nil && (r.GetRun().GetState() == latchkeyv1.RunState_RUN_STATE_FAILED || r.GetRun().GetState() == latchkeyv1.RunState_RUN_STATE_CANCELED) {
-			t.Fatalf("create after the answer: %s %s %s", r.GetRun().GetState(), r.GetRun().GetFailureReason(), r.GetRun().GetFailureMessage())
-		}
-	}
-	t.Fatalf("the create Run did not finish after the answer\nlogs:\n%s", st.Logs)
+	waitRunState(t, runs, st.Logs, run.GetId(), latchkeyv1.RunState_RUN_STATE_SUCCEEDED)
 }

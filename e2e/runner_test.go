@@ -23,7 +23,6 @@ import (
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	vaultv1 "github.com/latchkey/latchkey/libs/gen/latchkey/vault/v1"
 	"github.com/latchkey/latchkey/libs/recipe"
-	"github.com/latchkey/latchkey/libs/testkit"
 )
 
 // TestRunnerThroughServices drives the browser runner as the scheduler does, with the
@@ -31,7 +30,8 @@ import (
 // vault for the Run (audited), restored, checked VALID; an API with check_first then
 // runs in the session's warm context and its output comes back on lk.results.<run>.
 func TestRunnerThroughServices(t *testing.T) {
-	_, base := testkit.Portal(t, portal.Config{})
+	t.Parallel()
+	_, base := portaltest.Start(t, portal.Config{})
 	st := stacktest.Start(t, stacktest.Options{Services: []string{"vault", "registry", "runner"}})
 	admin := st.Dial(t, st.AdminKey)
 	proj, err := latchkeyv1.NewProjectServiceClient(admin).CreateProject(t.Context(), &latchkeyv1.CreateProjectRequest{ProjectId: "runner-e2e", DisplayName: "runner e2e"})

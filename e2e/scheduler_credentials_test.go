@@ -14,6 +14,7 @@ import (
 // a wrong password fails the AUTHSESSION_UPDATE Run and leaves the session and its
 // stored credentials as they were; the right one succeeds.
 func TestCredentialUpdatesReplaceOnlyOnSuccess(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{})
 	sess := w.readySession(t)
 
@@ -52,6 +53,7 @@ func TestCredentialUpdatesReplaceOnlyOnSuccess(t *testing.T) {
 // password passed in Runs, then scans the JetStream store files and the logs: the
 // canary, in any common encoding, is nowhere.
 func TestRuntimeCredentialsAreNeverStored(t *testing.T) {
+	t.Parallel()
 	const canary = "runtime-canary-7f3a9c2e"
 	users := append(portal.DefaultUsers(), portal.User{Username: "dave", Password: canary})
 	w := newWorldWith(t, portal.Config{Users: users}, stacktest.Options{})

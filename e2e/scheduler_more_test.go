@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	neturl "net/url"
 	"strings"
 	"testing"
@@ -19,25 +20,13 @@ import (
 )
 
 func TestCreateAsksAndIsResumed(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{})
 	creds := map[string]string{"username": portal.CarolUsername, "password": portal.CarolPassword}
 	sess, createID := w.createSession(t, latchkeyv1.SessionType_SESSION_TYPE_CREDENTIALS, creds)
 
-	var asked *latchkeyv1.Run
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		resp, err := w.runs.GetRun(t.Context(), &latchkeyv1.GetRunRequest{RunId: createID})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp.GetRun().GetState() == latchkeyv1.RunState_RUN_STATE_REQUESTED_MORE_INFO {
-			asked = resp.GetRun()
-			break
-		}
-		if s := resp.GetRun().GetState(); s == latchkeyv1.RunState_RUN_STATE_FAILED || s == latchkeyv1.RunState_RUN_STATE_CANCELED {
-			t.Fatalf("create ended %s: %s", s, resp.GetRun().GetFailureMessage())
-		}
-	}
-	if asked == nil || asked.GetMoreInfo().GetField() != "email_code" {
+	asked := w.waitRunState(t, createID, latchkeyv1.RunState_RUN_STATE_REQUESTED_MORE_INFO)
+	if asked.GetMoreInfo().GetField() != "email_code" {
 		t.Fatalf("create did not ask for the emailed code: %v", asked)
 	}
 	code, ok := w.portal.LastCode(portal.CarolUsername)
@@ -58,13 +47,15 @@ func TestCreateAsksAndIsResumed(t *testing.T) {
 // TestSchedulerRestartMidRun runs the scheduler apart from the other services, stops it
 // while a Run's task is in the browser, starts a new one, and sees the Run finish.
 func TestSchedulerRestartMidRun(t *testing.T) {
+	t.Parallel()
 	w := newSplitWorld(t)
 	w.portal.SetFault(portal.Fault{Delay: 1500 * time.Millisecond})
+	seen := w.portal.Counters().Requests
 	started, err := w.runs.StartRun(t.Context(), &latchkeyv1.StartRunRequest{Api: "list-invoices", AuthSessionId: w.sessionID})
 	if err != nil {
 		t.Fatalf("StartRun: %v", err)
 	}
-	time.Sleep(500 * time.Millisecond) // the task is in the browser now
+	w.waitPortalRequest(t, seen) // the task is in the browser now, held by the delay
 	w.restartScheduler(t)
 	w.portal.SetFault(portal.Fault{})
 	run := w.wait(t, started.GetRun().GetId())
@@ -87,7 +78,7 @@ type splitWorld struct {
 
 func newSplitWorld(t *testing.T) *splitWorld {
 	t.Helper()
-	p, url := testkit.Portal(t, portal.Config{})
+	p, url := portaltest.Start(t, portal.Config{})
 	core := stacktest.Start(t, stacktest.Options{Services: []string{"vault", "registry", "runner"}, Env: map[string]string{"LATCHKEY_CHROMIUM_PATH": testkit.ChromiumPath(t)}})
 	s := &splitWorld{core: core, schedOpts: stacktest.Options{
 		Services: []string{"scheduler"},
@@ -148,6 +139,7 @@ func loggedInState(t *testing.T, url string) []byte {
 // TestOneRunIsOneTrace checks that a Run that needed a login is one trace across the
 // four services, with correct parent links and no secret in any span.
 func TestOneRunIsOneTrace(t *testing.T) {
+	t.Parallel()
 	spans := tracetest.NewInMemoryExporter()
 	w := newWorld(t, stacktest.Options{SpanExporter: spans})
 	sess := w.readySession(t)
@@ -156,49 +148,19 @@ func TestOneRunIsOneTrace(t *testing.T) {
 	if run.GetState() != latchkeyv1.RunState_RUN_STATE_SUCCEEDED {
 		t.Fatalf("run = %s: %s", run.GetState(), run.GetFailureMessage())
 	}
-	time.Sleep(500 * time.Millisecond) // server spans end after their responses
-
+	// Server spans end after their responses: wait until the trace is whole (every
+	// service, every step, every parent) rather than for a while.
 	var mine []sdktrace.ReadOnlySpan
-	for _, s := range spans.GetSpans().Snapshots() {
-		if s.SpanContext().TraceID().String() == run.GetTraceId() {
-			mine = append(mine, s)
-		}
-	}
-	services := map[string]bool{}
-	ids := map[string]bool{}
-	names := map[string]bool{}
-	for _, s := range mine {
-		ids[s.SpanContext().SpanID().String()] = true
-		names[s.Name()] = true
-		for _, a := range s.Resource().Attributes() {
-			if a.Key == semconv.ServiceNameKey {
-				services[a.Value.AsString()] = true
+	testkit.Eventually(t, 10*time.Second, func() (bool, string) {
+		mine = mine[:0]
+		for _, s := range spans.GetSpans().Snapshots() {
+			if s.SpanContext().TraceID().String() == run.GetTraceId() {
+				mine = append(mine, s)
 			}
 		}
-	}
-	for _, svc := range []string{"latchkey-scheduler", "latchkey-session-registry", "latchkey-credential-vault", "latchkey-browser-runner"} {
-		if !services[svc] {
-			t.Errorf("no span of %s in the Run's trace (services: %v)", svc, services)
-		}
-	}
-	for _, step := range []string{"goto", "fill", "click", "request", "extract"} {
-		if !names[step] {
-			t.Errorf("no recipe step span %q in the Run's trace", step)
-		}
-	}
-	roots := 0
-	for _, s := range mine {
-		if !s.Parent().IsValid() {
-			roots++
-			continue
-		}
-		if !ids[s.Parent().SpanID().String()] {
-			t.Errorf("span %q has a parent outside the trace", s.Name())
-		}
-	}
-	if roots != 1 {
-		t.Errorf("the Run's trace has %d roots, want 1", roots)
-	}
+		problems := traceProblems(mine)
+		return len(problems) == 0, strings.Join(problems, "; ")
+	})
 	secrets := []string{portal.AlicePassword}
 	for _, s := range mine {
 		var texts []string
@@ -220,6 +182,48 @@ func TestOneRunIsOneTrace(t *testing.T) {
 			}
 		}
 	}
+}
+
+// traceProblems says what keeps spans from being one whole Run's trace: a span of each
+// of the four services, of each recipe step, every parent among them, and one root.
+func traceProblems(spans []sdktrace.ReadOnlySpan) []string {
+	services := map[string]bool{}
+	ids := map[string]bool{}
+	names := map[string]bool{}
+	for _, s := range spans {
+		ids[s.SpanContext().SpanID().String()] = true
+		names[s.Name()] = true
+		for _, a := range s.Resource().Attributes() {
+			if a.Key == semconv.ServiceNameKey {
+				services[a.Value.AsString()] = true
+			}
+		}
+	}
+	var problems []string
+	for _, svc := range []string{"latchkey-scheduler", "latchkey-session-registry", "latchkey-credential-vault", "latchkey-browser-runner"} {
+		if !services[svc] {
+			problems = append(problems, fmt.Sprintf("no span of %s in the Run's trace (services: %v)", svc, services))
+		}
+	}
+	for _, step := range []string{"goto", "fill", "click", "request", "extract"} {
+		if !names[step] {
+			problems = append(problems, fmt.Sprintf("no recipe step span %q in the Run's trace", step))
+		}
+	}
+	roots := 0
+	for _, s := range spans {
+		if !s.Parent().IsValid() {
+			roots++
+			continue
+		}
+		if !ids[s.Parent().SpanID().String()] {
+			problems = append(problems, fmt.Sprintf("span %q has a parent outside the trace", s.Name()))
+		}
+	}
+	if roots != 1 {
+		problems = append(problems, fmt.Sprintf("the Run's trace has %d roots, want 1", roots))
+	}
+	return problems
 }
 
 // portaltestLogin logs alice in over plain HTTP and returns her cookies (name, value).

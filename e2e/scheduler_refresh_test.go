@@ -14,12 +14,17 @@ import (
 // (the check slides the portal's expiry and the rotated cookie is written back), so a
 // Run started long after the session would have died finds it alive: no new login.
 func TestProactiveRefreshKeepsASessionAlive(t *testing.T) {
+	// Not parallel: the refresh must land within the portal's TTL, a race against the
+	// clock that another test's Chromium on the same two cores lost once. Serial tests
+	// run before the parallel ones, so this one has the machine to itself.
 	// 10 s leaves the refresh (due at ~7.5 s) room on a loaded 2-core CI machine.
 	const ttl = 10 * time.Second
 	w := newWorldWith(t, portal.Config{SessionTTL: ttl}, stacktest.Options{Args: []string{"-refresh-interval", "500ms"}})
 	sess := w.readySession(t)
 	logins := w.portal.Counters().Logins
 
+	// Staying idle for longer than the portal's TTL is the subject: only the
+	// scheduler's proactive checks may keep the session alive meanwhile.
 	time.Sleep(2*ttl + time.Second)
 	got := w.session(t, sess.GetId())
 	if got.GetLastValidateTime().AsTime().Before(time.Now().Add(-ttl)) {

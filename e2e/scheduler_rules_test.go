@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"slices"
 	"strings"
 	"testing"
@@ -20,6 +19,7 @@ import (
 // TestSchedulerRules covers the rules of DESIGN.md section 3 that need no login to
 // prove: each subtest states what a user relies on.
 func TestSchedulerRules(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{})
 	sess := w.readySession(t)
 
@@ -142,6 +142,7 @@ func isEnded(s latchkeyv1.RunState) bool {
 // session, expires it on the portal, and sees the Run canceled and the session EXPIRED
 // with no login attempt.
 func TestRecorderSessionsNeverLogInByThemselves(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{})
 	resp, err := w.sessions.CreateAuthSession(t.Context(), &latchkeyv1.CreateAuthSessionRequest{
 		Type: latchkeyv1.SessionType_SESSION_TYPE_RECORDER, Vars: map[string]string{"baseURL": w.portalURL},
@@ -166,20 +167,16 @@ func TestRecorderSessionsNeverLogInByThemselves(t *testing.T) {
 	if c := w.portal.Counters(); c.Logins != logins || c.FailedLogins != failed {
 		t.Errorf("a RECORDER session tried to log in: %+v", c)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	for ctx.Err() == nil && w.session(t, id).GetState() != latchkeyv1.SessionState_SESSION_STATE_EXPIRED {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if got := w.session(t, id); got.GetState() != latchkeyv1.SessionState_SESSION_STATE_EXPIRED {
-		t.Errorf("session = %s, want EXPIRED", got.GetState())
-	}
+	w.waitSession(t, id, "EXPIRED", func(s *latchkeyv1.AuthSession) bool {
+		return s.GetState() == latchkeyv1.SessionState_SESSION_STATE_EXPIRED
+	})
 }
 
 // TestLoginBudgetStopsAutomaticLogins gives sessions a budget of one login per hour:
 // the create spends it, so when the portal expires the session no second login is
 // attempted; the session needs a person (EXPIRED, LOGIN_BUDGET_EXHAUSTED).
 func TestLoginBudgetStopsAutomaticLogins(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{Args: []string{"-session-login-budget", "1"}})
 	sess := w.readySession(t)
 	w.portal.ExpireSessions()
@@ -202,6 +199,7 @@ func TestLoginBudgetStopsAutomaticLogins(t *testing.T) {
 // either session, is refused before it reaches the portal. The sessions learn the
 // origin from their first login.
 func TestOriginLoginBudgetSpansSessions(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{Args: []string{"-session-login-budget", "100", "-origin-login-budget", "2"}})
 	a := w.readySession(t)
 	b := w.readySession(t)
@@ -231,6 +229,7 @@ func TestOriginLoginBudgetSpansSessions(t *testing.T) {
 // one login per origin, fixing its credentials is refused before a second login
 // reaches the portal.
 func TestFailedLoginsTeachTheOriginBudget(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{Args: []string{"-session-login-budget", "100", "-origin-login-budget", "1"}})
 	sess, createID := w.createSession(t, latchkeyv1.SessionType_SESSION_TYPE_CREDENTIALS,
 		map[string]string{"username": portal.AliceUsername, "password": "wrong"})
@@ -262,6 +261,7 @@ func TestFailedLoginsTeachTheOriginBudget(t *testing.T) {
 // create_attempts, and the fifth transient failure of the session opens its circuit,
 // which expires the session instead of trying again.
 func TestTransientLoginFailuresBackOffThenOpenTheCircuit(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{})
 	sess := w.readySession(t)
 	w.portal.SetFault(portal.Fault{LoginErrors: 1000})

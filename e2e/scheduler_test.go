@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -38,6 +39,7 @@ func wantInvoices(t *testing.T, run *latchkeyv1.Run) {
 }
 
 func TestSchedulerRunsAndRecreatesOnExpiry(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{})
 	sess := w.readySession(t)
 	if sess.GetState() != latchkeyv1.SessionState_SESSION_STATE_READY || sess.GetStateRevision() == 0 {
@@ -72,6 +74,10 @@ func TestSchedulerRunsAndRecreatesOnExpiry(t *testing.T) {
 }
 
 func TestFiftyRunsOnAnExpiredSessionLogInOnce(t *testing.T) {
+	// Not parallel: fifty Runs in Chromium at once take every core of a small machine
+	// (CI has two), which would starve the tests that run to a clock (the recorder
+	// URL's expiry, the key revocation's bound). Serial tests run before the parallel
+	// ones, so this one has the machine to itself.
 	w := newWorld(t, stacktest.Options{})
 	sess := w.readySession(t)
 	w.portal.ExpireSessions()
@@ -80,10 +86,14 @@ func TestFiftyRunsOnAnExpiredSessionLogInOnce(t *testing.T) {
 	const n = 50
 	var wg sync.WaitGroup
 	runs := make([]*latchkeyv1.Run, n)
+	errs := make([]error, n) // the goroutines report here; only the test's own fails the test
 	for i := range n {
-		wg.Go(func() { runs[i] = w.wait(t, w.start(t, "list-invoices", sess.GetId(), nil).GetId()) })
+		wg.Go(func() { runs[i], errs[i] = w.startAndWatch(t.Context(), "list-invoices", sess.GetId()) })
 	}
 	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("starting and watching %d Runs: %v\nlogs:\n%s", n, err, tail(w.st.Logs.String()))
+	}
 	failed := false
 	for i, run := range runs {
 		if run.GetState() != latchkeyv1.RunState_RUN_STATE_SUCCEEDED {
@@ -104,6 +114,7 @@ func TestFiftyRunsOnAnExpiredSessionLogInOnce(t *testing.T) {
 }
 
 func TestWrongPasswordExpiresSessionAndIsNotRetried(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{})
 	// A RUNTIME session logs in with the credentials of the Run that needs it.
 	sess, createID := w.createSession(t, latchkeyv1.SessionType_SESSION_TYPE_RUNTIME, alice())
@@ -144,6 +155,7 @@ func hasReason(err error, reason string) bool {
 }
 
 func TestStartRunRejectsBadInput(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{})
 	cases := []struct {
 		name string

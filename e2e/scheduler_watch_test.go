@@ -21,6 +21,7 @@ import (
 // its record and died before publishing the event: WatchRun still ends, with the
 // Run's final state, because it re-reads the record.
 func TestWatchRunEndsWhenItsEventIsLost(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{})
 	nc, err := nats.Connect(w.st.NATSURL())
 	if err != nil {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -27,12 +28,21 @@ const marks = `apis:
 // different cookie and end one after the other from the same starting revision: the
 // stored state must hold both cookies (the later writer merges into the newer revision).
 func TestRacingWriteBacksKeepEveryCookie(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, stacktest.Options{})
 	w.deploy(t, &latchkeyv1.BundleFile{Path: "marks.yaml", Content: []byte(marks)})
 	sess := w.readySession(t)
 
 	slow := w.start(t, "mark-slow", sess.GetId(), nil)
-	time.Sleep(300 * time.Millisecond)
+	// The slow Run is dispatched (on the session's current revision) before the fast
+	// one starts from that same revision.
+	w.eventually(t, 30*time.Second, func() (bool, string) {
+		resp, err := w.runs.GetRun(t.Context(), &latchkeyv1.GetRunRequest{RunId: slow.GetId()})
+		if err != nil {
+			return false, err.Error()
+		}
+		return resp.GetRun().GetState() != latchkeyv1.RunState_RUN_STATE_QUEUED, "the slow Run is still " + resp.GetRun().GetState().String()
+	})
 	fast := w.start(t, "mark-fast", sess.GetId(), nil)
 	for _, id := range []string{fast.GetId(), slow.GetId()} {
 		if run := w.wait(t, id); run.GetState() != latchkeyv1.RunState_RUN_STATE_SUCCEEDED {
@@ -41,25 +51,23 @@ func TestRacingWriteBacksKeepEveryCookie(t *testing.T) {
 	}
 	both := func(what string) {
 		t.Helper()
-		var state string
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		eventuallyWith(t, 10*time.Second, func() (bool, string) {
 			exp, err := w.sessions.ExportStorageState(t.Context(), &latchkeyv1.ExportStorageStateRequest{AuthSessionId: sess.GetId()})
 			if err != nil {
-				t.Fatal(err)
+				return false, err.Error()
 			}
-			state = string(exp.GetStorageStateJson())
-			if strings.Contains(state, "mark_fast") && strings.Contains(state, "mark_slow") {
-				return
+			state := string(exp.GetStorageStateJson())
+			fast, slow := strings.Contains(state, "mark_fast"), strings.Contains(state, "mark_slow")
+			return fast && slow, fmt.Sprintf("a cookie was lost %s: mark_fast %v, mark_slow %v", what, fast, slow)
+		}, func() string {
+			var warnings []string
+			for line := range strings.Lines(w.st.Logs.String()) {
+				if strings.Contains(line, `"level":"WARN"`) || strings.Contains(line, `"level":"ERROR"`) {
+					warnings = append(warnings, line)
+				}
 			}
-		}
-		var warnings []string
-		for line := range strings.Lines(w.st.Logs.String()) {
-			if strings.Contains(line, `"level":"WARN"`) || strings.Contains(line, `"level":"ERROR"`) {
-				warnings = append(warnings, line)
-			}
-		}
-		t.Fatalf("a cookie was lost %s: mark_fast %v, mark_slow %v\nwarnings and errors logged:\n%s",
-			what, strings.Contains(state, "mark_fast"), strings.Contains(state, "mark_slow"), strings.Join(warnings, ""))
+			return "warnings and errors logged:\n" + strings.Join(warnings, "")
+		})
 	}
 	both("in the write-back race")
 

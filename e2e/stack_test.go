@@ -20,6 +20,7 @@ func TestMain(m *testing.M) {
 }
 
 func TestStackWithRedisIsHealthy(t *testing.T) {
+	t.Parallel()
 	redis := testkit.Redis(t)
 	st := stacktest.Start(t, stacktest.Options{Env: map[string]string{"LATCHKEY_REDIS_URL": redis.URL()}})
 	r, err := healthpb.NewHealthClient(st.Dial(t, "")).Check(t.Context(), &healthpb.HealthCheckRequest{})

@@ -1,12 +1,14 @@
 // Package services_test holds the rules that keep the four services apart: a service
 // may import libs/ and the generated API, never another service; libs/ imports no
-// service; only cmd/ and internal/stack wire services together.
+// service and no example; only cmd/ and internal/stack wire services together; and
+// only a service's gRPC layer (internal/api) reads gRPC statuses.
 package services_test
 
 import (
 	"bufio"
 	"bytes"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -15,12 +17,14 @@ const module = "github.com/latchkey/latchkey"
 
 var services = []string{"session-registry", "credential-vault", "browser-runner", "scheduler"}
 
-// deps lists the module-local packages that pattern's packages import, directly or not.
+// deps lists the module-local packages that pattern's packages import, directly or
+// not, with their imports. With -test, a package's test variants are listed under their
+// own names ("p [p.test]", "p_test [p.test]", "p.test"; see isTest).
 func deps(t *testing.T, pattern string) map[string][]string {
 	t.Helper()
 	// -deps lists every dependency; the template pairs each package with its imports so a
-	// failure can say who imported what.
-	cmd := exec.Command("go", "list", "-deps", "-test", "-f", `{{.ImportPath}} {{join .Imports " "}}`, pattern)
+	// failure can say who imported what. A tab ends the name, which may hold a space.
+	cmd := exec.Command("go", "list", "-deps", "-test", "-f", "{{.ImportPath}}\t{{join .Imports \" \"}}", pattern)
 	cmd.Dir = ".."
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -32,16 +36,50 @@ func deps(t *testing.T, pattern string) map[string][]string {
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) == 0 || !strings.HasPrefix(fields[0], module+"/") {
+		name, imports, _ := strings.Cut(sc.Text(), "\t")
+		if !strings.HasPrefix(name, module+"/") {
 			continue
 		}
-		got[fields[0]] = fields[1:]
+		for imp := range strings.FieldsSeq(imports) {
+			if !strings.HasPrefix(imp, "[") { // the "[p.test]" of a test variant
+				got[name] = append(got[name], imp)
+			}
+		}
+		if _, ok := got[name]; !ok {
+			got[name] = nil
+		}
 	}
 	return got
 }
 
-// offenders returns "importer -> imported" for every import of a forbidden prefix.
+// isTest reports whether a package name from deps is a test variant or a test main.
+func isTest(pkg string) bool {
+	return strings.Contains(pkg, " [") || strings.HasSuffix(pkg, "_test") || strings.HasSuffix(pkg, ".test")
+}
+
+// product keeps the packages of graph that are built into the product, not its tests.
+func product(graph map[string][]string) map[string][]string {
+	out := make(map[string][]string)
+	for pkg, imports := range graph {
+		if !isTest(pkg) {
+			out[pkg] = imports
+		}
+	}
+	return out
+}
+
+// within keeps the packages of graph that importer accepts.
+func within(graph map[string][]string, importer func(string) bool) map[string][]string {
+	out := make(map[string][]string)
+	for pkg, imports := range graph {
+		if importer(pkg) {
+			out[pkg] = imports
+		}
+	}
+	return out
+}
+
+// offenders returns "importer -> imported" for every forbidden import, sorted.
 func offenders(graph map[string][]string, forbidden func(string) bool) []string {
 	var bad []string
 	for pkg, imports := range graph {
@@ -51,7 +89,25 @@ func offenders(graph map[string][]string, forbidden func(string) bool) []string 
 			}
 		}
 	}
+	slices.Sort(bad)
 	return bad
+}
+
+// except drops the allowed offenders from bad, and returns the allowed ones that no
+// longer occur: the tests log those (not fail, so that the change removing an import
+// and this list can land in either order) for their allowance to be removed.
+func except(bad, allowed []string) (left, stale []string) {
+	for _, b := range bad {
+		if !slices.Contains(allowed, b) {
+			left = append(left, b)
+		}
+	}
+	for _, a := range allowed {
+		if !slices.Contains(bad, a) {
+			stale = append(stale, a)
+		}
+	}
+	return left, stale
 }
 
 // otherService reports whether an import path belongs to a service other than svc.
@@ -95,5 +151,113 @@ func TestCheckerCatchesAViolation(t *testing.T) {
 	bad := offenders(graph, otherService("scheduler"))
 	if len(bad) != 1 {
 		t.Fatalf("violation not caught: %v", bad)
+	}
+}
+
+// libImportsAnExample is rule (a): code in libs/ that ships imports nothing from
+// examples/. The examples show how to use Latchkey; a lib that needed one would make
+// the demo portal part of every binary. Tests of a lib may use the demo portal as a
+// fixture, through examples/portal/portaltest.
+func libImportsAnExample(graph map[string][]string) []string {
+	libs := within(product(graph), func(pkg string) bool { return strings.HasPrefix(pkg, module+"/libs/") })
+	return offenders(libs, func(imp string) bool { return strings.HasPrefix(imp, module+"/examples/") })
+}
+
+// grpcStatusImport is the package through which code reads a gRPC status.
+const grpcStatusImport = "google.golang.org/grpc/status"
+
+// internalOutsideAPI reports whether pkg is one of a service's internal packages
+// other than its gRPC layer (internal/api and below).
+func internalOutsideAPI(pkg string) bool {
+	rest, ok := strings.CutPrefix(pkg, module+"/services/")
+	if !ok {
+		return false
+	}
+	_, rest, _ = strings.Cut(rest, "/") // the service's name
+	inner, ok := strings.CutPrefix(rest, "internal/")
+	return ok && inner != "api" && !strings.HasPrefix(inner, "api/")
+}
+
+// statusOutsideAPI is rule (b): under services/*/internal, only the gRPC layer
+// (internal/api) imports google.golang.org/grpc/status. Everything else works with Go
+// errors (the service's sentinels); a status, its own or one a sibling service sent,
+// is made and read in one place per service (STYLE.md rule 9).
+func statusOutsideAPI(graph map[string][]string) []string {
+	inner := within(product(graph), internalOutsideAPI)
+	return offenders(inner, func(imp string) bool { return imp == grpcStatusImport })
+}
+
+func TestLibsImportNoExample(t *testing.T) {
+	// TODO(test-hygiene): libs/testkit.Portal is kept, deprecated, for libs/runner's
+	// tests, which another change is moving; once they call portaltest.Start, delete
+	// libs/testkit/portal.go and these two allowances.
+	allowed := []string{
+		module + "/libs/testkit -> " + module + "/examples/portal",
+		module + "/libs/testkit -> " + module + "/examples/portal/portaltest",
+	}
+	bad, stale := except(libImportsAnExample(deps(t, "./libs/...")), allowed)
+	for _, b := range bad {
+		t.Errorf("a lib imports an example: %s", b)
+	}
+	for _, a := range stale {
+		t.Logf("allowed import no longer made, remove its allowance: %s", a)
+	}
+}
+
+func TestOnlyTheGRPCLayerReadsStatuses(t *testing.T) {
+	// TODO(errors): these decode gRPC statuses outside their service's internal/api;
+	// the error-handling change moves that decoding into the gRPC layer. Remove each
+	// allowance with its import.
+	allowed := []string{
+		module + "/services/scheduler/internal/orch -> " + grpcStatusImport,
+		module + "/services/session-registry/internal/errs -> " + grpcStatusImport,
+	}
+	bad, stale := except(statusOutsideAPI(deps(t, "./services/...")), allowed)
+	for _, b := range bad {
+		t.Errorf("only internal/api may import %s: %s", grpcStatusImport, b)
+	}
+	for _, a := range stale {
+		t.Logf("allowed import no longer made, remove its allowance: %s", a)
+	}
+}
+
+// pkg names a package of the module, for synthetic graphs.
+func pkg(path string) string { return module + "/" + path }
+
+// testVariant names path compiled for its own tests, as go list -test does.
+func testVariant(path string) string { return pkg(path) + " [" + pkg(path) + ".test]" }
+
+// TestLibExampleRuleCatchesAViolation proves rule (a) can fail, and spares tests and
+// the examples themselves.
+func TestLibExampleRuleCatchesAViolation(t *testing.T) {
+	graph := map[string][]string{
+		pkg("libs/testkit"):               {pkg("examples/portal"), "testing"},
+		testVariant("libs/runner"):        {pkg("examples/portal/portaltest")},
+		pkg("examples/portal/portaltest"): {pkg("examples/portal")},
+	}
+	want := []string{pkg("libs/testkit") + " -> " + pkg("examples/portal")}
+	if got := libImportsAnExample(graph); !slices.Equal(got, want) {
+		t.Errorf("rule (a) found %v, want %v", got, want)
+	}
+}
+
+// TestStatusRuleCatchesAViolation proves rule (b) can fail, and spares the gRPC layer,
+// a service's root package, libs and tests.
+func TestStatusRuleCatchesAViolation(t *testing.T) {
+	graph := map[string][]string{
+		pkg("services/scheduler/internal/orch"):          {grpcStatusImport, "google.golang.org/grpc/codes"},
+		pkg("services/scheduler/internal/apiclient"):     {grpcStatusImport},
+		pkg("services/scheduler/internal/api"):           {grpcStatusImport},
+		pkg("services/scheduler/internal/api/errmap"):    {grpcStatusImport},
+		pkg("services/scheduler"):                        {grpcStatusImport},
+		testVariant("services/scheduler/internal/store"): {grpcStatusImport},
+		pkg("libs/server"):                               {grpcStatusImport},
+	}
+	want := []string{
+		pkg("services/scheduler/internal/apiclient") + " -> " + grpcStatusImport,
+		pkg("services/scheduler/internal/orch") + " -> " + grpcStatusImport,
+	}
+	if got := statusOutsideAPI(graph); !slices.Equal(got, want) {
+		t.Errorf("rule (b) found %v, want %v", got, want)
 	}
 }

@@ -3,16 +3,11 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"text/tabwriter"
-
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/server"
@@ -219,68 +214,4 @@ func (c *cli) dataDir() string {
 		return dir
 	}
 	return filepath.Join(envOr(c.env, "HOME", "."), ".latchkey")
-}
-
-// flags returns a flag set for a subcommand that reports errors on stderr.
-func (c *cli) flags(name string) *flag.FlagSet {
-	fs := flag.NewFlagSet("latchkey "+name, flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
-	return fs
-}
-
-// oneArgThenFlags takes one positional argument (before or after the flags).
-func oneArgThenFlags(fs *flag.FlagSet, args []string, what string) (string, error) {
-	rest, err := argsThenFlags(fs, args)
-	if err != nil {
-		return "", err
-	}
-	if len(rest) != 1 {
-		return "", fmt.Errorf("%s needs %s", fs.Name(), what)
-	}
-	return rest[0], nil
-}
-
-// argsThenFlags parses flags that may follow the positional arguments.
-func argsThenFlags(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		pos, args = append(pos, args[0]), args[1:]
-	}
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	return append(pos, fs.Args()...), nil
-}
-
-// emit prints m as JSON with -o json, else as a table.
-func (c *cli) emit(m proto.Message, table func(w *tabwriter.Writer)) error {
-	if c.output == "json" {
-		return c.printJSON(m)
-	}
-	w := c.table()
-	table(w)
-	return w.Flush()
-}
-
-// emitLine prints m as JSON with -o json, else line.
-func (c *cli) emitLine(m proto.Message, line string) error {
-	return c.emit(m, func(w *tabwriter.Writer) { fmt.Fprintln(w, line) })
-}
-
-func when(t *timestamppb.Timestamp) string {
-	if t == nil {
-		return "-"
-	}
-	return t.AsTime().Local().Format("2006-01-02 15:04:05")
-}
-
-func isHelp(s string) bool { return slices.Contains([]string{"-h", "--help", "help"}, s) }
-
-// usageOr prints usage; it is an error when no command was given.
-func usageOr(c *cli, usage string, args []string, missing string) error {
-	fmt.Fprint(c.stdout, usage)
-	if len(args) == 0 {
-		return errors.New(missing)
-	}
-	return nil
 }

@@ -250,8 +250,6 @@ func (c *cli) printRun(r *latchkeyv1.Run) error {
 	return nil
 }
 
-func short(s, prefix string) string { return strings.ToLower(strings.TrimPrefix(s, prefix)) }
-
 func reasonOf(r *latchkeyv1.Run) string {
 	if r.GetFailureReason() == latchkeyv1.FailureReason_FAILURE_REASON_UNSPECIFIED {
 		return ""

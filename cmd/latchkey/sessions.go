@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"sort"
 	"strings"
@@ -314,14 +313,6 @@ func sessionTable(w *tabwriter.Writer, s *latchkeyv1.AuthSession) {
 	fmt.Fprintf(w, "last validated\t%s\n", when(s.GetLastValidateTime()))
 }
 
-// enumName turns SESSION_STATE_READY into READY.
-func enumName(s string) string {
-	for _, p := range []string{"SESSION_STATE_", "SESSION_TYPE_", "FAILURE_REASON_"} {
-		s = strings.TrimPrefix(s, p)
-	}
-	return s
-}
-
 func sortedKeys(m map[string]string) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
@@ -329,14 +320,6 @@ func sortedKeys(m map[string]string) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-// readInput reads a file, or standard input for "-".
-func readInput(path string) ([]byte, error) {
-	if path == "-" {
-		return io.ReadAll(os.Stdin)
-	}
-	return os.ReadFile(path)
 }
 
 // readCredentials reads a JSON object of string fields. Its errors never quote the

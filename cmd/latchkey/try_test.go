@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/latchkey/latchkey/examples/portal"
+	"github.com/latchkey/latchkey/examples/portal/portaltest"
 	"github.com/latchkey/latchkey/libs/config"
 	"github.com/latchkey/latchkey/libs/testkit"
 )
@@ -16,7 +17,7 @@ import (
 // TestTry logs in to the demo portal with `latchkey try`, saves the state, and lists
 // the invoices with it; a broken bundle fails naming file, API, step and field.
 func TestTry(t *testing.T) {
-	_, base := testkit.Portal(t, portal.Config{})
+	_, base := portaltest.Start(t, portal.Config{})
 	dir := t.TempDir()
 	creds := filepath.Join(dir, "creds.json")
 	state := filepath.Join(dir, "state.json")

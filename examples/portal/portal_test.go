@@ -222,6 +222,8 @@ func TestSessionExpiresServerSide(t *testing.T) {
 		if c.MaxAge != 1 {
 			t.Errorf("cookie Max-Age %d, want 1 (the TTL rounded up to a second)", c.MaxAge)
 		}
+		// The sleeps in this subtest are its subject: the portal has no clock to
+		// advance, so the session is used inside its TTL and then left past it.
 		for _, wait := range []time.Duration{100 * time.Millisecond, 100 * time.Millisecond} {
 			time.Sleep(wait)
 			if r := send(t, "GET", base+"/api/me", nil, withCookies(c)); r.status != http.StatusOK {
@@ -250,6 +252,7 @@ func TestSessionExpiresServerSide(t *testing.T) {
 		const ttl = time.Second
 		_, base := startPortal(t, portal.Config{SessionTTL: ttl})
 		c := sessionCookie(t, base, portal.AliceUsername, portal.AlicePassword)
+		// Time passing is the subject: the portal has no clock to advance.
 		for i := range 5 { // 1.5 s in all, longer than the TTL
 			time.Sleep(300 * time.Millisecond)
 			r := send(t, "GET", base+"/api/me", nil, withCookies(c))
@@ -258,7 +261,7 @@ func TestSessionExpiresServerSide(t *testing.T) {
 			}
 			c = r.cookies[portal.SessionCookie]
 		}
-		time.Sleep(ttl + 100*time.Millisecond)
+		time.Sleep(ttl + 100*time.Millisecond) // idle past the TTL, on purpose
 		if r := send(t, "GET", base+"/api/me", nil, withCookies(c)); r.status != http.StatusUnauthorized {
 			t.Fatalf("idle for longer than the TTL: status %d, want 401", r.status)
 		}
@@ -538,6 +541,7 @@ func TestCookieRotation(t *testing.T) {
 			t.Fatalf("second rotation: status %d, cookie %+v; want 200 and a fresh value", r3.status, c2)
 		}
 
+		// Waiting out the grace period is the subject: old values must stop working.
 		time.Sleep(grace + 100*time.Millisecond)
 		for name, c := range map[string]*http.Cookie{"c0": c0, "c1": c1} {
 			if r := send(t, "GET", base+"/api/me", nil, withCookies(c)); r.status != http.StatusUnauthorized {

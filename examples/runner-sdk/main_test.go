@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/latchkey/latchkey/examples/portal"
+	"github.com/latchkey/latchkey/examples/portal/portaltest"
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/recipe"
@@ -39,7 +40,7 @@ func (b *plainBackend) Secret(context.Context, string, string, string) (map[stri
 // TestExampleHandlers logs bob in with the example's Go create (password and TOTP),
 // checks the captured state with its Go check and reads the account name.
 func TestExampleHandlers(t *testing.T) {
-	_, base := testkit.Portal(t, portal.Config{})
+	_, base := portaltest.Start(t, portal.Config{})
 	b := &plainBackend{vars: map[string]string{"baseURL": base},
 		secrets: map[string]string{"username": "bob", "password": portal.BobPassword, "totp_secret": portal.BobTOTPSecret}}
 	r, err := newRunner(runner.Config{Pool: "example", ChromiumPath: testkit.ChromiumPath(t)}, runner.Deps{States: b, Vault: b})

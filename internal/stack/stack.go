@@ -60,6 +60,9 @@ type Stack struct {
 	exporter sdktrace.SpanExporter
 	srv      *server.Server
 	services []service // in start order
+	// localKeys verifies project API keys with the registry's own key store when the
+	// registry runs in this process; nil otherwise.
+	localKeys server.KeyVerifier
 	// stopWatches end background watches (API key revocations) at shutdown.
 	stopWatches []context.CancelFunc
 }
@@ -230,12 +233,17 @@ func (st *Stack) newService(ctx context.Context, name string, env config.Env) (s
 	vaultClient, registryClient := vaultv1.NewVaultServiceClient(p[0]), registryv1.NewSessionStateServiceClient(p[1])
 	switch name {
 	case "registry":
-		return registry.New(registry.Config{
+		r, err := registry.New(registry.Config{
 			AdminKey: cfg.AdminKey, InternalToken: cfg.InternalToken, PublicURL: cfg.PublicURL, RecorderTTL: cfg.RecorderTTL,
 		}, registry.Deps{
 			Logger: log, Tracer: tp, JS: st.js, NC: st.nc, Cache: st.cache,
 			Vault: vaultClient, Runs: latchkeyv1.NewRunServiceClient(p[2]),
 		})
+		if err != nil {
+			return nil, err
+		}
+		st.localKeys = r.KeyVerifier()
+		return r, nil
 	case "scheduler":
 		return scheduler.New(scheduler.Config{
 			Pool: cfg.RunnerPool, RefreshInterval: cfg.RefreshInterval,
@@ -259,11 +267,9 @@ func (st *Stack) newService(ctx context.Context, name string, env config.Env) (s
 // store when the registry runs in this process, else by asking the registry's
 // AuthenticateApiKey (answers cached in process for a few seconds).
 func (st *Stack) setKeyVerifier(auth *server.Authenticator) error {
-	for _, svc := range st.services {
-		if r, ok := svc.(*registry.Service); ok {
-			auth.SetKeyVerifier(r.KeyVerifier())
-			return nil
-		}
+	if st.localKeys != nil {
+		auth.SetKeyVerifier(st.localKeys)
+		return nil
 	}
 	addr := st.cfg.RegistryAddr
 	if addr == "" {

@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/latchkey/latchkey/libs/bus"
+	"github.com/latchkey/latchkey/libs/testkit"
 )
 
 func TestEnsureIsIdempotent(t *testing.T) {
@@ -224,17 +226,10 @@ func TestLeasesExpire(t *testing.T) {
 	if _, err := kv.Create(ctx, "proj1.sess1", []byte("scheduler-b")); !errors.Is(err, jetstream.ErrKeyExists) {
 		t.Fatalf("second Create: got %v, want ErrKeyExists", err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testkit.Eventually(t, 5*time.Second, func() (bool, string) {
 		_, err := kv.Create(ctx, "proj1.sess1", []byte("scheduler-b"))
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("lease never expired: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err == nil, fmt.Sprintf("the lease is still held: %v", err)
+	})
 }
 
 // TestALeaseLivesByItsOwnTTL: with the default bucket, a lease taken with its own TTL
@@ -265,14 +260,10 @@ func TestALeaseLivesByItsOwnTTL(t *testing.T) {
 	if _, err := kv.Create(ctx, "long", []byte("a"), jetstream.KeyTTL(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if _, err := kv.Get(ctx, "short"); errors.Is(err, jetstream.ErrKeyNotFound) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("a lease with a 1 s TTL still exists after 10 s")
-		}
-	}
+	testkit.Eventually(t, 10*time.Second, func() (bool, string) {
+		_, err := kv.Get(ctx, "short")
+		return errors.Is(err, jetstream.ErrKeyNotFound), fmt.Sprintf("a lease with a 1 s TTL still exists (get: %v)", err)
+	})
 	if _, err := kv.Get(ctx, "long"); err != nil {
 		t.Fatalf("the 1-hour lease is gone with the 1-second one: %v", err)
 	}

@@ -136,6 +136,8 @@ func TestTTLExpiry(t *testing.T) {
 			t.Fatal(err)
 		}
 		mustGet(t, ctx, c, "short", []byte("v"))
+		// Waiting out the TTL is what this test is about: the key must be gone once its
+		// TTL has passed, with nothing else having happened.
 		time.Sleep(400 * time.Millisecond)
 		mustMiss(t, ctx, c, "short")
 		mustGet(t, ctx, c, "long", []byte("v"))
@@ -167,6 +169,7 @@ func TestIncrWindow(t *testing.T) {
 		}
 		// The window started at the first increment; later ones don't extend it.
 		mustGet(t, ctx, c, "logins:example.com", []byte("3"))
+		// Waiting out the window is the subject here: after it, counting starts over.
 		time.Sleep(window + 200*time.Millisecond)
 		if got, err := c.Incr(ctx, "logins:example.com", window); err != nil || got != 1 {
 			t.Fatalf("Incr in a new window = %d, %v; want 1", got, err)

@@ -188,14 +188,12 @@ func TestEachServiceTracesUnderItsOwnProvider(t *testing.T) {
 	}
 	// The server ends its span after the response is on the wire, so wait for it.
 	names := func(e *tracetest.InMemoryExporter) []string {
+		testkit.Eventually(t, 5*time.Second, func() (bool, string) {
+			return len(e.GetSpans()) > 0, "no span exported yet"
+		})
 		var out []string
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-			if spans := e.GetSpans(); len(spans) > 0 {
-				for _, s := range spans {
-					out = append(out, s.Name)
-				}
-				break
-			}
+		for _, s := range e.GetSpans() {
+			out = append(out, s.Name)
 		}
 		return out
 	}

@@ -1,8 +1,10 @@
 // Package testkit starts the real dependencies Latchkey's tests run against
 // (STYLE.md rule 15): an embedded NATS JetStream server, a private
-// redis-server, and the path of a Chromium. Every helper takes testing.TB,
-// registers its own cleanup, and fails the test, never skips it, when a tool
-// is missing: run scripts/install-deps.sh to install them.
+// redis-server, and the path of a Chromium; and Eventually, to wait for a
+// condition instead of sleeping. Every helper takes testing.TB, registers its
+// own cleanup, and fails the test, never skips it, when a tool is missing: run
+// scripts/install-deps.sh to install them. The demo portal is started by
+// examples/portal/portaltest: a lib imports no example.
 package testkit
 
 // installHint tells a developer how to get a missing tool.

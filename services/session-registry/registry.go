@@ -31,8 +31,9 @@ import (
 type Config struct {
 	// AdminKey lets AuthenticateApiKey tell other services that a key is the admin key.
 	AdminKey string
-	// Store tunes caching and state retention; zero values take the defaults.
-	Store store.Options
+	// States tunes how storage states are cached and kept; zero values take the
+	// defaults.
+	States StateOptions
 	// InternalToken is the secret the services share: the recorder's URL-signing and
 	// live-view keys are derived from it.
 	InternalToken string
@@ -40,6 +41,24 @@ type Config struct {
 	PublicURL string
 	// RecorderTTL is how long a recorder URL lives; zero: 10 minutes.
 	RecorderTTL time.Duration
+}
+
+// StateOptions tune how the registry caches and keeps storage states. Zero values take
+// the defaults.
+type StateOptions struct {
+	// CacheTTL is how long a state's ciphertext stays in the cache; zero: 5 minutes.
+	CacheTTL time.Duration
+	// InlineMaxBytes is the largest ciphertext kept in the LK_STATES bucket; larger
+	// ones go to the object store LK_STATES_OBJ. Zero: 256 KiB.
+	InlineMaxBytes int
+	// KeepRevisions is how many newest state revisions are kept, besides the last
+	// known-good one; zero: 3.
+	KeepRevisions int
+}
+
+// storeOptions translates o into the store's options.
+func (o StateOptions) storeOptions() store.Options {
+	return store.Options{StateCacheTTL: o.CacheTTL, InlineMaxBytes: o.InlineMaxBytes, KeepRevisions: o.KeepRevisions}
 }
 
 // Deps are what the registry needs from its process.
@@ -113,7 +132,7 @@ func (s *Service) Start(ctx context.Context) error {
 	if err := bus.CheckReady(ctx, s.deps.JS, needs); err != nil {
 		return fmt.Errorf("starting registry: %w", err)
 	}
-	st, err := store.Open(ctx, s.deps.JS, s.deps.Cache, s.deps.Logger, s.deps.Tracer, s.cfg.Store)
+	st, err := store.Open(ctx, s.deps.JS, s.deps.Cache, s.deps.Logger, s.deps.Tracer, s.cfg.States.storeOptions())
 	if err != nil {
 		return fmt.Errorf("starting registry: %w", err)
 	}

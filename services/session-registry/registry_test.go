@@ -18,6 +18,7 @@ import (
 	"github.com/latchkey/latchkey/libs/logging"
 	"github.com/latchkey/latchkey/libs/server"
 	"github.com/latchkey/latchkey/libs/testkit"
+	"github.com/latchkey/latchkey/services/session-registry/internal/store"
 )
 
 func TestMain(m *testing.M) {
@@ -172,4 +173,17 @@ type countingClient struct {
 func (c countingClient) AuthenticateApiKey(ctx context.Context, in *registryv1.AuthenticateApiKeyRequest, opts ...grpc.CallOption) (*registryv1.AuthenticateApiKeyResponse, error) {
 	*c.calls++
 	return c.SessionStateServiceClient.AuthenticateApiKey(ctx, in, opts...)
+}
+
+// TestStateOptionsReachTheStore: the registry's own state options are the store's, and
+// the defaults its doc comments promise are the store's defaults.
+func TestStateOptionsReachTheStore(t *testing.T) {
+	t.Parallel()
+	got := StateOptions{CacheTTL: time.Second, InlineMaxBytes: 7, KeepRevisions: 2}.storeOptions()
+	if got.StateCacheTTL != time.Second || got.InlineMaxBytes != 7 || got.KeepRevisions != 2 || got.Now != nil {
+		t.Errorf("store options = %+v", got)
+	}
+	if store.DefaultStateCacheTTL != 5*time.Minute || store.DefaultInlineMaxBytes != 256<<10 || store.DefaultKeepRevisions != 3 {
+		t.Error("the store's defaults changed: update the doc comments of StateOptions")
+	}
 }

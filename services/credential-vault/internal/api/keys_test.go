@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 
 	vaultv1 "github.com/latchkey/latchkey/libs/gen/latchkey/vault/v1"
+	"github.com/latchkey/latchkey/libs/testkit"
 )
 
 func (e *env) rotate(t testing.TB) uint32 {
@@ -120,6 +121,7 @@ func TestRotationUnderConcurrentTraffic(t *testing.T) {
 	const workers = 4
 	var stop atomic.Bool
 	var ops atomic.Int64
+	var done [workers]atomic.Int64 // round trips per worker
 	var mu sync.Mutex
 	blobs := map[string][]byte{} // context id → latest ciphertext
 	var wg sync.WaitGroup
@@ -136,16 +138,32 @@ func TestRotationUnderConcurrentTraffic(t *testing.T) {
 				blobs[id] = ct
 				mu.Unlock()
 				ops.Add(1)
+				done[w].Add(1)
 			}
 		})
 	}
+	stopWorkers := func() { stop.Store(true); wg.Wait() }
+	defer stopWorkers() // also when a poll below fails the test
+	// Each rotation waits until every worker has made a full turn of its five secrets
+	// since the last one, so every rotation and rewrap meets traffic in flight (and
+	// every secret exists for the count at the end).
+	var since [workers]int64
 	for range 3 {
-		time.Sleep(50 * time.Millisecond)
+		testkit.Eventually(t, 30*time.Second, func() (bool, string) {
+			for w := range workers {
+				if n := done[w].Load(); n < since[w]+5 && !t.Failed() {
+					return false, fmt.Sprintf("worker %d made %d round trips since the last rotation, want 5", w, n-since[w])
+				}
+			}
+			return true, ""
+		})
+		for w := range workers {
+			since[w] = done[w].Load()
+		}
 		e.rotate(t)
 		e.rewrapAll(t)
 	}
-	stop.Store(true)
-	wg.Wait()
+	stopWorkers()
 	if t.Failed() {
 		return
 	}
