@@ -188,13 +188,7 @@ func statusOutsideAPI(graph map[string][]string) []string {
 }
 
 func TestLibsImportNoExample(t *testing.T) {
-	// TODO(test-hygiene): libs/testkit.Portal is kept, deprecated, for libs/runner's
-	// tests, which another change is moving; once they call portaltest.Start, delete
-	// libs/testkit/portal.go and these two allowances.
-	allowed := []string{
-		module + "/libs/testkit -> " + module + "/examples/portal",
-		module + "/libs/testkit -> " + module + "/examples/portal/portaltest",
-	}
+	var allowed []string
 	bad, stale := except(libImportsAnExample(deps(t, "./libs/...")), allowed)
 	for _, b := range bad {
 		t.Errorf("a lib imports an example: %s", b)
@@ -205,13 +199,7 @@ func TestLibsImportNoExample(t *testing.T) {
 }
 
 func TestOnlyTheGRPCLayerReadsStatuses(t *testing.T) {
-	// TODO(errors): these decode gRPC statuses outside their service's internal/api;
-	// the error-handling change moves that decoding into the gRPC layer. Remove each
-	// allowance with its import.
-	allowed := []string{
-		module + "/services/scheduler/internal/orch -> " + grpcStatusImport,
-		module + "/services/session-registry/internal/errs -> " + grpcStatusImport,
-	}
+	var allowed []string
 	bad, stale := except(statusOutsideAPI(deps(t, "./services/...")), allowed)
 	for _, b := range bad {
 		t.Errorf("only internal/api may import %s: %s", grpcStatusImport, b)

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/latchkey/latchkey/examples/portal"
+	"github.com/latchkey/latchkey/examples/portal/portaltest"
 	"github.com/latchkey/latchkey/libs/bus"
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
@@ -50,7 +51,7 @@ apis:
 //
 //	go test -run '^$' -bench BenchmarkTask -benchtime 30x ./libs/runner/internal/engine/
 func BenchmarkTask(b *testing.B) {
-	_, base := testkit.Portal(b, portal.Config{})
+	_, base := portaltest.Start(b, portal.Config{})
 	for _, conc := range []int{1, 2} {
 		b.Run(fmt.Sprintf("c=%d", conc), func(b *testing.B) { sideBySide(b, base, conc) })
 	}

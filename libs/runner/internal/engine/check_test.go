@@ -6,10 +6,10 @@ import (
 	"time"
 
 	"github.com/latchkey/latchkey/examples/portal"
+	"github.com/latchkey/latchkey/examples/portal/portaltest"
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/recipe"
-	"github.com/latchkey/latchkey/libs/testkit"
 )
 
 const project = "proj1"
@@ -32,7 +32,7 @@ func TestCheck(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			p, base := testkit.Portal(t, portal.Config{})
+			p, base := portaltest.Start(t, portal.Config{})
 			b := newTestBackend(t, portalBundle(t))
 			b.vars[project+"/s1"] = map[string]string{"baseURL": base}
 			st := loggedInState(t, base, portal.User{Username: portal.AliceUsername, Password: portal.AlicePassword})
@@ -105,7 +105,7 @@ func TestCreate(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			p, base := testkit.Portal(t, portal.Config{})
+			p, base := portaltest.Start(t, portal.Config{})
 			p.SetFault(tt.fault)
 			b := newTestBackend(t, portalBundle(t))
 			b.vars[project+"/s1"] = map[string]string{"baseURL": base}

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/latchkey/latchkey/examples/portal"
+	"github.com/latchkey/latchkey/examples/portal/portaltest"
 	"github.com/latchkey/latchkey/libs/bus"
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
 	"github.com/latchkey/latchkey/libs/recipe"
@@ -150,7 +151,7 @@ func TestCancelWithinASecond(t *testing.T) {
 // sealed on lk.resume.<run> and the login goes on in the same context.
 func TestAskAnsweredOverNATS(t *testing.T) {
 	t.Parallel()
-	p, base := testkit.Portal(t, portal.Config{})
+	p, base := portaltest.Start(t, portal.Config{})
 	_, nc, js := testkit.NATS(t)
 	b := newTestBackend(t, portalBundle(t))
 	b.vars[project+"/sc"] = map[string]string{"baseURL": base}
@@ -258,7 +259,7 @@ func TestKilledChromiumHeals(t *testing.T) {
 // which runs it warm.
 func TestTaskGoesToTheRunnerHoldingTheWarmContext(t *testing.T) {
 	t.Parallel()
-	_, base := testkit.Portal(t, portal.Config{})
+	_, base := portaltest.Start(t, portal.Config{})
 	url, _, js := testkit.NATS(t)
 	be := newTestBackend(t, portalBundle(t, whoamiFile))
 	be.vars[project+"/sa"] = map[string]string{"baseURL": base}

@@ -9,10 +9,10 @@ import (
 	"testing"
 
 	"github.com/latchkey/latchkey/examples/portal"
+	"github.com/latchkey/latchkey/examples/portal/portaltest"
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/recipe"
-	"github.com/latchkey/latchkey/libs/testkit"
 )
 
 // authProxy is a forward HTTP proxy that wants user:pass and counts what it forwards.
@@ -54,7 +54,7 @@ func authProxy(t *testing.T, user, pass string) (string, *atomic.Int64) {
 // with the proxy password from the vault; a session without one goes direct.
 func TestProxyPinnedToSession(t *testing.T) {
 	t.Parallel()
-	_, base := testkit.Portal(t, portal.Config{})
+	_, base := portaltest.Start(t, portal.Config{})
 	proxyURL, forwarded := authProxy(t, "pu", "proxy-secret")
 	b := newTestBackend(t, portalBundle(t))
 	b.secrets[project+"/proxy-s1"] = map[string]string{"password": "proxy-secret"}

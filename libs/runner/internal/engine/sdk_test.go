@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/latchkey/latchkey/examples/portal"
+	"github.com/latchkey/latchkey/examples/portal/portaltest"
 	"github.com/latchkey/latchkey/libs/bus"
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
 	"github.com/latchkey/latchkey/libs/recipe"
@@ -25,7 +26,7 @@ func TestCheckFirst(t *testing.T) {
 	for _, expired := range []bool{false, true} {
 		t.Run(map[bool]string{false: "valid", true: "expired"}[expired], func(t *testing.T) {
 			t.Parallel()
-			p, base := testkit.Portal(t, portal.Config{})
+			p, base := portaltest.Start(t, portal.Config{})
 			b := newTestBackend(t, portalBundle(t))
 			b.vars[project+"/s1"] = map[string]string{"baseURL": base}
 			b.putState(t, project, "s1", 1, loggedInState(t, base, portal.User{Username: "alice", Password: portal.AlicePassword}))
@@ -66,7 +67,7 @@ func TestCheckFirst(t *testing.T) {
 // logged out, and an API that returns a value.
 func TestGoHandlers(t *testing.T) {
 	t.Parallel()
-	_, base := testkit.Portal(t, portal.Config{})
+	_, base := portaltest.Start(t, portal.Config{})
 	b := newTestBackend(t, nil)
 	b.secrets[project+"/session-s1"] = map[string]string{"username": "alice", "password": "wrong"}
 	r := newTestRunner(t, Config{}, b, Deps{})

@@ -8,10 +8,10 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/latchkey/latchkey/examples/portal"
+	"github.com/latchkey/latchkey/examples/portal/portaltest"
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/recipe"
-	"github.com/latchkey/latchkey/libs/testkit"
 )
 
 // whoamiFile is a bundle file whose API reports what the context holds: the user the
@@ -29,7 +29,7 @@ apis:
 // reuses the warm context with no restore; another session's task never gets it.
 func TestWarmContextServesOnlyItsSession(t *testing.T) {
 	t.Parallel()
-	_, base := testkit.Portal(t, portal.Config{DisableCookieRotation: true})
+	_, base := portaltest.Start(t, portal.Config{DisableCookieRotation: true})
 	b := newTestBackend(t, portalBundle(t, whoamiFile))
 	for s, u := range map[string]portal.User{"sa": {Username: "alice", Password: portal.AlicePassword}, "sb": {Username: "bob", Password: portal.BobPassword, TOTPSecret: portal.BobTOTPSecret}} {
 		b.vars[project+"/"+s] = map[string]string{"baseURL": base}
@@ -70,7 +70,7 @@ func TestWarmContextServesOnlyItsSession(t *testing.T) {
 // other's cookies or localStorage.
 func TestSessionsIsolated(t *testing.T) {
 	t.Parallel()
-	_, base := testkit.Portal(t, portal.Config{DisableCookieRotation: true})
+	_, base := portaltest.Start(t, portal.Config{DisableCookieRotation: true})
 	b := newTestBackend(t, portalBundle(t, whoamiFile))
 	states := map[string]*latchkeyv1.StorageState{}
 	for s, u := range map[string]portal.User{"sa": {Username: "alice", Password: portal.AlicePassword}, "sb": {Username: "bob", Password: portal.BobPassword, TOTPSecret: portal.BobTOTPSecret}} {
@@ -135,7 +135,7 @@ func names(st *latchkeyv1.StorageState) []string {
 // the warm context gets it before the task runs, in place.
 func TestWarmContextRefreshedForNewerRevision(t *testing.T) {
 	t.Parallel()
-	_, base := testkit.Portal(t, portal.Config{DisableCookieRotation: true})
+	_, base := portaltest.Start(t, portal.Config{DisableCookieRotation: true})
 	b := newTestBackend(t, portalBundle(t, whoamiFile))
 	b.vars[project+"/sa"] = map[string]string{"baseURL": base}
 	st := loggedInState(t, base, portal.User{Username: "alice", Password: portal.AlicePassword})
@@ -172,7 +172,7 @@ func init() {
 // nor restores anything.
 func TestWarmContextKnowsItsWriteBack(t *testing.T) {
 	t.Parallel()
-	_, base := testkit.Portal(t, portal.Config{})
+	_, base := portaltest.Start(t, portal.Config{})
 	b := newTestBackend(t, portalBundle(t, whoamiFile))
 	b.vars[project+"/sa"] = map[string]string{"baseURL": base}
 	b.putState(t, project, "sa", 1, loggedInState(t, base, portal.User{Username: "alice", Password: portal.AlicePassword}))
