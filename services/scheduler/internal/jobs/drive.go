@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/latchkey/latchkey/libs/domain"
 	"github.com/latchkey/latchkey/libs/errs"
 	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
@@ -70,7 +71,7 @@ func (e *Engine) drive(ctx context.Context, project, jobRunID string, mutate fun
 		if r.GetStopReason() == 0 {
 			inflight := 0
 			for _, c := range r.GetChildren() {
-				if !isTerminal(c.GetState()) {
+				if !domain.RunEnded(c.GetState()) {
 					inflight++
 				}
 			}
@@ -200,7 +201,7 @@ func (e *Engine) childEnded(ctx context.Context, project, jobRunID, runID string
 			r.StopReason, changed = stop, true
 		}
 		for _, c := range r.GetChildren() {
-			if c.GetRunId() == runID && !isTerminal(c.GetState()) {
+			if c.GetRunId() == runID && !domain.RunEnded(c.GetState()) {
 				c.State, changed = state, true
 			}
 		}
@@ -214,7 +215,7 @@ func (e *Engine) childEnded(ctx context.Context, project, jobRunID, runID string
 // RunEnded records the end of a child Run and starts the next; it is the
 // orchestrator's RunEnded hook, called for every Run that ends.
 func (e *Engine) RunEnded(ctx context.Context, run *latchkeyv1.Run) {
-	if run.GetJobRunId() == "" || !isTerminal(run.GetState()) {
+	if run.GetJobRunId() == "" || !domain.RunEnded(run.GetState()) {
 		return
 	}
 	e.childEnded(ctx, run.GetProjectId(), run.GetJobRunId(), run.GetId(), run.GetState(), 0)

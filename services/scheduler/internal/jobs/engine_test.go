@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/latchkey/latchkey/libs/bus"
+	"github.com/latchkey/latchkey/libs/domain"
 	eventsv1 "github.com/latchkey/latchkey/libs/gen/latchkey/events/v1"
 	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
@@ -81,7 +82,7 @@ func (b *runBook) running() []string {
 	defer b.mu.Unlock()
 	var out []string
 	for _, id := range b.order {
-		if !isTerminal(b.runs[id]) {
+		if !domain.RunEnded(b.runs[id]) {
 			out = append(out, id)
 		}
 	}

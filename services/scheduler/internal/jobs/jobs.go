@@ -107,10 +107,6 @@ func New(store *Store, runs Runs, js jetstream.JetStream, tracer trace.Tracer, l
 // Store returns the engine's record store, for reads.
 func (e *Engine) Store() *Store { return e.store }
 
-func isTerminal(s latchkeyv1.RunState) bool {
-	return s == latchkeyv1.RunState_RUN_STATE_SUCCEEDED || s == latchkeyv1.RunState_RUN_STATE_FAILED || s == latchkeyv1.RunState_RUN_STATE_CANCELED
-}
-
 // JobRunEnded reports whether a JobRun state is final.
 func JobRunEnded(s latchkeyv1.JobRunState) bool {
 	return s != latchkeyv1.JobRunState_JOB_RUN_STATE_RUNNING && s != latchkeyv1.JobRunState_JOB_RUN_STATE_UNSPECIFIED

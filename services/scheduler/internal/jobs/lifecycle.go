@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/latchkey/latchkey/libs/domain"
 	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 )
@@ -212,7 +213,7 @@ func (e *Engine) StopJobRun(ctx context.Context, project, jobRunID string, reaso
 		return
 	}
 	for _, c := range rec.GetChildren() {
-		if isTerminal(c.GetState()) {
+		if domain.RunEnded(c.GetState()) {
 			continue
 		}
 		if err := e.runs.Cancel(ctx, project, c.GetRunId()); err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/latchkey/latchkey/libs/domain"
 	eventsv1 "github.com/latchkey/latchkey/libs/gen/latchkey/events/v1"
 	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
@@ -104,7 +105,7 @@ func (e *Engine) reconcile(ctx context.Context, rec *schedulerv1.JobRecord, now 
 	ended := map[string]latchkeyv1.RunState{}
 	var restart []string
 	for _, c := range jr.GetChildren() {
-		if isTerminal(c.GetState()) {
+		if domain.RunEnded(c.GetState()) {
 			continue
 		}
 		state, found, err := e.runs.RunState(ctx, project, c.GetRunId())
@@ -113,14 +114,14 @@ func (e *Engine) reconcile(ctx context.Context, rec *schedulerv1.JobRecord, now 
 			continue
 		case !found && now.Sub(c.GetAllotTime().AsTime()) > e.restartAfter:
 			restart = append(restart, c.GetRunId())
-		case isTerminal(state):
+		case domain.RunEnded(state):
 			ended[c.GetRunId()] = state
 		}
 	}
 	after, err := e.drive(ctx, project, jobRunID, func(r *schedulerv1.JobRunRecord) bool {
 		changed := false
 		for _, c := range r.GetChildren() {
-			if isTerminal(c.GetState()) {
+			if domain.RunEnded(c.GetState()) {
 				continue
 			}
 			if s, ok := ended[c.GetRunId()]; ok {
@@ -139,7 +140,7 @@ func (e *Engine) reconcile(ctx context.Context, rec *schedulerv1.JobRecord, now 
 	}
 	for i, c := range after.GetChildren() {
 		for _, id := range restart {
-			if c.GetRunId() == id && !isTerminal(c.GetState()) && after.GetStopReason() == 0 {
+			if c.GetRunId() == id && !domain.RunEnded(c.GetState()) && after.GetStopReason() == 0 {
 				e.log.InfoContext(ctx, "starting a job's run again: it was allotted but never started", "run_id", id)
 				e.startChild(ctx, after, i)
 			}
