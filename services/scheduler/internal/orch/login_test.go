@@ -486,3 +486,44 @@ func TestLoginAsksForMoreInformation(t *testing.T) {
 	h.mustHandle(result(h.takeTask(taskAPI), statusSucceeded))
 	h.wantRun(run.GetId(), runSucceeded, noReason)
 }
+
+// TestNoCheckWhileALoginRuns: a Run that starts, or comes back for another attempt,
+// while its session is RECREATING dispatches no check (it would only find the state
+// logged out again); it waits for the login's event and then checks the new state.
+func TestNoCheckWhileALoginRuns(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.reg.add(sessID, typeCredentials, sessReady)
+	retried := h.start(apiRequest(&latchkeyv1.RunOptions{Retries: 1}))
+	retriedTask := h.takeTask(taskAPI)
+	first, _ := h.startFailingCheck(nil)
+	create := h.takeTask(taskCreate)
+	h.wantSession(sessID, sessRecreating, noReason)
+
+	// A new Run during the login, and another attempt of a Run whose API failed.
+	late := h.start(apiRequest(nil))
+	h.mustHandle(failed(retriedTask, reasonTransient))
+	h.noTasks()
+	for _, id := range []string{late.GetId(), retried.GetId()} {
+		if rec := h.wantRun(id, runRunning, noReason); rec.GetStage() != schedulerv1.Stage_STAGE_WAITING_SESSION {
+			t.Fatalf("run %s during the login is in stage %s, want WAITING_SESSION", id, rec.GetStage())
+		}
+	}
+
+	h.mustHandle(loggedIn(create))
+	h.mustHandle(checked(h.takeTask(taskCheck), valid))
+	h.deliverEvents()
+	want := []string{first.GetId(), late.GetId(), retried.GetId()}
+	var got []string
+	for _, task := range h.takeTasksOf(taskAPI, len(want)) {
+		if !task.GetCheckFirst() || task.GetSession().GetStateRevision() != 2 {
+			t.Errorf("task after the login = %v, want a check of revision 2 first", task)
+		}
+		got = append(got, task.GetRunId())
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("dispatched after the login: %v, want %v", got, want)
+	}
+}
