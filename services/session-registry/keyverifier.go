@@ -10,10 +10,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/latchkey/latchkey/libs/errs"
 	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
 	"github.com/latchkey/latchkey/libs/server"
 	"github.com/latchkey/latchkey/services/session-registry/internal/store"
@@ -112,7 +111,7 @@ func (v *RemoteKeyVerifier) VerifyAPIKey(ctx context.Context, key string) (serve
 	}
 	resp, err := v.c.AuthenticateApiKey(ctx, &registryv1.AuthenticateApiKeyRequest{ApiKey: key})
 	switch {
-	case status.Code(err) == codes.Unauthenticated:
+	case errors.Is(errs.FromStatus(err), errs.ErrUnauthenticated):
 		got = verdict{unknown: true, until: now.Add(v.o.NegativeTTL)}
 	case err != nil:
 		return server.Principal{}, err

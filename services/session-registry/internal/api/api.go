@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/latchkey/latchkey/libs/errs"
@@ -134,23 +133,25 @@ func requireAdmin(ctx context.Context) error {
 }
 
 // peer turns a failed call to the vault or the scheduler into an error for the user:
-// codes a user can act on keep the peer's message, an unreachable peer is
-// Unavailable, anything else is internal (logged, generic to the client).
+// kinds a user can act on keep the peer's message, an unreachable peer is
+// Unavailable, anything else is internal (logged, generic to the client). The peer's
+// answer is read by its errs kind (errs.FromStatus), whether or not the connection
+// converted it already.
 func (a *API) peer(ctx context.Context, what string, err error) error {
-	st, _ := status.FromError(err)
-	kinds := map[codes.Code]error{
-		codes.InvalidArgument: errs.ErrInvalid, codes.FailedPrecondition: errs.ErrPrecondition,
-		codes.ResourceExhausted: errs.ErrTooLarge, codes.NotFound: errs.ErrNotFound,
+	err = errs.FromStatus(err)
+	for _, kind := range []error{errs.ErrInvalid, errs.ErrPrecondition, errs.ErrTooLarge, errs.ErrNotFound} {
+		if errors.Is(err, kind) {
+			return errs.New(kind, "%s: %s", what, status.Convert(err).Message()).WithCause(err)
+		}
 	}
-	if kind, ok := kinds[st.Code()]; ok {
-		return errs.New(kind, "%s: %s", what, st.Message())
-	}
-	switch st.Code() {
-	case codes.Unavailable, codes.DeadlineExceeded, codes.Unimplemented, codes.Canceled:
+	for _, kind := range []error{errs.ErrUnavailable, errs.ErrUnimplemented, context.DeadlineExceeded, context.Canceled} {
+		if !errors.Is(err, kind) {
+			continue
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		a.d.Log.WarnContext(ctx, "peer service failed", "peer", what, "code", st.Code().String(), "error", st.Message())
+		a.d.Log.WarnContext(ctx, "peer service failed", "peer", what, "error", err)
 		return errs.New(errs.ErrUnavailable, "%s is not available right now; try again", what)
 	}
 	return fmt.Errorf("calling %s: %w", what, err)

@@ -2,10 +2,9 @@ package api
 
 import (
 	"context"
+	"errors"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/latchkey/latchkey/libs/errs"
@@ -152,7 +151,7 @@ func (a *API) promote(ctx context.Context, project, id, runID string) error {
 		ProjectId: project, SecretId: pendingSecret(id),
 		Reason: &vaultv1.AccessReason{Purpose: "promote-credentials", RunId: runID},
 	})
-	if status.Code(err) == codes.NotFound {
+	if errors.Is(errs.FromStatus(err), errs.ErrNotFound) {
 		return nil
 	}
 	if err != nil {

@@ -2,12 +2,11 @@ package api
 
 import (
 	"context"
+	"errors"
 	"net/url"
 	"strings"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -78,7 +77,7 @@ func (a AuthSessions) cancelRecording(ctx context.Context, project, runID string
 		return
 	}
 	_, err := a.d.Runs.CancelRun(server.ForProject(ctx, project), &latchkeyv1.CancelRunRequest{RunId: runID})
-	if c := status.Code(err); err != nil && c != codes.FailedPrecondition && c != codes.NotFound {
+	if err = errs.FromStatus(err); err != nil && !errors.Is(err, errs.ErrPrecondition) && !errors.Is(err, errs.ErrNotFound) {
 		a.d.Log.WarnContext(ctx, "canceling the session's previous recording failed", "run_id", runID, "error", err)
 	}
 }
