@@ -213,9 +213,9 @@ func FromStatus(err error) error {
 	}
 	switch st.Code() {
 	case codes.Canceled:
-		return fmt.Errorf("%s: %w", st.Message(), context.Canceled)
+		return &contextStatus{st: st, ctxErr: context.Canceled}
 	case codes.DeadlineExceeded:
-		return fmt.Errorf("%s: %w", st.Message(), context.DeadlineExceeded)
+		return &contextStatus{st: st, ctxErr: context.DeadlineExceeded}
 	}
 	for _, k := range kinds {
 		if k.code != st.Code() {
@@ -238,6 +238,17 @@ func FromStatus(err error) error {
 	}
 	return err
 }
+
+// contextStatus is a Canceled or DeadlineExceeded answer: errors.Is finds the context
+// error, and it still reads as its status (status.Code).
+type contextStatus struct {
+	st     *status.Status
+	ctxErr error
+}
+
+func (e *contextStatus) Error() string              { return e.st.Err().Error() }
+func (e *contextStatus) Unwrap() error              { return e.ctxErr }
+func (e *contextStatus) GRPCStatus() *status.Status { return e.st }
 
 // UnaryServerInterceptor maps every handler's error with Status, naming the gRPC
 // service in the generic Internal: handlers return domain errors and only this maps

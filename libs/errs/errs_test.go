@@ -104,8 +104,11 @@ func TestFromStatusLeavesOtherErrors(t *testing.T) {
 	if got := FromStatus(internal); IsUser(got) {
 		t.Fatalf("an Internal status became a user error: %v", got)
 	}
-	if got := FromStatus(status.Error(codes.DeadlineExceeded, "slow")); !errors.Is(got, context.DeadlineExceeded) {
-		t.Fatalf("DeadlineExceeded: %v", got)
+	if got := FromStatus(status.Error(codes.DeadlineExceeded, "slow")); !errors.Is(got, context.DeadlineExceeded) || status.Code(got) != codes.DeadlineExceeded {
+		t.Fatalf("DeadlineExceeded: %v (%s)", got, status.Code(got))
+	}
+	if got := FromStatus(status.Error(codes.Canceled, "gone")); !errors.Is(got, context.Canceled) || status.Code(got) != codes.Canceled {
+		t.Fatalf("Canceled: %v (%s)", got, status.Code(got))
 	}
 }
 
