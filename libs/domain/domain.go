@@ -32,6 +32,10 @@ func PendingCredentialsSecret(sessionID string) string {
 	return CredentialsSecret(sessionID) + "-pending"
 }
 
+// ProxySecret is the vault secret holding the credentials of a session's proxy; the
+// runner reads it when it opens a context for the session.
+func ProxySecret(sessionID string) string { return "proxy-" + sessionID }
+
 // RunEnded reports whether a Run state is final: SUCCEEDED, FAILED or CANCELED.
 func RunEnded(s latchkeyv1.RunState) bool {
 	switch s {

@@ -3,6 +3,7 @@ package engine
 import (
 	"go.opentelemetry.io/otel/codes"
 
+	"github.com/latchkey/latchkey/libs/domain"
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/runner/internal/chrome"
@@ -27,7 +28,7 @@ func (e *execution) acquire() error {
 		}
 	}
 	if proxy != nil && proxy.Username != "" && e.r.deps.Vault != nil {
-		fields, err := e.r.deps.Vault.Secret(e.base, t.GetProjectId(), "proxy-"+t.GetSession().GetAuthSessionId(), t.GetRunId())
+		fields, err := e.r.deps.Vault.Secret(e.base, t.GetProjectId(), domain.ProxySecret(t.GetSession().GetAuthSessionId()), t.GetRunId())
 		if err != nil {
 			return err
 		}

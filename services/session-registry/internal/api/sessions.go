@@ -16,14 +16,13 @@ import (
 	"github.com/latchkey/latchkey/services/session-registry/internal/store"
 )
 
-// Vault secret ids of a session (docs/decisions.md); the scheduler names the first two
-// in its login tasks, so they live in libs/domain.
+// Vault secret ids of a session (docs/decisions.md); the scheduler and the runner name
+// them too, so they live in libs/domain.
 var (
 	credentialsSecret = domain.CredentialsSecret
 	pendingSecret     = domain.PendingCredentialsSecret
+	proxySecret       = domain.ProxySecret
 )
-
-func proxySecret(id string) string { return "proxy-" + id }
 
 // AuthSessions is latchkey.v1.AuthSessionService.
 type AuthSessions struct {
