@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -32,27 +31,9 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testkit.LibraryGoroutines()...) }
 
-// syncBuffer is a bytes.Buffer safe for one writer and one reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // proc is a `latchkey` command running in-process.
 type proc struct {
-	stdout, stderr *syncBuffer
+	stdout, stderr *testkit.SyncBuffer
 	cancel         context.CancelFunc
 	done           chan error
 }
@@ -60,7 +41,7 @@ type proc struct {
 func start(t *testing.T, env map[string]string, args ...string) *proc {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &proc{stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	p := &proc{stdout: &testkit.SyncBuffer{}, stderr: &testkit.SyncBuffer{}, cancel: cancel, done: make(chan error, 1)}
 	go func() { p.done <- run(ctx, args, config.MapEnv(env), p.stdout, p.stderr) }()
 	t.Cleanup(func() { p.stop(t) })
 	return p
@@ -293,7 +274,7 @@ func TestCommandErrorsAreActionable(t *testing.T) {
 			for i, a := range args {
 				args[i] = strings.NewReplacer("DATADIR", t.TempDir(), "TAKEN", taken.Addr().String()).Replace(a)
 			}
-			err := run(t.Context(), args, config.MapEnv(tc.env), &syncBuffer{}, &syncBuffer{})
+			err := run(t.Context(), args, config.MapEnv(tc.env), &testkit.SyncBuffer{}, &testkit.SyncBuffer{})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error containing %q", err, tc.want)
 			}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/latchkey/latchkey/libs/config"
+	"github.com/latchkey/latchkey/libs/testkit"
 )
 
 // TestDevLeavesAWorkingAPIKey: `latchkey dev` creates the default project on first
@@ -162,7 +163,7 @@ func TestRegistryCLI(t *testing.T) {
 // cliRun runs a client command with the data dir of a `latchkey dev`.
 func cliRun(t *testing.T, dataDir string, args ...string) (string, error) {
 	t.Helper()
-	out, errOut := &syncBuffer{}, &syncBuffer{}
+	out, errOut := &testkit.SyncBuffer{}, &testkit.SyncBuffer{}
 	err := run(t.Context(), args, config.MapEnv(map[string]string{"LATCHKEY_DATA_DIR": dataDir}), out, errOut)
 	return out.String() + errOut.String(), err
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/latchkey/latchkey/libs/bus"
 	"github.com/latchkey/latchkey/libs/config"
+	"github.com/latchkey/latchkey/libs/testkit"
 )
 
 func TestVaultCommands(t *testing.T) {
@@ -27,7 +28,7 @@ func TestVaultCommands(t *testing.T) {
 	// The CLI finds the internal token in the data directory.
 	env := map[string]string{"LATCHKEY_DATA_DIR": dataDir}
 	vault := func(args ...string) (string, error) {
-		var out, errOut syncBuffer
+		var out, errOut testkit.SyncBuffer
 		err := run(t.Context(), append([]string{"vault", "-addr", grpcAddr}, args...), config.MapEnv(env), &out, &errOut)
 		return out.String(), err
 	}
@@ -86,7 +87,7 @@ func TestServeVaultNeedsKeys(t *testing.T) {
 	t.Cleanup(nsrv.Shutdown)
 	env := map[string]string{"LATCHKEY_NATS_URL": nsrv.ClientURL(), "LATCHKEY_INTERNAL_TOKEN": "tok"}
 	dataDir := t.TempDir()
-	err = run(t.Context(), []string{"serve", "vault", "-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-data-dir", dataDir}, config.MapEnv(env), &syncBuffer{}, &syncBuffer{})
+	err = run(t.Context(), []string{"serve", "vault", "-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-data-dir", dataDir}, config.MapEnv(env), &testkit.SyncBuffer{}, &testkit.SyncBuffer{})
 	if err == nil || !strings.Contains(err.Error(), "LATCHKEY_VAULT_KEYS") {
 		t.Fatalf("serve vault without keys: %v, want an error naming LATCHKEY_VAULT_KEYS", err)
 	}

@@ -1,7 +1,6 @@
 package portal_test
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/latchkey/latchkey/examples/portal"
 	"github.com/latchkey/latchkey/examples/portal/portaltest"
+	"github.com/latchkey/latchkey/libs/testkit"
 )
 
 func TestLoginPageHasFormAndCSRFToken(t *testing.T) {
@@ -789,7 +789,7 @@ func TestConcurrentRequests(t *testing.T) {
 
 func TestSecretsAreNeverLogged(t *testing.T) {
 	t.Parallel()
-	var buf syncBuffer
+	var buf testkit.SyncBuffer
 	p, base := startPortal(t, portal.Config{
 		LockoutAfter: 2,
 		Logger:       slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -903,24 +903,6 @@ func atoi(tb testing.TB, s string) int {
 		tb.Fatal(err)
 	}
 	return n
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writes and reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func TestLoginErrorsFailOnlyTheLoginPage(t *testing.T) {

@@ -4,11 +4,9 @@
 package stacktest
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/latchkey/latchkey/libs/config"
 	"github.com/latchkey/latchkey/libs/logging"
 	"github.com/latchkey/latchkey/libs/server"
+	"github.com/latchkey/latchkey/libs/testkit"
 )
 
 // Options configure Start. The zero value runs every service with an in-process cache.
@@ -103,22 +102,5 @@ func (s *Stack) Dial(tb testing.TB, token string) *grpc.ClientConn {
 	return cc
 }
 
-// SyncBuffer is a bytes.Buffer safe for concurrent writers and readers.
-type SyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-// Write appends p.
-func (s *SyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// String returns everything written so far.
-func (s *SyncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// SyncBuffer holds a stack's logs (testkit.SyncBuffer).
+type SyncBuffer = testkit.SyncBuffer

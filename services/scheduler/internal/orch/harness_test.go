@@ -8,7 +8,6 @@ package orch
 // so (deliverEvents), so every test is deterministic.
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -130,7 +129,7 @@ type harness struct {
 	cache  *cache.Memory
 	runsKV jetstream.KeyValue
 	tasks  jetstream.Consumer
-	logs   *syncBuffer
+	logs   *testkit.SyncBuffer
 
 	taskStream jetstream.Stream
 	seenSeq    uint64            // the stream sequence of the last task taken
@@ -176,7 +175,7 @@ func newHarness(t *testing.T, edit ...func(*Policy)) *harness {
 	for _, f := range edit {
 		f(&policy)
 	}
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	mem := cache.NewMemory(cache.MemoryOptions{Now: clock.Now})
 	h := &harness{
 		t: t, reg: newFakeRegistry(clock), vault: &fakeVault{}, clock: clock, cache: mem,
@@ -192,24 +191,6 @@ func newHarness(t *testing.T, edit ...func(*Policy)) *harness {
 		{Name: recipe.CreateAPI}, {Name: recipe.CheckAPI}, {Name: apiName},
 	}}
 	return h
-}
-
-// syncBuffer collects the orchestrator's log for assertions.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // --- starting Runs and reading records ---
