@@ -28,19 +28,27 @@ func counter(kv jetstream.KeyValue, key string) (func(context.Context) (*int, ui
 	return read, write
 }
 
+// counterKV starts a server with a bucket holding the counter "n" at start.
+func counterKV(t *testing.T, start string) (jetstream.KeyValue, uint64) {
+	t.Helper()
+	_, _, js := startServer(t)
+	kv, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "CAS"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, err := kv.Create(t.Context(), "n", []byte(start))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv, rev
+}
+
 // Concurrent writers lose compare-and-swaps to each other; every increment still lands
 // exactly once.
 func TestUpdateRetriesLostSwaps(t *testing.T) {
 	t.Parallel()
-	_, _, js := startServer(t)
 	ctx := t.Context()
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "CAS"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := kv.Create(ctx, "n", []byte("0")); err != nil {
-		t.Fatal(err)
-	}
+	kv, _ := counterKV(t, "0")
 	read, write := counter(kv, "n")
 	const writers, each = 8, 10
 	var wg sync.WaitGroup
@@ -67,16 +75,8 @@ func TestUpdateRetriesLostSwaps(t *testing.T) {
 
 func TestUpdateNoChangeAndStop(t *testing.T) {
 	t.Parallel()
-	_, _, js := startServer(t)
 	ctx := t.Context()
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "CAS"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rev0, err := kv.Create(ctx, "n", []byte("5"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv, rev0 := counterKV(t, "5")
 	read, write := counter(kv, "n")
 	v, rev, err := bus.Update(ctx, 0, read, write, func(*int) error { return bus.ErrNoChange })
 	if err != nil || *v != 5 || rev != rev0 {
@@ -97,18 +97,11 @@ func TestUpdateNoChangeAndStop(t *testing.T) {
 // A writer that always loses gives up after the bound, with ErrContention.
 func TestUpdateIsBounded(t *testing.T) {
 	t.Parallel()
-	_, _, js := startServer(t)
 	ctx := t.Context()
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "CAS"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := kv.Create(ctx, "n", []byte("0")); err != nil {
-		t.Fatal(err)
-	}
+	kv, _ := counterKV(t, "0")
 	read, write := counter(kv, "n")
 	tries := 0
-	_, _, err = bus.Update(ctx, 3, read, write, func(n *int) error {
+	_, _, err := bus.Update(ctx, 3, read, write, func(n *int) error {
 		tries++
 		// Another writer moves the key on between our read and our write.
 		if _, err := kv.Put(ctx, "n", []byte("100")); err != nil {
