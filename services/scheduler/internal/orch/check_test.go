@@ -3,6 +3,7 @@ package orch
 import (
 	"errors"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/latchkey/latchkey/libs/domain"
 	"github.com/latchkey/latchkey/libs/errs"
+	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
 	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/recipe"
@@ -218,6 +220,46 @@ func TestInconclusiveCheckIsRetriedThenFailsTransient(t *testing.T) {
 			h.wantSession(sessID, sessReady, noReason)
 			if n := h.reg.transitionsTo(sessRecreating); n != 0 {
 				t.Errorf("an inconclusive check led to %d logins", n)
+			}
+		})
+	}
+}
+
+// TestTwoCopiesOfOneResultDispatchOnce: a result delivered twice (a consumer
+// redelivery, a late answer racing the sweep) and handled by two replicas at once
+// makes one next attempt, not two.
+func TestTwoCopiesOfOneResultDispatchOnce(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		answer func(*runnerv1.RunnerTask) *runnerv1.TaskResult
+	}{
+		{"an inconclusive check", func(task *runnerv1.RunnerTask) *runnerv1.TaskResult { return result(task, statusInconclusive) }},
+		{"a transient API failure", func(task *runnerv1.RunnerTask) *runnerv1.TaskResult { return failed(task, reasonTransient) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t)
+			h.reg.add(sessID, typeCredentials, sessReady)
+			run := h.start(apiRequest(&latchkeyv1.RunOptions{CheckAttempts: proto.Int32(3), Retries: 2}))
+			res := tc.answer(h.takeTask(taskAPI))
+			var wg sync.WaitGroup
+			errc := make(chan error, 2)
+			for range 2 {
+				wg.Go(func() {
+					if err := h.o.HandleResult(t.Context(), res); err != nil && !ErrStale(err) {
+						errc <- err
+					}
+				})
+			}
+			wg.Wait()
+			close(errc)
+			for err := range errc {
+				t.Errorf("HandleResult: %v", err)
+			}
+			h.takeTask(taskAPI) // exactly one next task
+			if rec := h.record(run.GetId()); rec.GetCheckAttempts()+rec.GetRun().GetAttempt() != 2 {
+				t.Errorf("check attempts %d, attempt %d: the result was counted twice", rec.GetCheckAttempts(), rec.GetRun().GetAttempt())
 			}
 		})
 	}

@@ -29,7 +29,7 @@ func (o *Orchestrator) Begin(ctx context.Context, rec *schedulerv1.RunRecord, se
 	if sess != nil && sess.GetState() == latchkeyv1.SessionState_SESSION_STATE_READY {
 		return o.sendAPITask(ctx, rec, schedulerv1.Stage_STAGE_UNSPECIFIED, sess, true)
 	}
-	return o.dispatchAPI(ctx, run.GetProjectId(), run.GetId(), schedulerv1.Stage_STAGE_UNSPECIFIED, true)
+	return o.dispatchAPI(ctx, run.GetProjectId(), run.GetId(), schedulerv1.Stage_STAGE_UNSPECIFIED, "", true)
 }
 
 func (o *Orchestrator) session(ctx context.Context, project, id string) (*latchkeyv1.AuthSession, error) {
@@ -42,14 +42,16 @@ func (o *Orchestrator) session(ctx context.Context, project, id string) (*latchk
 
 // dispatchAPI sends the next attempt of an API Run: a task that runs the check first
 // in the session's context and the API right after when it passes. from is the stage
-// the Run must still be in (so that two replicas never both dispatch); newAttempt
-// counts a new API attempt rather than another check of the same attempt.
-func (o *Orchestrator) dispatchAPI(ctx context.Context, project, runID string, from schedulerv1.Stage, newAttempt bool) error {
+// the Run must still be in and task the task whose result the caller handles ("" when
+// none is out), so that two replicas — or two copies of one result — never both
+// dispatch; newAttempt counts a new API attempt rather than another check of the same
+// attempt.
+func (o *Orchestrator) dispatchAPI(ctx context.Context, project, runID string, from schedulerv1.Stage, task string, newAttempt bool) error {
 	rec, _, err := o.Store.Get(ctx, project, runID)
 	if err != nil {
 		return err
 	}
-	if rec.GetStage() != from || domain.RunEnded(rec.GetRun().GetState()) {
+	if rec.GetStage() != from || rec.GetTaskId() != task || domain.RunEnded(rec.GetRun().GetState()) {
 		return errStale
 	}
 	ctx = o.runContext(ctx, rec)
@@ -99,7 +101,9 @@ func (o *Orchestrator) sendAPITask(ctx context.Context, rec *schedulerv1.RunReco
 		}
 	}
 	updated, err := o.Store.Update(ctx, run.GetProjectId(), run.GetId(), func(r *schedulerv1.RunRecord) error {
-		if r.GetStage() != from || domain.RunEnded(r.GetRun().GetState()) {
+		// The stage and the task both: two copies of one result handled at once find
+		// the Run DISPATCHED, but only the first finds the task they answer.
+		if r.GetStage() != from || r.GetTaskId() != rec.GetTaskId() || domain.RunEnded(r.GetRun().GetState()) {
 			return errStale
 		}
 		r.Stage, r.TaskId, r.ChildRunId = schedulerv1.Stage_STAGE_DISPATCHED, taskID, checkID
@@ -109,6 +113,8 @@ func (o *Orchestrator) sendAPITask(ctx context.Context, rec *schedulerv1.RunReco
 		if newAttempt {
 			r.Run.Attempt++
 			r.CheckAttempts = 0
+		} else {
+			r.CheckAttempts++
 		}
 		if r.Run.State == latchkeyv1.RunState_RUN_STATE_QUEUED {
 			r.Run.State, r.Run.StartTime = latchkeyv1.RunState_RUN_STATE_RUNNING, timestamppb.Now()

@@ -63,13 +63,9 @@ func (o *Orchestrator) apiResult(ctx context.Context, rec *schedulerv1.RunRecord
 			attempts = 1
 		}
 		if rec.GetCheckAttempts()+1 < attempts {
-			if _, err := o.Store.Update(ctx, project, id, func(r *schedulerv1.RunRecord) error {
-				r.CheckAttempts++
-				return nil
-			}); err != nil {
-				return err
-			}
-			return o.dispatchAPI(ctx, project, id, schedulerv1.Stage_STAGE_DISPATCHED, false)
+			// Another check of the same attempt; it is counted with the dispatch, in one
+			// compare-and-swap, so a second copy of this result counts nothing.
+			return o.dispatchAPI(ctx, project, id, schedulerv1.Stage_STAGE_DISPATCHED, res.GetTaskId(), false)
 		}
 		return o.finish(ctx, project, id, latchkeyv1.RunState_RUN_STATE_FAILED, latchkeyv1.FailureReason_FAILURE_REASON_TRANSIENT,
 			fmt.Sprintf("the check could not tell whether the session is logged in after %d attempt(s): %s", attempts, res.GetFailureMessage()), nil)
@@ -80,7 +76,7 @@ func (o *Orchestrator) apiResult(ctx context.Context, rec *schedulerv1.RunRecord
 	default: // FAILED
 		reason := res.GetFailureReason()
 		if retriable(reason) && run.GetAttempt() <= run.GetOptions().GetRetries() {
-			return o.dispatchAPI(ctx, project, id, schedulerv1.Stage_STAGE_DISPATCHED, true)
+			return o.dispatchAPI(ctx, project, id, schedulerv1.Stage_STAGE_DISPATCHED, res.GetTaskId(), true)
 		}
 		return o.finish(ctx, project, id, latchkeyv1.RunState_RUN_STATE_FAILED, reason, res.GetFailureMessage(), nil)
 	}
@@ -161,7 +157,7 @@ func (o *Orchestrator) recreateOrWait(ctx context.Context, rec *schedulerv1.RunR
 		return o.finish(ctx, run.GetProjectId(), run.GetId(), latchkeyv1.RunState_RUN_STATE_CANCELED, latchkeyv1.FailureReason_FAILURE_REASON_AUTH_SESSION_EXPIRED, "the AuthSession is expired: "+sess.GetStateMessage(), nil)
 	case latchkeyv1.SessionState_SESSION_STATE_READY:
 		if sess.GetStateRevision() > rec.GetInvalidRevision() {
-			return o.dispatchAPI(ctx, run.GetProjectId(), run.GetId(), rec.GetStage(), true)
+			return o.dispatchAPI(ctx, run.GetProjectId(), run.GetId(), rec.GetStage(), rec.GetTaskId(), true)
 		}
 	default:
 		return o.wait(ctx, rec, rec.GetStage(), sess)
@@ -198,7 +194,7 @@ func (o *Orchestrator) WakeSession(ctx context.Context, project, session string)
 		return err
 	}
 	for _, id := range runs {
-		if err := o.dispatchAPI(ctx, project, id, schedulerv1.Stage_STAGE_WAITING_SESSION, true); err != nil && !ErrStale(err) {
+		if err := o.dispatchAPI(ctx, project, id, schedulerv1.Stage_STAGE_WAITING_SESSION, "", true); err != nil && !ErrStale(err) {
 			o.Log.WarnContext(ctx, "waking run failed", "run_id", id, "error", err)
 		}
 	}
