@@ -254,7 +254,7 @@ func (st *Stack) newService(ctx context.Context, name string, env config.Env) (s
 		})
 	default: // runner
 		return runner.New(runner.Config{
-			Pool: cfg.RunnerPool, Contexts: cfg.RunnerContexts, ChromiumPath: cfg.ChromiumPath,
+			Pool: cfg.RunnerPool, Contexts: cfg.RunnerContexts, LoginContexts: cfg.RunnerLoginContexts, ChromiumPath: cfg.ChromiumPath,
 			LiveKey: bus.DeriveKey(cfg.InternalToken, bus.LiveKeyPurpose),
 		}, runner.Deps{
 			Logger: log, Tracer: tp, JS: st.js,

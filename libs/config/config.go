@@ -21,8 +21,11 @@ const (
 	DefaultHTTPAddr       = "127.0.0.1:7480"
 	DefaultEmbeddedNATS   = "127.0.0.1:4223"
 	DefaultRunnerContexts = 4
-	DefaultRunnerPool     = "default"
-	DefaultRecorderTTL    = 10 * time.Minute
+	// DefaultRunnerLoginContexts is how many logins a runner runs at once on its
+	// login lane, beyond its contexts.
+	DefaultRunnerLoginContexts = 1
+	DefaultRunnerPool          = "default"
+	DefaultRecorderTTL         = 10 * time.Minute
 	// MaxRecorderTTL keeps recorder URLs short-lived (and within LK_RECORDINGS' age).
 	// A RECORD Run lives the URL's life plus two minutes to check the capture, and a
 	// Run's timeout is at most an hour: 55 minutes leaves that room.
@@ -56,6 +59,9 @@ type Config struct {
 	ChromiumPath string
 	// RunnerContexts bounds the browser contexts a runner keeps open.
 	RunnerContexts int
+	// RunnerLoginContexts is how many logins (and verifications of their state) a
+	// runner runs at once beyond RunnerContexts, on the pool's login lane.
+	RunnerLoginContexts int
 	// RunnerPool is the pool whose tasks a runner takes (lk.tasks.<pool>).
 	RunnerPool string
 	// RegistryAddr, VaultAddr and SchedulerAddr are where services reach each other
@@ -106,6 +112,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("admin_key", mask(c.AdminKey)),
 		slog.String("chromium_path", c.ChromiumPath),
 		slog.Int("runner_contexts", c.RunnerContexts),
+		slog.Int("runner_login_contexts", c.RunnerLoginContexts),
 		slog.String("runner_pool", c.RunnerPool),
 		slog.String("registry_addr", c.RegistryAddr),
 		slog.String("vault_addr", c.VaultAddr),
@@ -185,6 +192,13 @@ func Register(fs *flag.FlagSet, env Env) *Config {
 		}
 	}
 	fs.IntVar(&c.RunnerContexts, "runner-contexts", contexts, "browser contexts a runner keeps open ($LATCHKEY_RUNNER_CONTEXTS)")
+	logins := DefaultRunnerLoginContexts
+	if v, ok := env("LATCHKEY_RUNNER_LOGIN_CONTEXTS"); ok && v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			logins = n
+		}
+	}
+	fs.IntVar(&c.RunnerLoginContexts, "runner-login-contexts", logins, "logins a runner runs at once beyond -runner-contexts, so logins never wait for API work ($LATCHKEY_RUNNER_LOGIN_CONTEXTS)")
 	shutdown := 15 * time.Second
 	if v, ok := env("LATCHKEY_SHUTDOWN_TIMEOUT"); ok && v != "" {
 		if d, err := time.ParseDuration(v); err == nil {
@@ -237,6 +251,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RunnerContexts < 1 {
 		errs = append(errs, fmt.Errorf("-runner-contexts must be at least 1, got %d", c.RunnerContexts))
+	}
+	if c.RunnerLoginContexts < 1 {
+		errs = append(errs, fmt.Errorf("-runner-login-contexts must be at least 1 (logins need a lane of their own), got %d", c.RunnerLoginContexts))
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

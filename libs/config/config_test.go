@@ -35,9 +35,9 @@ func TestDefaultsBindLoopback(t *testing.T) {
 
 func TestEnvThenFlagPrecedence(t *testing.T) {
 	t.Parallel()
-	env := map[string]string{"LATCHKEY_GRPC_ADDR": "127.0.0.1:9000", "LATCHKEY_RUNNER_CONTEXTS": "7", "LATCHKEY_NATS_URL": "nats://127.0.0.1:4222"}
+	env := map[string]string{"LATCHKEY_GRPC_ADDR": "127.0.0.1:9000", "LATCHKEY_RUNNER_CONTEXTS": "7", "LATCHKEY_RUNNER_LOGIN_CONTEXTS": "3", "LATCHKEY_NATS_URL": "nats://127.0.0.1:4222"}
 	c := parse(t, env)
-	if c.GRPCAddr != "127.0.0.1:9000" || c.RunnerContexts != 7 || c.NATSURL != "nats://127.0.0.1:4222" {
+	if c.GRPCAddr != "127.0.0.1:9000" || c.RunnerContexts != 7 || c.RunnerLoginContexts != 3 || c.NATSURL != "nats://127.0.0.1:4222" {
 		t.Fatalf("env not applied: %+v", c.LogValue())
 	}
 	c = parse(t, env, "-grpc-addr", "127.0.0.1:9100", "-runner-contexts", "2")
@@ -48,12 +48,12 @@ func TestEnvThenFlagPrecedence(t *testing.T) {
 
 func TestValidateNamesEveryBadFlag(t *testing.T) {
 	t.Parallel()
-	c := parse(t, nil, "-runner-contexts", "0", "-log-level", "loud", "-log-format", "xml")
+	c := parse(t, nil, "-runner-contexts", "0", "-runner-login-contexts", "0", "-log-level", "loud", "-log-format", "xml")
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("Validate accepted bad config")
 	}
-	for _, want := range []string{"-runner-contexts", "-log-level", "-log-format"} {
+	for _, want := range []string{"-runner-contexts", "-runner-login-contexts", "-log-level", "-log-format"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %s", err, want)
 		}

@@ -30,6 +30,8 @@ type Config struct {
 	Pool string
 	// Contexts bounds the browser contexts kept open.
 	Contexts int
+	// LoginContexts is how many login-lane tasks run at once beyond Contexts.
+	LoginContexts int
 	// ChromiumPath is the browser binary; empty auto-detects.
 	ChromiumPath string
 	// LiveKey seals the live view of recordings (bus.DeriveKey of the internal token
@@ -63,7 +65,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		return nil, fmt.Errorf("runner: need a pool and at least one context, got pool %q and %d contexts", cfg.Pool, cfg.Contexts)
 	}
 	backend := sdk.GRPC{Registry: deps.Registry, Vault: deps.Vault}
-	r, err := sdk.New(sdk.Config{Pool: cfg.Pool, Contexts: cfg.Contexts, ChromiumPath: cfg.ChromiumPath, LiveKey: cfg.LiveKey}, sdk.Deps{
+	r, err := sdk.New(sdk.Config{Pool: cfg.Pool, Contexts: cfg.Contexts, LoginContexts: cfg.LoginContexts, ChromiumPath: cfg.ChromiumPath, LiveKey: cfg.LiveKey}, sdk.Deps{
 		Logger: deps.Logger, Tracer: deps.Tracer, JS: deps.JS, States: backend, Vault: backend, Bundles: backend,
 	})
 	if err != nil {
