@@ -93,23 +93,6 @@ func offenders(graph map[string][]string, forbidden func(string) bool) []string 
 	return bad
 }
 
-// except drops the allowed offenders from bad, and returns the allowed ones that no
-// longer occur: the tests log those (not fail, so that the change removing an import
-// and this list can land in either order) for their allowance to be removed.
-func except(bad, allowed []string) (left, stale []string) {
-	for _, b := range bad {
-		if !slices.Contains(allowed, b) {
-			left = append(left, b)
-		}
-	}
-	for _, a := range allowed {
-		if !slices.Contains(bad, a) {
-			stale = append(stale, a)
-		}
-	}
-	return left, stale
-}
-
 // otherService reports whether an import path belongs to a service other than svc.
 func otherService(svc string) func(string) bool {
 	own := module + "/services/" + svc
@@ -188,24 +171,14 @@ func statusOutsideAPI(graph map[string][]string) []string {
 }
 
 func TestLibsImportNoExample(t *testing.T) {
-	var allowed []string
-	bad, stale := except(libImportsAnExample(deps(t, "./libs/...")), allowed)
-	for _, b := range bad {
+	for _, b := range libImportsAnExample(deps(t, "./libs/...")) {
 		t.Errorf("a lib imports an example: %s", b)
-	}
-	for _, a := range stale {
-		t.Logf("allowed import no longer made, remove its allowance: %s", a)
 	}
 }
 
 func TestOnlyTheGRPCLayerReadsStatuses(t *testing.T) {
-	var allowed []string
-	bad, stale := except(statusOutsideAPI(deps(t, "./services/...")), allowed)
-	for _, b := range bad {
+	for _, b := range statusOutsideAPI(deps(t, "./services/...")) {
 		t.Errorf("only internal/api may import %s: %s", grpcStatusImport, b)
-	}
-	for _, a := range stale {
-		t.Logf("allowed import no longer made, remove its allowance: %s", a)
 	}
 }
 
