@@ -105,7 +105,7 @@ func (s *Service) onRunRequest(ctx context.Context, msg jetstream.Msg) error {
 		runID = orch.NewID("run")
 	}
 	_, err = s.orch.Start(ctx, project, r, orch.StartOptions{RunID: runID})
-	if errs.IsUser(err) && !errors.Is(err, errs.ErrUnavailable) {
+	if orch.Refused(err) {
 		return reject(err)
 	}
 	return err

@@ -10,7 +10,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/latchkey/latchkey/libs/domain"
-	"github.com/latchkey/latchkey/libs/errs"
 	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/services/scheduler/internal/orch"
@@ -184,7 +183,7 @@ func (e *Engine) startChild(ctx context.Context, rec *schedulerv1.JobRunRecord, 
 		if _, err := e.Pause(ctx, project, jr.GetJobId(), latchkeyv1.FailureReason_FAILURE_REASON_AUTH_SESSION_EXPIRED); err != nil && !errors.Is(err, ErrJobNotFound) && !errors.Is(err, ErrCompleted) {
 			e.log.WarnContext(ctx, "pausing job failed", "job_id", jr.GetJobId(), "error", err)
 		}
-	case errs.IsUser(err) && !errors.Is(err, errs.ErrUnavailable):
+	case orch.Refused(err):
 		e.log.InfoContext(ctx, "a job's run was refused", "job_id", jr.GetJobId(), "run_id", child.GetRunId(), "error", err)
 		e.childEnded(ctx, project, jr.GetId(), child.GetRunId(), latchkeyv1.RunState_RUN_STATE_FAILED, 0)
 	default:

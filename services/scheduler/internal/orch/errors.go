@@ -44,6 +44,13 @@ var errStale = errors.New("stale message")
 // ErrStale reports whether err means the message no longer matters.
 func ErrStale(err error) bool { return errors.Is(err, errStale) }
 
+// Refused reports whether Start refused a Run for good: a refusal the caller must fix
+// (errs.IsUser), not a service that is briefly unavailable. The NATS intake drops such
+// a request and Jobs record such a child as ended; anything else is tried again.
+func Refused(err error) bool {
+	return errs.IsUser(err) && !errors.Is(err, errs.ErrUnavailable)
+}
+
 func invalid(format string, args ...any) error { return errs.New(errs.ErrInvalid, format, args...) }
 
 // sessionExpired refuses work on an EXPIRED session; before says what the user was

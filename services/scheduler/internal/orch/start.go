@@ -228,7 +228,7 @@ func ValidateRunOptions(req *latchkeyv1.StartRunRequest) error { return validate
 // refusal is returned (errors.Is ErrSessionExpired for an EXPIRED session).
 func (o *Orchestrator) StartChild(ctx context.Context, project string, req *latchkeyv1.StartRunRequest, runID, jobRunID string) error {
 	_, err := o.Start(ctx, project, req, StartOptions{RunID: runID, JobRunID: jobRunID})
-	if err == nil || !errs.IsUser(err) || errors.Is(err, errs.ErrUnavailable) {
+	if !Refused(err) {
 		return err
 	}
 	now := timestamppb.New(o.now())
