@@ -86,8 +86,8 @@ func BenchmarkRunsVsLoginEveryTime(b *testing.B) {
 	}
 	var lkTime, scriptTime time.Duration
 	for range benchRounds {
-		lkTime += parallel(b, benchRuns/benchRounds, latchkeyRun)
-		scriptTime += parallel(b, benchRuns/benchRounds, scriptRun)
+		lkTime += inParallel(benchRuns/benchRounds, benchConcurrency, func(int) { latchkeyRun() })
+		scriptTime += inParallel(benchRuns/benchRounds, benchConcurrency, func(int) { scriptRun() })
 	}
 	lkRate := float64(benchRuns) / lkTime.Seconds()
 	scriptRate := float64(benchRuns) / scriptTime.Seconds()
@@ -101,27 +101,6 @@ func BenchmarkRunsVsLoginEveryTime(b *testing.B) {
 	b.ReportMetric(ms(pct(overhead, 95)), "overhead-p95-ms")
 	b.Logf("%d runs each, in %d alternating rounds, at concurrency %d: latchkey %.1f runs/s, login-every-time script %.1f runs/s (%.1fx); overhead p50 %.1f ms p95 %.1f ms",
 		benchRuns, benchRounds, benchConcurrency, lkRate, scriptRate, lkRate/scriptRate, ms(pct(overhead, 50)), ms(pct(overhead, 95)))
-}
-
-// parallel runs f n times on benchConcurrency goroutines and returns how long it took.
-func parallel(b *testing.B, n int, f func()) time.Duration {
-	b.Helper()
-	jobs := make(chan struct{}, n)
-	for range n {
-		jobs <- struct{}{}
-	}
-	close(jobs)
-	began := time.Now()
-	var wg sync.WaitGroup
-	for range benchConcurrency {
-		wg.Go(func() {
-			for range jobs {
-				f()
-			}
-		})
-	}
-	wg.Wait()
-	return time.Since(began)
 }
 
 // loginEveryTime is what an automation without Latchkey does: a fresh browser

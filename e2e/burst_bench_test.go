@@ -103,7 +103,7 @@ func (w *world) startConcurrently(tb testing.TB, n, conc int, api, session strin
 					return
 				}
 				ids[k] = resp.GetRun().GetId()
-				if _, err := w.watchEnd(tb.Context(), ids[k]); err != nil {
+				if _, err := w.watch(tb.Context(), ids[k]); err != nil {
 					errs <- err
 					return
 				}
@@ -116,25 +116,6 @@ func (w *world) startConcurrently(tb testing.TB, n, conc int, api, session strin
 		tb.Fatal(err)
 	}
 	return ids
-}
-
-// watchEnd waits, through WatchRun, until a Run ends, and returns it; it may run off
-// the test's goroutine.
-func (w *world) watchEnd(ctx context.Context, runID string) (*latchkeyv1.Run, error) {
-	stream, err := w.runs.WatchRun(ctx, &latchkeyv1.WatchRunRequest{RunId: runID})
-	if err != nil {
-		return nil, err
-	}
-	for {
-		m, err := stream.Recv()
-		if err != nil {
-			return nil, fmt.Errorf("watching %s: %w", runID, err)
-		}
-		switch m.GetRun().GetState() {
-		case latchkeyv1.RunState_RUN_STATE_SUCCEEDED, latchkeyv1.RunState_RUN_STATE_FAILED, latchkeyv1.RunState_RUN_STATE_CANCELED:
-			return m.GetRun(), nil
-		}
-	}
 }
 
 // BenchmarkWarmRunsVsBareLoop compares, side by side in one process, Runs through
@@ -191,7 +172,7 @@ func BenchmarkWarmRunsVsBareLoop(b *testing.B) {
 				b.Errorf("StartRun: %v", err)
 				return
 			}
-			run, err := w.watchEnd(b.Context(), resp.GetRun().GetId())
+			run, err := w.watch(b.Context(), resp.GetRun().GetId())
 			total := time.Since(began)
 			if err != nil || run.GetState() != latchkeyv1.RunState_RUN_STATE_SUCCEEDED {
 				b.Errorf("run %s (%v): %s", run.GetState(), err, run.GetFailureMessage())

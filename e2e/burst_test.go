@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/latchkey/latchkey/internal/stack/stacktest"
+	"github.com/latchkey/latchkey/libs/domain"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
+	"github.com/latchkey/latchkey/libs/testkit"
 )
 
 // The bursts at expiry: many Runs want a session at the moment the site logs it out.
@@ -99,30 +101,23 @@ func (w *world) startMany(t testing.TB, n int, api, session string) []string {
 func (w *world) waitAll(t testing.TB, ids []string, stall time.Duration) []*latchkeyv1.Run {
 	t.Helper()
 	got := make(map[string]*latchkeyv1.Run, len(ids))
-	progress := time.Now()
 	for len(got) < len(ids) {
 		before := len(got)
-		for _, id := range ids {
-			if got[id] != nil {
-				continue
+		testkit.Eventually(t, stall, func() (bool, string) {
+			for _, id := range ids {
+				if got[id] != nil {
+					continue
+				}
+				resp, err := w.runs.GetRun(t.Context(), &latchkeyv1.GetRunRequest{RunId: id})
+				if err != nil {
+					return false, fmt.Sprintf("GetRun %s: %v", id, err)
+				}
+				if domain.RunEnded(resp.GetRun().GetState()) {
+					got[id] = resp.GetRun()
+				}
 			}
-			resp, err := w.runs.GetRun(t.Context(), &latchkeyv1.GetRunRequest{RunId: id})
-			if err != nil {
-				t.Fatalf("GetRun %s: %v", id, err)
-			}
-			switch resp.GetRun().GetState() {
-			case latchkeyv1.RunState_RUN_STATE_SUCCEEDED, latchkeyv1.RunState_RUN_STATE_FAILED, latchkeyv1.RunState_RUN_STATE_CANCELED:
-				got[id] = resp.GetRun()
-			}
-		}
-		if len(got) > before {
-			progress = time.Now()
-		} else if time.Since(progress) > stall {
-			t.Fatalf("%d of %d Runs ended, none in the last %s\nlogs:\n%s", len(got), len(ids), stall, tail(w.st.Logs.String()))
-		}
-		if len(got) < len(ids) {
-			time.Sleep(250 * time.Millisecond) // the poll interval, not a synchronisation
-		}
+			return len(got) > before, fmt.Sprintf("%d of %d Runs ended, none in the last %s", len(got), len(ids), stall)
+		})
 	}
 	out := make([]*latchkeyv1.Run, len(ids))
 	for i, id := range ids {
