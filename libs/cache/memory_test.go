@@ -2,30 +2,12 @@ package cache_test
 
 import (
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/latchkey/latchkey/libs/cache"
+	"github.com/latchkey/latchkey/libs/testkit"
 )
-
-// clock is a settable time source.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 func TestMemoryEvictsLeastRecentlyUsed(t *testing.T) {
 	t.Parallel()
@@ -72,7 +54,7 @@ func TestMemoryBoundsBytes(t *testing.T) {
 func TestMemoryExpiryWithClock(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	clk := &clock{now: time.Unix(1_700_000_000, 0)}
+	clk := testkit.NewClock(time.Unix(1_700_000_000, 0))
 	m := cache.NewMemory(cache.MemoryOptions{Now: clk.Now})
 	if err := m.Set(ctx, "k", []byte("v"), time.Minute); err != nil {
 		t.Fatal(err)

@@ -99,33 +99,13 @@ func testPolicy() Policy {
 	}
 }
 
-// fakeClock is the orchestrator's and the cache's clock. It starts at the real time,
-// because the store stamps records with the real time and the sweep compares them
-// with the orchestrator's clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // harness is one orchestrator over its own NATS server, registry, vault and clock.
 type harness struct {
 	t      *testing.T
 	o      *Orchestrator
 	reg    *fakeRegistry
 	vault  *fakeVault
-	clock  *fakeClock
+	clock  *testkit.Clock
 	cache  *cache.Memory
 	runsKV jetstream.KeyValue
 	tasks  jetstream.Consumer
@@ -170,7 +150,9 @@ func newHarness(t *testing.T, edit ...func(*Policy)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock := &fakeClock{t: time.Now()}
+	// The clock starts at the real time: the store stamps records with the real time
+	// and the sweep compares them with the orchestrator's clock.
+	clock := testkit.NewClock(time.Now())
 	policy := testPolicy()
 	for _, f := range edit {
 		f(&policy)
@@ -473,7 +455,7 @@ func (h *harness) rawRunValues() [][]byte {
 type fakeRegistry struct {
 	registryv1.SessionStateServiceClient // calls nobody expects panic
 
-	clock *fakeClock
+	clock *testkit.Clock
 
 	mu          sync.Mutex
 	sessions    map[string]*latchkeyv1.AuthSession
@@ -490,7 +472,7 @@ type putCall struct {
 	err error
 }
 
-func newFakeRegistry(clock *fakeClock) *fakeRegistry {
+func newFakeRegistry(clock *testkit.Clock) *fakeRegistry {
 	return &fakeRegistry{clock: clock, sessions: map[string]*latchkeyv1.AuthSession{}, states: map[string]map[int64][]byte{}}
 }
 
