@@ -155,9 +155,14 @@ type Run struct {
 	IdempotencyKey string                 `protobuf:"bytes,23,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// Time the last task spent in the browser; end-to-end latency minus this is
 	// Latchkey's own overhead.
-	BrowserTime   *durationpb.Duration `protobuf:"bytes,24,opt,name=browser_time,json=browserTime,proto3" json:"browser_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	BrowserTime *durationpb.Duration `protobuf:"bytes,24,opt,name=browser_time,json=browserTime,proto3" json:"browser_time,omitempty"`
+	// Tasks of this Run sent again because Latchkey's own infrastructure failed (a
+	// runner, its browser, the registry or the vault died or was unreachable). These are
+	// apart from `attempt` and never use up `options.retries`; the site may have seen
+	// the API once per attempt plus once per platform retry.
+	PlatformRetries int32 `protobuf:"varint,25,opt,name=platform_retries,json=platformRetries,proto3" json:"platform_retries,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Run) Reset() {
@@ -356,6 +361,13 @@ func (x *Run) GetBrowserTime() *durationpb.Duration {
 		return x.BrowserTime
 	}
 	return nil
+}
+
+func (x *Run) GetPlatformRetries() int32 {
+	if x != nil {
+		return x.PlatformRetries
+	}
+	return 0
 }
 
 // MoreInfoRequest is what a create asks the caller for (an SMS code, a choice).
@@ -1181,7 +1193,7 @@ const file_latchkey_v1_run_proto_rawDesc = "" +
 	"\x14validation_freshness\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x13validationFreshnessB\x10\n" +
 	"\x0e_auto_recreateB\x11\n" +
 	"\x0f_check_attemptsB\x12\n" +
-	"\x10_create_attempts\"\xf9\a\n" +
+	"\x10_create_attempts\"\xa4\b\n" +
 	"\x03Run\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -1212,7 +1224,8 @@ const file_latchkey_v1_run_proto_rawDesc = "" +
 	"start_time\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
 	"\bend_time\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12'\n" +
 	"\x0fidempotency_key\x18\x17 \x01(\tR\x0eidempotencyKey\x12<\n" +
-	"\fbrowser_time\x18\x18 \x01(\v2\x19.google.protobuf.DurationR\vbrowserTime\"\x96\x01\n" +
+	"\fbrowser_time\x18\x18 \x01(\v2\x19.google.protobuf.DurationR\vbrowserTime\x12)\n" +
+	"\x10platform_retries\x18\x19 \x01(\x05R\x0fplatformRetries\"\x96\x01\n" +
 	"\x0fMoreInfoRequest\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x16\n" +
 	"\x06prompt\x18\x02 \x01(\tR\x06prompt\x12\x18\n" +

@@ -63,20 +63,22 @@ type execution struct {
 	askFn    func(ctx context.Context, q sdk.Question) (string, error)
 	artifact func(id string, png []byte)
 	asks     int
-	mu       sync.Mutex
+	// discard closes the context at the end instead of keeping it warm.
+	discard bool
+	mu      sync.Mutex
 }
 
 // Execute runs one task and returns its result, without JetStream: the task loop and
 // tests use it. Failures of the runner's own infrastructure come back as FAILED with
-// reason TRANSIENT.
+// reason TRANSIENT and platform_fault set.
 func (r *Runner) Execute(ctx context.Context, task *runnerv1.RunnerTask) *runnerv1.TaskResult {
-	res, _ := r.execute(ctx, task, nil)
-	return res
+	return r.execute(ctx, task, nil)
 }
 
-// execute runs task; redeliver reports a failure of the runner's infrastructure that
-// another attempt (or another runner) may not meet.
-func (r *Runner) execute(ctx context.Context, task *runnerv1.RunnerTask, interim func(context.Context, *runnerv1.TaskResult) error) (res *runnerv1.TaskResult, redeliver bool) {
+// execute runs task. A failure of Latchkey's own infrastructure (the browser, the
+// vault, the registry) comes back with platform_fault set: the scheduler sends the
+// task again, to this runner or another, without counting it against the Run.
+func (r *Runner) execute(ctx context.Context, task *runnerv1.RunnerTask, interim func(context.Context, *runnerv1.TaskResult) error) *runnerv1.TaskResult {
 	e := r.newExecution(ctx, task)
 	e.interim = interim
 	defer e.cancel(nil)
@@ -84,8 +86,8 @@ func (r *Runner) execute(ctx context.Context, task *runnerv1.RunnerTask, interim
 	r.track(e, true)
 	defer r.track(e, false)
 	err := e.run()
-	redeliver = e.finish(err)
-	return e.res, redeliver
+	e.res.PlatformFault = e.finish(err)
+	return e.res
 }
 
 func (r *Runner) newExecution(ctx context.Context, task *runnerv1.RunnerTask) *execution {
@@ -226,7 +228,16 @@ func (e *execution) run() error {
 		return err
 	}
 	e.res.Status = statusSucceeded
-	return e.captureState(tab)
+	if err := e.captureState(tab); err != nil {
+		if md != interp.ModeAPI || !(sdk.IsInfra(err) || e.BrowserGone()) {
+			return err
+		}
+		// The API has run: failing the task now would run it again. Its output
+		// stands; the state it left is not stored, so the context is not kept either.
+		e.r.log.WarnContext(e.base, "the API succeeded but its state could not be stored", "task_id", t.GetTaskId(), "run_id", t.GetRunId(), "error", err)
+		e.discard = true
+	}
+	return nil
 }
 
 // Context is the task's browser context.

@@ -135,12 +135,10 @@ func (r *Runner) onOffer(m *nats.Msg) {
 		interim := func(ictx context.Context, res *runnerv1.TaskResult) error {
 			return r.publish(ictx, res, task.GetTaskId()+"-h"+askSuffix(ictx))
 		}
-		res, redeliver := r.execute(ctx, &task, interim)
+		res := r.execute(ctx, &task, interim)
 		stopBeat()
 		reply := replyDone
-		if redeliver {
-			reply = replyFailed
-		} else if err := r.publish(ctx, res, task.GetTaskId()+"-result"); err != nil {
+		if err := r.publish(ctx, res, task.GetTaskId()+"-result"); err != nil {
 			reply = replyFailed
 		}
 		_ = r.nc.Publish(m.Reply, []byte(reply))

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,7 +49,13 @@ type testBackend struct {
 	secrets map[string]map[string]string
 	files   []recipe.File
 	opens   []string // purposes of every Open and Secret, for audit assertions
+	// openDown and sealDown make Open and Seal fail as the gRPC backend does when the
+	// vault is out of reach.
+	openDown, sealDown atomic.Bool
 }
+
+// errVaultDown is what the gRPC backend returns when the vault is unreachable.
+var errVaultDown = sdk.Infra("sealing: rpc error: code = Unavailable desc = connection refused")
 
 func newTestBackend(t testing.TB, files []recipe.File) *testBackend {
 	t.Helper()
@@ -69,12 +76,18 @@ func newTestBackend(t testing.TB, files []recipe.File) *testBackend {
 func aad(s sdk.Sealed) []byte { return []byte(s.Project + "\x00" + s.Kind + "\x00" + s.ID) }
 
 func (b *testBackend) Seal(_ context.Context, to sdk.Sealed, plaintext []byte) ([]byte, error) {
+	if b.sealDown.Load() {
+		return nil, errVaultDown
+	}
 	nonce := make([]byte, b.aead.NonceSize())
 	_, _ = rand.Read(nonce)
 	return b.aead.Seal(nonce, nonce, plaintext, aad(to)), nil
 }
 
 func (b *testBackend) Open(_ context.Context, from sdk.Sealed, c []byte, runID string) ([]byte, error) {
+	if b.openDown.Load() {
+		return nil, errVaultDown
+	}
 	b.mu.Lock()
 	b.opens = append(b.opens, from.Kind+":run:"+runID)
 	b.mu.Unlock()

@@ -140,8 +140,8 @@ func (r *Runner) work(runCtx, taskCtx context.Context, cons jetstream.Consumer, 
 }
 
 // handle runs one delivered task: heartbeats while it runs, then its result on
-// lk.results.<run> and an ack — or a delayed nak when the runner's infrastructure
-// failed and deliveries are left.
+// lk.results.<run> and an ack — or a delayed nak when the result could not be
+// published.
 func (r *Runner) handle(ctx context.Context, msg jetstream.Msg) {
 	ctx, span := bus.StartConsumerSpan(ctx, r.tracer, r.prop, msg, "runner task")
 	defer span.End()
@@ -171,13 +171,13 @@ func (r *Runner) handle(ctx context.Context, msg jetstream.Msg) {
 	interim := func(ictx context.Context, res *runnerv1.TaskResult) error {
 		return r.publish(ictx, res, task.GetTaskId()+"-d"+strconv.FormatUint(delivered, 10)+askSuffix(ictx))
 	}
-	res, redeliver := r.execute(ctx, &task, interim)
+	res := r.execute(ctx, &task, interim)
 	stopBeat()
+	res.Delivery = uint32(delivered)
 	span.SetAttributes(attribute.String("latchkey.task_status", res.GetStatus().String()), attribute.Bool("latchkey.warm_context", res.GetWarmContext()))
-	if redeliver && delivered < uint64(r.cfg.MaxDeliver) {
-		r.log.WarnContext(ctx, "returning a task for another attempt", "task_id", task.GetTaskId(), "run_id", task.GetRunId(), "delivery", delivered)
-		_ = msg.NakWithDelay(time.Second)
-		return
+	if res.GetPlatformFault() {
+		// The scheduler sends the task again after a back-off and records it on the Run.
+		r.log.WarnContext(ctx, "task failed in the platform; the scheduler will send it again", "task_id", task.GetTaskId(), "run_id", task.GetRunId(), "delivery", delivered)
 	}
 	if err := r.publish(ctx, res, task.GetTaskId()+"-result"); err != nil {
 		r.log.ErrorContext(ctx, "publishing a task result failed; the task will be redelivered", "task_id", task.GetTaskId(), "error", err)

@@ -209,8 +209,8 @@ func TestRedeliveredWhenRunnerDies(t *testing.T) {
 	bRunner := newTestRunner(t, Config{ID: "b", AckWait: 2 * time.Second}, b, Deps{JS: connect("runner-b")})
 	startRunner(t, bRunner)
 	res := next(20 * time.Second)
-	if res.GetStatus() != statusSucceeded || res.GetRunnerId() != "b" {
-		t.Fatalf("result %s from %q (%s), want SUCCEEDED from b", res.GetStatus(), res.GetRunnerId(), res.GetFailureMessage())
+	if res.GetStatus() != statusSucceeded || res.GetRunnerId() != "b" || res.GetDelivery() != 2 {
+		t.Fatalf("result %s from %q on delivery %d (%s), want SUCCEEDED from b on delivery 2", res.GetStatus(), res.GetRunnerId(), res.GetDelivery(), res.GetFailureMessage())
 	}
 	if got := res.GetOutput().GetStructValue().GetFields()["text"].GetStringValue(); got != "slow" {
 		t.Errorf("output text %q", got)
@@ -218,7 +218,8 @@ func TestRedeliveredWhenRunnerDies(t *testing.T) {
 }
 
 // TestKilledChromiumHeals: the browser is killed mid-task; that task fails TRANSIENT
-// and the next one runs on a new browser.
+// as a platform fault (the scheduler sends it again) and the next one runs on a new
+// browser.
 func TestKilledChromiumHeals(t *testing.T) {
 	t.Parallel()
 	b := newTestBackend(t, []recipe.File{slowFile})
@@ -239,8 +240,8 @@ func TestKilledChromiumHeals(t *testing.T) {
 	}
 	select {
 	case res := <-done:
-		if res.GetStatus() != statusFailed || res.GetFailureReason() != reasonTransient {
-			t.Errorf("in-flight task: %s %s (%s), want FAILED TRANSIENT", res.GetStatus(), res.GetFailureReason(), res.GetFailureMessage())
+		if res.GetStatus() != statusFailed || res.GetFailureReason() != reasonTransient || !res.GetPlatformFault() {
+			t.Errorf("in-flight task: %s %s platform_fault=%v (%s), want FAILED TRANSIENT as a platform fault", res.GetStatus(), res.GetFailureReason(), res.GetPlatformFault(), res.GetFailureMessage())
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the in-flight task did not end after its browser died")

@@ -12,9 +12,9 @@ import (
 	"github.com/latchkey/latchkey/libs/runner/internal/sdk"
 )
 
-// finish types err into the result and reports whether the task should be
-// redelivered instead of answered.
-func (e *execution) finish(err error) (redeliver bool) {
+// finish types err into the result and reports whether it was a failure of the
+// platform rather than of the site or the recipe.
+func (e *execution) finish(err error) (platformFault bool) {
 	defer e.release(err)
 	if e.bc != nil && len(e.res.GetOrigins()) == 0 && e.task.GetKind() == runnerv1.TaskKind_TASK_KIND_CREATE {
 		// A login that failed before it captured anything still reports where it went:
@@ -34,7 +34,7 @@ func (e *execution) finish(err error) (redeliver bool) {
 	case sdk.IsInfra(err) || e.BrowserGone() || errors.Is(err, context.Canceled):
 		// context.Canceled without sdk.ErrCanceled: the runner is stopping.
 		e.res.Status, e.res.FailureReason = statusFailed, reasonTransient
-		e.res.FailureMessage = "the runner's browser or a service it needs failed; the task may be retried"
+		e.res.FailureMessage = "the runner's browser or a service it needs failed; the task will be sent again"
 		e.r.log.WarnContext(e.base, "task failed in the runner's infrastructure", "task_id", e.task.GetTaskId(), "run_id", e.task.GetRunId(), "error", err)
 		return true
 	case errors.Is(err, sdk.ErrDeadline):
@@ -56,7 +56,7 @@ func (e *execution) release(err error) {
 		return
 	}
 	e.bc = nil
-	keep := bc.Session() != "" && bc.Alive() && !errors.Is(err, sdk.ErrCanceled) &&
+	keep := bc.Session() != "" && bc.Alive() && !e.discard && !errors.Is(err, sdk.ErrCanceled) &&
 		e.res.CheckOutcome != outcomeInvalid && !(e.task.GetKind() == runnerv1.TaskKind_TASK_KIND_CREATE && err != nil) &&
 		!(err != nil && (sdk.IsInfra(err) || errors.Is(err, sdk.ErrDeadline)))
 	if keep {

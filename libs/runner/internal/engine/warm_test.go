@@ -193,3 +193,41 @@ func TestWarmContextKnowsItsWriteBack(t *testing.T) {
 		t.Errorf("the second task opened %v; want nothing: the context wrote revision 2 itself", b.opens[opens:])
 	}
 }
+
+// TestVaultDown: a vault out of reach is a platform fault — the task comes back with
+// platform_fault for the scheduler to send again — except after the API has run: then
+// failing would run it twice, so the API's result stands and its new state is dropped
+// with the context that held it.
+func TestVaultDown(t *testing.T) {
+	t.Parallel()
+	_, base := portaltest.Start(t, portal.Config{}) // cookies rotate: every task changes the state
+	b := newTestBackend(t, portalBundle(t, whoamiFile))
+	b.vars[project+"/s1"] = map[string]string{"baseURL": base}
+	b.putState(t, project, "s1", 1, loggedInState(t, base, portal.User{Username: "alice", Password: portal.AlicePassword}))
+	r := newTestRunner(t, Config{}, b, Deps{})
+	whoami := func() *runnerv1.TaskResult {
+		tk := task(runnerv1.TaskKind_TASK_KIND_API, "whoami", project, "s1", 1, nil)
+		tk.CheckFirst = true
+		return r.Execute(t.Context(), tk)
+	}
+
+	b.openDown.Store(true) // the restore fails: nothing ran at the site
+	if res := whoami(); res.GetStatus() != statusFailed || !res.GetPlatformFault() || res.GetFailureReason() != reasonTransient {
+		t.Fatalf("with the vault down: %s %s platform_fault=%v (%s), want FAILED TRANSIENT as a platform fault",
+			res.GetStatus(), res.GetFailureReason(), res.GetPlatformFault(), res.GetFailureMessage())
+	}
+
+	b.openDown.Store(false)
+	b.sealDown.Store(true) // the restore works, the API runs, sealing its new state fails
+	res := whoami()
+	if res.GetStatus() != statusSucceeded || res.GetPlatformFault() || len(res.GetCapturedStateCiphertext()) != 0 {
+		t.Fatalf("vault lost after the API: %s platform_fault=%v state=%d bytes, want SUCCEEDED without a state",
+			res.GetStatus(), res.GetPlatformFault(), len(res.GetCapturedStateCiphertext()))
+	}
+	if me := res.GetOutput().GetStructValue().GetFields()["me"].GetStructValue().GetFields()["username"].GetStringValue(); me != "alice" {
+		t.Errorf("output says %q, want alice", me)
+	}
+	if n := r.WarmContexts(); n != 0 {
+		t.Errorf("%d warm contexts kept, want the unsaved one closed", n)
+	}
+}

@@ -111,6 +111,10 @@ func (o *Orchestrator) Sweep(ctx context.Context, stuckAfter time.Duration) erro
 		switch {
 		case rec.GetDeadline() != nil && now.After(rec.GetDeadline().AsTime()):
 			err = o.timeOut(rctx, rec)
+		case rec.GetStage() == schedulerv1.Stage_STAGE_PLATFORM_RETRY:
+			// Due at not_before, stuck or not: a fault the sweep itself found (below)
+			// has no redelivered result to resume it.
+			err = o.resumePlatformRetry(rctx, rec)
 		case idle < stuckAfter:
 			return
 		case run.GetKind() == latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_VALIDATE:
@@ -127,10 +131,16 @@ func (o *Orchestrator) Sweep(ctx context.Context, stuckAfter time.Duration) erro
 		case recording(rec):
 			return // a person is logging in; the recording's deadline bounds it (record.go)
 		case idle > o.Policy.TaskTimeout+stuckAfter:
+			// A live runner answers by the task's deadline, so the task was lost with a
+			// runner: a platform fault, sent again like any other.
 			err = o.HandleResult(rctx, &runnerv1.TaskResult{
 				TaskId: rec.GetTaskId(), RunId: id, ProjectId: project, Status: runnerv1.TaskStatus_TASK_STATUS_FAILED,
 				FailureReason: latchkeyv1.FailureReason_FAILURE_REASON_TIMEOUT, FailureMessage: "no runner answered the task in time",
+				PlatformFault: true,
 			})
+		}
+		if errors.As(err, new(*RetryAfter)) {
+			return // a back-off: the next sweep (or a redelivered result) resumes the Run
 		}
 		if err != nil && !ErrStale(err) {
 			o.Log.WarnContext(rctx, "sweep could not re-drive run", "run_id", id, "error", err)

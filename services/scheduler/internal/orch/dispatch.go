@@ -27,9 +27,9 @@ func (o *Orchestrator) Begin(ctx context.Context, rec *schedulerv1.RunRecord, se
 		return o.dispatchRecord(ctx, rec) // record.go
 	}
 	if sess != nil && sess.GetState() == latchkeyv1.SessionState_SESSION_STATE_READY {
-		return o.sendAPITask(ctx, rec, schedulerv1.Stage_STAGE_UNSPECIFIED, sess, true)
+		return o.sendAPITask(ctx, rec, schedulerv1.Stage_STAGE_UNSPECIFIED, sess, nextAttempt)
 	}
-	return o.dispatchAPI(ctx, run.GetProjectId(), run.GetId(), schedulerv1.Stage_STAGE_UNSPECIFIED, "", true)
+	return o.dispatchAPI(ctx, run.GetProjectId(), run.GetId(), schedulerv1.Stage_STAGE_UNSPECIFIED, "", nextAttempt)
 }
 
 func (o *Orchestrator) session(ctx context.Context, project, id string) (*latchkeyv1.AuthSession, error) {
@@ -40,13 +40,25 @@ func (o *Orchestrator) session(ctx context.Context, project, id string) (*latchk
 	return resp.GetAuthSession(), nil
 }
 
+// step says what an API dispatch counts on the Run.
+type step int
+
+const (
+	// nextAttempt is a new API attempt, counted against the Run's retries.
+	nextAttempt step = iota
+	// recheck checks again within the same attempt (an INCONCLUSIVE check).
+	recheck
+	// resend sends the same attempt again after a platform fault: it counts nothing
+	// (the platform retry is counted where the fault is handled).
+	resend
+)
+
 // dispatchAPI sends the next attempt of an API Run: a task that runs the check first
 // in the session's context and the API right after when it passes. from is the stage
 // the Run must still be in and task the task whose result the caller handles ("" when
 // none is out), so that two replicas — or two copies of one result — never both
-// dispatch; newAttempt counts a new API attempt rather than another check of the same
-// attempt.
-func (o *Orchestrator) dispatchAPI(ctx context.Context, project, runID string, from schedulerv1.Stage, task string, newAttempt bool) error {
+// dispatch; next says what the dispatch counts.
+func (o *Orchestrator) dispatchAPI(ctx context.Context, project, runID string, from schedulerv1.Stage, task string, next step) error {
 	rec, _, err := o.Store.Get(ctx, project, runID)
 	if err != nil {
 		return err
@@ -57,7 +69,7 @@ func (o *Orchestrator) dispatchAPI(ctx context.Context, project, runID string, f
 	ctx = o.runContext(ctx, rec)
 	run := rec.GetRun()
 	if run.GetAuthSessionId() == "" {
-		return o.sendAPITask(ctx, rec, from, nil, newAttempt)
+		return o.sendAPITask(ctx, rec, from, nil, next)
 	}
 	sess, err := o.session(ctx, project, run.GetAuthSessionId())
 	if errors.Is(err, errs.ErrNotFound) {
@@ -68,7 +80,7 @@ func (o *Orchestrator) dispatchAPI(ctx context.Context, project, runID string, f
 	}
 	switch sess.GetState() {
 	case latchkeyv1.SessionState_SESSION_STATE_READY:
-		return o.sendAPITask(ctx, rec, from, sess, newAttempt)
+		return o.sendAPITask(ctx, rec, from, sess, next)
 	case latchkeyv1.SessionState_SESSION_STATE_EXPIRED:
 		return o.finish(ctx, project, runID, latchkeyv1.RunState_RUN_STATE_CANCELED, latchkeyv1.FailureReason_FAILURE_REASON_AUTH_SESSION_EXPIRED, "the AuthSession is expired: "+sess.GetStateMessage(), nil)
 	default: // PENDING or RECREATING: a login is running.
@@ -77,12 +89,16 @@ func (o *Orchestrator) dispatchAPI(ctx context.Context, project, runID string, f
 }
 
 // sendAPITask records the attempt (and its validate child Run) and publishes the task.
-func (o *Orchestrator) sendAPITask(ctx context.Context, rec *schedulerv1.RunRecord, from schedulerv1.Stage, sess *latchkeyv1.AuthSession, newAttempt bool) error {
+func (o *Orchestrator) sendAPITask(ctx context.Context, rec *schedulerv1.RunRecord, from schedulerv1.Stage, sess *latchkeyv1.AuthSession, next step) error {
 	run := rec.GetRun()
 	taskID := NewID("task")
+	attempt := max(run.GetAttempt(), 1) // the attempt a recheck or a resend belongs to
+	if next == nextAttempt {
+		attempt = run.GetAttempt() + 1
+	}
 	task := &runnerv1.RunnerTask{
 		TaskId: taskID, RunId: run.GetId(), ProjectId: run.GetProjectId(), Kind: runnerv1.TaskKind_TASK_KIND_API,
-		Api: run.GetApi(), Params: run.GetParams(), BundleVersion: run.GetBundleVersion(), Attempt: run.GetAttempt() + 1,
+		Api: run.GetApi(), Params: run.GetParams(), BundleVersion: run.GetBundleVersion(), Attempt: attempt,
 	}
 	var checkID string
 	if sess != nil {
@@ -110,12 +126,14 @@ func (o *Orchestrator) sendAPITask(ctx context.Context, rec *schedulerv1.RunReco
 		if checkID != "" {
 			r.Run.ChildRunIds = append(r.Run.ChildRunIds, checkID)
 		}
-		if newAttempt {
+		switch next {
+		case nextAttempt:
 			r.Run.Attempt++
 			r.CheckAttempts = 0
-		} else {
+		case recheck:
 			r.CheckAttempts++
 		}
+		r.NotBefore = nil
 		if r.Run.State == latchkeyv1.RunState_RUN_STATE_QUEUED {
 			r.Run.State, r.Run.StartTime = latchkeyv1.RunState_RUN_STATE_RUNNING, timestamppb.Now()
 		}

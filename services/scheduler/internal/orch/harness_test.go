@@ -96,6 +96,7 @@ func testPolicy() Policy {
 		SessionBudget: 100, OriginBudget: 100, BudgetWindow: time.Hour,
 		BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond,
 		CircuitThreshold: 100, CircuitWindow: 10 * time.Minute,
+		PlatformRetries: 3, PlatformBackoffBase: time.Millisecond, PlatformBackoffMax: 5 * time.Millisecond,
 	}
 }
 

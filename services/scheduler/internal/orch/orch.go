@@ -54,6 +54,12 @@ type Policy struct {
 	// session's circuit for CircuitWindow: recreates are refused meanwhile.
 	CircuitThreshold int64
 	CircuitWindow    time.Duration
+	// PlatformRetries bounds how often one Run's tasks are sent again after failures of
+	// Latchkey's own infrastructure, with a jittered exponential back-off between
+	// PlatformBackoffBase and PlatformBackoffMax (platform.go).
+	PlatformRetries     int32
+	PlatformBackoffBase time.Duration
+	PlatformBackoffMax  time.Duration
 }
 
 // DefaultPolicy is the policy unless configured otherwise.
@@ -63,6 +69,7 @@ func DefaultPolicy() Policy {
 		SessionBudget: 10, OriginBudget: 60, BudgetWindow: time.Hour,
 		BackoffBase: 500 * time.Millisecond, BackoffMax: 30 * time.Second,
 		CircuitThreshold: 5, CircuitWindow: 10 * time.Minute,
+		PlatformRetries: 8, PlatformBackoffBase: 500 * time.Millisecond, PlatformBackoffMax: 10 * time.Second,
 	}
 }
 

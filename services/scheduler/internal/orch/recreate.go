@@ -114,8 +114,13 @@ func (o *Orchestrator) dispatchCreate(ctx context.Context, project, runID string
 		return o.createFailed(ctx, rec, latchkeyv1.FailureReason_FAILURE_REASON_CIRCUIT_OPEN,
 			fmt.Sprintf("repeated login failures opened this session's circuit; no login is tried for up to %s", o.Policy.CircuitWindow))
 	}
-	if reason, msg := o.spendBudget(ctx, sess, rec.GetOrigins()); reason != 0 {
-		return o.createFailed(ctx, rec, reason, msg)
+	// A resend after a platform fault is the same attempt: its login was counted when
+	// the attempt was first sent.
+	resending := from == schedulerv1.Stage_STAGE_PLATFORM_RETRY
+	if !resending {
+		if reason, msg := o.spendBudget(ctx, sess, rec.GetOrigins()); reason != 0 {
+			return o.createFailed(ctx, rec, reason, msg)
+		}
 	}
 	taskID := NewID("task")
 	updated, err := o.Store.Update(ctx, project, runID, func(r *schedulerv1.RunRecord) error {
@@ -123,7 +128,9 @@ func (o *Orchestrator) dispatchCreate(ctx context.Context, project, runID string
 			return errStale
 		}
 		r.Stage, r.TaskId, r.NotBefore = schedulerv1.Stage_STAGE_DISPATCHED, taskID, nil
-		r.CreateAttempts++
+		if !resending {
+			r.CreateAttempts++
+		}
 		r.Run.Attempt = r.CreateAttempts
 		if r.Run.State == latchkeyv1.RunState_RUN_STATE_QUEUED {
 			r.Run.State, r.Run.StartTime = latchkeyv1.RunState_RUN_STATE_RUNNING, timestamppb.Now()
@@ -261,13 +268,22 @@ func (o *Orchestrator) createResult(ctx context.Context, rec *schedulerv1.RunRec
 // verify checks a create's candidate state in a fresh browser context before it is
 // accepted, so a session is never READY with a state that can't be restored.
 func (o *Orchestrator) verify(ctx context.Context, rec *schedulerv1.RunRecord, res *runnerv1.TaskResult) error {
+	return o.sendVerify(ctx, rec, rec.GetStage(), res.GetCapturedStateCiphertext(), res.GetOrigins())
+}
+
+// sendVerify records the candidate and publishes its check, when the Run is still in
+// stage from with the task rec names. origins, when not nil, replace the record's.
+func (o *Orchestrator) sendVerify(ctx context.Context, rec *schedulerv1.RunRecord, from schedulerv1.Stage, candidate []byte, origins []string) error {
 	run := rec.GetRun()
 	taskID := NewID("task")
 	updated, err := o.Store.Update(ctx, run.GetProjectId(), run.GetId(), func(r *schedulerv1.RunRecord) error {
-		if r.GetTaskId() != res.GetTaskId() {
+		if r.GetTaskId() != rec.GetTaskId() || r.GetStage() != from || domain.RunEnded(r.GetRun().GetState()) {
 			return errStale
 		}
-		r.Stage, r.TaskId, r.CandidateState, r.Origins = schedulerv1.Stage_STAGE_VERIFYING, taskID, res.GetCapturedStateCiphertext(), res.GetOrigins()
+		r.Stage, r.TaskId, r.CandidateState, r.NotBefore = schedulerv1.Stage_STAGE_VERIFYING, taskID, candidate, nil
+		if origins != nil {
+			r.Origins = origins
+		}
 		return nil
 	})
 	if err != nil {
@@ -277,7 +293,7 @@ func (o *Orchestrator) verify(ctx context.Context, rec *schedulerv1.RunRecord, r
 	return o.publishTask(ctx, &runnerv1.RunnerTask{
 		TaskId: taskID, RunId: run.GetId(), ProjectId: run.GetProjectId(), Kind: runnerv1.TaskKind_TASK_KIND_CHECK,
 		Api: recipe.CheckAPI, Session: &runnerv1.SessionRef{AuthSessionId: run.GetAuthSessionId()},
-		FreshContext: true, CandidateStateCiphertext: res.GetCapturedStateCiphertext(), BundleVersion: run.GetBundleVersion(),
+		FreshContext: true, CandidateStateCiphertext: candidate, BundleVersion: run.GetBundleVersion(),
 	})
 }
 
@@ -449,11 +465,16 @@ func (o *Orchestrator) resumeBackoff(ctx context.Context, rec *schedulerv1.RunRe
 	return o.dispatchCreate(ctx, rec.GetRun().GetProjectId(), rec.GetRun().GetId(), schedulerv1.Stage_STAGE_BACKING_OFF)
 }
 
-// backoff is exponential with full jitter: uniform in [0, min(max, base*2^attempt)).
+// backoff is the delay before a login's next attempt.
 func (o *Orchestrator) backoff(attempt int32) time.Duration {
-	d := o.Policy.BackoffBase << min(attempt, 20)
-	if d <= 0 || d > o.Policy.BackoffMax {
-		d = o.Policy.BackoffMax
+	return jittered(o.Policy.BackoffBase, o.Policy.BackoffMax, attempt)
+}
+
+// jittered is exponential with full jitter: uniform in [0, min(max, base*2^attempt)).
+func jittered(base, maxDelay time.Duration, attempt int32) time.Duration {
+	d := base << min(attempt, 20)
+	if d <= 0 || d > maxDelay {
+		d = maxDelay
 	}
 	return time.Duration(rand.Int64N(int64(d))) + time.Millisecond
 }

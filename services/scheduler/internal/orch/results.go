@@ -27,6 +27,18 @@ func (o *Orchestrator) HandleResult(ctx context.Context, res *runnerv1.TaskResul
 	if rec.GetTaskId() != res.GetTaskId() || domain.RunEnded(rec.GetRun().GetState()) {
 		return errStale
 	}
+	if rec.GetStage() == schedulerv1.Stage_STAGE_PLATFORM_RETRY {
+		return o.resumePlatformRetry(ctx, rec) // platform.go
+	}
+	if rec, err = o.countRedeliveries(ctx, rec, res); err != nil {
+		return err
+	}
+	if res.GetPlatformFault() {
+		var handled bool
+		if handled, res, err = o.platformFault(ctx, rec, res); handled {
+			return err
+		}
+	}
 	switch rec.GetRun().GetKind() {
 	case latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_CREATE, latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_UPDATE:
 		if rec.GetStage() == schedulerv1.Stage_STAGE_BACKING_OFF {
@@ -65,7 +77,7 @@ func (o *Orchestrator) apiResult(ctx context.Context, rec *schedulerv1.RunRecord
 		if rec.GetCheckAttempts()+1 < attempts {
 			// Another check of the same attempt; it is counted with the dispatch, in one
 			// compare-and-swap, so a second copy of this result counts nothing.
-			return o.dispatchAPI(ctx, project, id, schedulerv1.Stage_STAGE_DISPATCHED, res.GetTaskId(), false)
+			return o.dispatchAPI(ctx, project, id, schedulerv1.Stage_STAGE_DISPATCHED, res.GetTaskId(), recheck)
 		}
 		return o.finish(ctx, project, id, latchkeyv1.RunState_RUN_STATE_FAILED, latchkeyv1.FailureReason_FAILURE_REASON_TRANSIENT,
 			fmt.Sprintf("the check could not tell whether the session is logged in after %d attempt(s): %s", attempts, res.GetFailureMessage()), nil)
@@ -76,7 +88,7 @@ func (o *Orchestrator) apiResult(ctx context.Context, rec *schedulerv1.RunRecord
 	default: // FAILED
 		reason := res.GetFailureReason()
 		if retriable(reason) && run.GetAttempt() <= run.GetOptions().GetRetries() {
-			return o.dispatchAPI(ctx, project, id, schedulerv1.Stage_STAGE_DISPATCHED, res.GetTaskId(), true)
+			return o.dispatchAPI(ctx, project, id, schedulerv1.Stage_STAGE_DISPATCHED, res.GetTaskId(), nextAttempt)
 		}
 		return o.finish(ctx, project, id, latchkeyv1.RunState_RUN_STATE_FAILED, reason, res.GetFailureMessage(), nil)
 	}
@@ -157,7 +169,7 @@ func (o *Orchestrator) recreateOrWait(ctx context.Context, rec *schedulerv1.RunR
 		return o.finish(ctx, run.GetProjectId(), run.GetId(), latchkeyv1.RunState_RUN_STATE_CANCELED, latchkeyv1.FailureReason_FAILURE_REASON_AUTH_SESSION_EXPIRED, "the AuthSession is expired: "+sess.GetStateMessage(), nil)
 	case latchkeyv1.SessionState_SESSION_STATE_READY:
 		if sess.GetStateRevision() > rec.GetInvalidRevision() {
-			return o.dispatchAPI(ctx, run.GetProjectId(), run.GetId(), rec.GetStage(), rec.GetTaskId(), true)
+			return o.dispatchAPI(ctx, run.GetProjectId(), run.GetId(), rec.GetStage(), rec.GetTaskId(), nextAttempt)
 		}
 	default:
 		return o.wait(ctx, rec, rec.GetStage(), sess)
@@ -194,7 +206,7 @@ func (o *Orchestrator) WakeSession(ctx context.Context, project, session string)
 		return err
 	}
 	for _, id := range runs {
-		if err := o.dispatchAPI(ctx, project, id, schedulerv1.Stage_STAGE_WAITING_SESSION, "", true); err != nil && !ErrStale(err) {
+		if err := o.dispatchAPI(ctx, project, id, schedulerv1.Stage_STAGE_WAITING_SESSION, "", nextAttempt); err != nil && !ErrStale(err) {
 			o.Log.WarnContext(ctx, "waking run failed", "run_id", id, "error", err)
 		}
 	}

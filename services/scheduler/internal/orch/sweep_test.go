@@ -48,28 +48,27 @@ func TestSweepReDrivesLostRuns(t *testing.T) {
 				h.t.Errorf("record %v, want attempt 1 still dispatched", rec)
 			}
 		}},
-		{"a task nobody answered is retried", func(h *harness) string {
-			return h.start(apiRequest(&latchkeyv1.RunOptions{Retries: 1})).GetId()
+		{"a task nobody answered is sent again, as a platform fault", func(h *harness) string {
+			return h.start(apiRequest(nil)).GetId()
 		}, time.Minute + stuckAfter + time.Second, func(h *harness, id string) {
-			tasks := h.takeTasksOf(taskAPI, 2)
-			lost, retry := tasks[0], tasks[1]
-			if retry.GetAttempt() != 2 || !retry.GetCheckFirst() || retry.GetRunId() != id {
-				h.t.Fatalf("re-driven task = %v, want attempt 2 checking first", retry)
+			lost := h.takeTask(taskAPI)
+			h.noTasks() // not before the back-off
+			if rec := h.record(id); rec.GetStage() != schedulerv1.Stage_STAGE_PLATFORM_RETRY || rec.GetRun().GetPlatformRetries() != 1 {
+				h.t.Fatalf("record %v, want a platform retry", rec)
+			}
+			h.clock.Advance(10 * time.Millisecond)
+			h.sweep() // no result comes back to resume it: the sweep does
+			again := h.takeTask(taskAPI)
+			if again.GetAttempt() != 1 || !again.GetCheckFirst() || again.GetRunId() != id || again.GetCheckRunId() == lost.GetCheckRunId() {
+				h.t.Fatalf("re-driven task = %v, want attempt 1 again, checking first", again)
 			}
 			h.wantRun(lost.GetCheckRunId(), runFailed, reasonTransient)
 			if err := h.o.HandleResult(h.t.Context(), result(lost, statusSucceeded)); !ErrStale(err) {
 				h.t.Errorf("the lost task's late answer: %v, want a stale message", err)
 			}
-			h.mustHandle(result(retry, statusSucceeded))
-			h.wantRun(id, runSucceeded, noReason)
-		}},
-		{"a task nobody answered, no retries left", func(h *harness) string {
-			return h.start(apiRequest(nil)).GetId()
-		}, time.Minute + stuckAfter + time.Second, func(h *harness, id string) {
-			h.takeTask(taskAPI)
-			h.noTasks()
-			if rec := h.wantRun(id, runFailed, reasonTimeout); !strings.Contains(rec.GetRun().GetFailureMessage(), "no runner answered") {
-				h.t.Errorf("failure message %q", rec.GetRun().GetFailureMessage())
+			h.mustHandle(result(again, statusSucceeded))
+			if rec := h.wantRun(id, runSucceeded, noReason); rec.GetRun().GetAttempt() != 1 || rec.GetRun().GetPlatformRetries() != 1 {
+				h.t.Errorf("attempt %d platform retries %d, want 1 and 1", rec.GetRun().GetAttempt(), rec.GetRun().GetPlatformRetries())
 			}
 		}},
 		{"a Run past its deadline", func(h *harness) string {

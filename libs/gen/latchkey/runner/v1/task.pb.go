@@ -664,7 +664,14 @@ type TaskResult struct {
 	// The task reused the session's warm context.
 	WarmContext bool `protobuf:"varint,17,opt,name=warm_context,json=warmContext,proto3" json:"warm_context,omitempty"`
 	// Time spent in the browser, for overhead accounting.
-	BrowserTime   *durationpb.Duration `protobuf:"bytes,18,opt,name=browser_time,json=browserTime,proto3" json:"browser_time,omitempty"`
+	BrowserTime *durationpb.Duration `protobuf:"bytes,18,opt,name=browser_time,json=browserTime,proto3" json:"browser_time,omitempty"`
+	// The task failed in Latchkey's own infrastructure (the runner's browser, the
+	// registry, the vault or NATS), not at the site or in the recipe: the scheduler
+	// sends it again after a back-off without counting it against the Run's retries.
+	PlatformFault bool `protobuf:"varint,19,opt,name=platform_fault,json=platformFault,proto3" json:"platform_fault,omitempty"`
+	// How many times JetStream delivered the task, counting this one; more than one
+	// means a runner died or stalled holding it.
+	Delivery      uint32 `protobuf:"varint,20,opt,name=delivery,proto3" json:"delivery,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -825,6 +832,20 @@ func (x *TaskResult) GetBrowserTime() *durationpb.Duration {
 	return nil
 }
 
+func (x *TaskResult) GetPlatformFault() bool {
+	if x != nil {
+		return x.PlatformFault
+	}
+	return false
+}
+
+func (x *TaskResult) GetDelivery() uint32 {
+	if x != nil {
+		return x.Delivery
+	}
+	return 0
+}
+
 // TaskResume carries the answers of ResumeRun to the runner holding the context, on
 // core NATS lk.resume.<run>.
 type TaskResume struct {
@@ -931,7 +952,7 @@ const file_latchkey_runner_v1_task_proto_rawDesc = "" +
 	"\x03api\x18\x02 \x01(\tR\x03api\x12\x14\n" +
 	"\x05index\x18\x03 \x01(\x05R\x05index\x12\x12\n" +
 	"\x04kind\x18\x04 \x01(\tR\x04kind\x12\x1a\n" +
-	"\bselector\x18\x05 \x01(\tR\bselector\"\xe2\x06\n" +
+	"\bselector\x18\x05 \x01(\tR\bselector\"\xa5\a\n" +
 	"\n" +
 	"TaskResult\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x15\n" +
@@ -955,7 +976,9 @@ const file_latchkey_runner_v1_task_proto_rawDesc = "" +
 	"\tmore_info\x18\x0f \x01(\v2\x1c.latchkey.v1.MoreInfoRequestR\bmoreInfo\x12\x1b\n" +
 	"\trunner_id\x18\x10 \x01(\tR\brunnerId\x12!\n" +
 	"\fwarm_context\x18\x11 \x01(\bR\vwarmContext\x12<\n" +
-	"\fbrowser_time\x18\x12 \x01(\v2\x19.google.protobuf.DurationR\vbrowserTime\"R\n" +
+	"\fbrowser_time\x18\x12 \x01(\v2\x19.google.protobuf.DurationR\vbrowserTime\x12%\n" +
+	"\x0eplatform_fault\x18\x13 \x01(\bR\rplatformFault\x12\x1a\n" +
+	"\bdelivery\x18\x14 \x01(\rR\bdelivery\"R\n" +
 	"\n" +
 	"TaskResume\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12-\n" +

@@ -40,6 +40,9 @@ const (
 	Stage_STAGE_BACKING_OFF Stage = 4
 	// The Run has ended; nothing more happens to it.
 	Stage_STAGE_DONE Stage = 5
+	// The task (task_id) failed in Latchkey's own infrastructure; the step it ran is
+	// sent again after not_before (retry_stage says which step).
+	Stage_STAGE_PLATFORM_RETRY Stage = 6
 )
 
 // Enum value maps for Stage.
@@ -51,6 +54,7 @@ var (
 		3: "STAGE_VERIFYING",
 		4: "STAGE_BACKING_OFF",
 		5: "STAGE_DONE",
+		6: "STAGE_PLATFORM_RETRY",
 	}
 	Stage_value = map[string]int32{
 		"STAGE_UNSPECIFIED":     0,
@@ -59,6 +63,7 @@ var (
 		"STAGE_VERIFYING":       3,
 		"STAGE_BACKING_OFF":     4,
 		"STAGE_DONE":            5,
+		"STAGE_PLATFORM_RETRY":  6,
 	}
 )
 
@@ -121,9 +126,15 @@ type RunRecord struct {
 	// message (a session event, a sweep) stays in the Run's trace.
 	TraceContext map[string]string `protobuf:"bytes,14,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// The API Runs that wait on this create Run, for the trace and the record.
-	Waiters       int32 `protobuf:"varint,15,opt,name=waiters,proto3" json:"waiters,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Waiters int32 `protobuf:"varint,15,opt,name=waiters,proto3" json:"waiters,omitempty"`
+	// In STAGE_PLATFORM_RETRY: the stage whose task is sent again (DISPATCHED or
+	// VERIFYING).
+	RetryStage Stage `protobuf:"varint,16,opt,name=retry_stage,json=retryStage,proto3,enum=latchkey.scheduler.v1.Stage" json:"retry_stage,omitempty"`
+	// The last task whose JetStream redeliveries were counted in run.platform_retries,
+	// so a second copy of its result counts nothing.
+	RedeliveryCounted string `protobuf:"bytes,17,opt,name=redelivery_counted,json=redeliveryCounted,proto3" json:"redelivery_counted,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *RunRecord) Reset() {
@@ -261,11 +272,25 @@ func (x *RunRecord) GetWaiters() int32 {
 	return 0
 }
 
+func (x *RunRecord) GetRetryStage() Stage {
+	if x != nil {
+		return x.RetryStage
+	}
+	return Stage_STAGE_UNSPECIFIED
+}
+
+func (x *RunRecord) GetRedeliveryCounted() string {
+	if x != nil {
+		return x.RedeliveryCounted
+	}
+	return ""
+}
+
 var File_latchkey_scheduler_v1_record_proto protoreflect.FileDescriptor
 
 const file_latchkey_scheduler_v1_record_proto_rawDesc = "" +
 	"\n" +
-	"\"latchkey/scheduler/v1/record.proto\x12\x15latchkey.scheduler.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15latchkey/v1/run.proto\"\xf1\x05\n" +
+	"\"latchkey/scheduler/v1/record.proto\x12\x15latchkey.scheduler.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15latchkey/v1/run.proto\"\xdf\x06\n" +
 	"\tRunRecord\x12\"\n" +
 	"\x03run\x18\x01 \x01(\v2\x10.latchkey.v1.RunR\x03run\x122\n" +
 	"\x05stage\x18\x02 \x01(\x0e2\x1c.latchkey.scheduler.v1.StageR\x05stage\x12\x17\n" +
@@ -285,10 +310,13 @@ const file_latchkey_scheduler_v1_record_proto_rawDesc = "" +
 	"not_before\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x12\x18\n" +
 	"\aorigins\x18\r \x03(\tR\aorigins\x12W\n" +
 	"\rtrace_context\x18\x0e \x03(\v22.latchkey.scheduler.v1.RunRecord.TraceContextEntryR\ftraceContext\x12\x18\n" +
-	"\awaiters\x18\x0f \x01(\x05R\awaiters\x1a?\n" +
+	"\awaiters\x18\x0f \x01(\x05R\awaiters\x12=\n" +
+	"\vretry_stage\x18\x10 \x01(\x0e2\x1c.latchkey.scheduler.v1.StageR\n" +
+	"retryStage\x12-\n" +
+	"\x12redelivery_counted\x18\x11 \x01(\tR\x11redeliveryCounted\x1a?\n" +
 	"\x11TraceContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\x8b\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xa5\x01\n" +
 	"\x05Stage\x12\x15\n" +
 	"\x11STAGE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10STAGE_DISPATCHED\x10\x01\x12\x19\n" +
@@ -296,7 +324,8 @@ const file_latchkey_scheduler_v1_record_proto_rawDesc = "" +
 	"\x0fSTAGE_VERIFYING\x10\x03\x12\x15\n" +
 	"\x11STAGE_BACKING_OFF\x10\x04\x12\x0e\n" +
 	"\n" +
-	"STAGE_DONE\x10\x05B\xe7\x01\n" +
+	"STAGE_DONE\x10\x05\x12\x18\n" +
+	"\x14STAGE_PLATFORM_RETRY\x10\x06B\xe7\x01\n" +
 	"\x19com.latchkey.scheduler.v1B\vRecordProtoP\x01ZGgithub.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1;schedulerv1\xa2\x02\x03LSX\xaa\x02\x15Latchkey.Scheduler.V1\xca\x02\x15Latchkey\\Scheduler\\V1\xe2\x02!Latchkey\\Scheduler\\V1\\GPBMetadata\xea\x02\x17Latchkey::Scheduler::V1b\x06proto3"
 
 var (
@@ -327,11 +356,12 @@ var file_latchkey_scheduler_v1_record_proto_depIdxs = []int32{
 	4, // 3: latchkey.scheduler.v1.RunRecord.deadline:type_name -> google.protobuf.Timestamp
 	4, // 4: latchkey.scheduler.v1.RunRecord.not_before:type_name -> google.protobuf.Timestamp
 	2, // 5: latchkey.scheduler.v1.RunRecord.trace_context:type_name -> latchkey.scheduler.v1.RunRecord.TraceContextEntry
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	0, // 6: latchkey.scheduler.v1.RunRecord.retry_stage:type_name -> latchkey.scheduler.v1.Stage
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_latchkey_scheduler_v1_record_proto_init() }
