@@ -142,8 +142,10 @@ func (o *Orchestrator) sendAPITask(ctx context.Context, rec *schedulerv1.RunReco
 	if err != nil {
 		return err
 	}
-	if creds, err := o.runtimeCredentials(ctx, updated); err == nil && creds != nil {
-		task.Credentials = creds
+	if updated.GetRuntimeCredentialsCached() {
+		if creds, err := o.runtimeCredentials(ctx, updated); err == nil && creds != nil {
+			task.Credentials = creds
+		}
 	}
 	o.emit(ctx, updated.GetRun(), "running")
 	return o.publishTask(ctx, task)

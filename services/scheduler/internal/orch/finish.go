@@ -44,7 +44,9 @@ func (o *Orchestrator) finish(ctx context.Context, project, runID string, state 
 	if rec.GetStage() != schedulerv1.Stage_STAGE_DONE || rec.GetRun().GetState() != state {
 		return nil // it had ended already
 	}
-	o.forgetRuntimeCredentials(ctx, runID)
+	if rec.GetRuntimeCredentialsCached() {
+		o.forgetRuntimeCredentials(ctx, runID)
+	}
 	o.emit(ctx, rec.GetRun(), eventName(state))
 	if rec.GetRun().GetState() == latchkeyv1.RunState_RUN_STATE_CANCELED {
 		if subj, err := bus.CancelSubject(runID); err == nil {

@@ -118,6 +118,7 @@ func (o *Orchestrator) Start(ctx context.Context, project string, req *latchkeyv
 			o.releaseKey(ctx, project, req)
 			return nil, err
 		}
+		rec.RuntimeCredentialsCached = true
 	}
 	if err := o.Store.Create(ctx, rec); err != nil {
 		o.releaseKey(ctx, project, req)

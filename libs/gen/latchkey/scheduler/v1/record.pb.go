@@ -133,8 +133,11 @@ type RunRecord struct {
 	// The last task whose JetStream redeliveries were counted in run.platform_retries,
 	// so a second copy of its result counts nothing.
 	RedeliveryCounted string `protobuf:"bytes,17,opt,name=redelivery_counted,json=redeliveryCounted,proto3" json:"redelivery_counted,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The Run passed RUNTIME credentials, sealed in the cache under its id: only then
+	// does a dispatch look them up and the Run's end delete them.
+	RuntimeCredentialsCached bool `protobuf:"varint,18,opt,name=runtime_credentials_cached,json=runtimeCredentialsCached,proto3" json:"runtime_credentials_cached,omitempty"`
+	unknownFields            protoimpl.UnknownFields
+	sizeCache                protoimpl.SizeCache
 }
 
 func (x *RunRecord) Reset() {
@@ -286,11 +289,18 @@ func (x *RunRecord) GetRedeliveryCounted() string {
 	return ""
 }
 
+func (x *RunRecord) GetRuntimeCredentialsCached() bool {
+	if x != nil {
+		return x.RuntimeCredentialsCached
+	}
+	return false
+}
+
 var File_latchkey_scheduler_v1_record_proto protoreflect.FileDescriptor
 
 const file_latchkey_scheduler_v1_record_proto_rawDesc = "" +
 	"\n" +
-	"\"latchkey/scheduler/v1/record.proto\x12\x15latchkey.scheduler.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15latchkey/v1/run.proto\"\xdf\x06\n" +
+	"\"latchkey/scheduler/v1/record.proto\x12\x15latchkey.scheduler.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15latchkey/v1/run.proto\"\x9d\a\n" +
 	"\tRunRecord\x12\"\n" +
 	"\x03run\x18\x01 \x01(\v2\x10.latchkey.v1.RunR\x03run\x122\n" +
 	"\x05stage\x18\x02 \x01(\x0e2\x1c.latchkey.scheduler.v1.StageR\x05stage\x12\x17\n" +
@@ -313,7 +323,8 @@ const file_latchkey_scheduler_v1_record_proto_rawDesc = "" +
 	"\awaiters\x18\x0f \x01(\x05R\awaiters\x12=\n" +
 	"\vretry_stage\x18\x10 \x01(\x0e2\x1c.latchkey.scheduler.v1.StageR\n" +
 	"retryStage\x12-\n" +
-	"\x12redelivery_counted\x18\x11 \x01(\tR\x11redeliveryCounted\x1a?\n" +
+	"\x12redelivery_counted\x18\x11 \x01(\tR\x11redeliveryCounted\x12<\n" +
+	"\x1aruntime_credentials_cached\x18\x12 \x01(\bR\x18runtimeCredentialsCached\x1a?\n" +
 	"\x11TraceContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xa5\x01\n" +
