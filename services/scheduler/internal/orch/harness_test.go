@@ -692,8 +692,12 @@ func (r *fakeRegistry) ListSessionsDueForRefresh(_ context.Context, req *registr
 	resp := &registryv1.ListSessionsDueForRefreshResponse{}
 	for _, s := range r.sessions {
 		due := s.GetNextRefreshTime()
-		if s.GetState() == latchkeyv1.SessionState_SESSION_STATE_READY && due != nil && !due.AsTime().After(req.GetNow().AsTime()) {
+		switch {
+		case s.GetState() != latchkeyv1.SessionState_SESSION_STATE_READY || due == nil:
+		case !due.AsTime().After(req.GetNow().AsTime()):
 			resp.AuthSessions = append(resp.AuthSessions, proto.Clone(s).(*latchkeyv1.AuthSession))
+		case resp.NextDueTime == nil || due.AsTime().Before(resp.NextDueTime.AsTime()):
+			resp.NextDueTime = due
 		}
 	}
 	return resp, nil

@@ -89,6 +89,9 @@ type Deps struct {
 	Policy Policy
 	// RunEnded, if set, is called after every Run ends (hooks.go).
 	RunEnded RunEndedFunc
+	// RefreshDue, if set, is told when a session's next proactive refresh falls due
+	// (hooks.go), so the refresh loop wakes for keep-alives shorter than its interval.
+	RefreshDue RefreshDueFunc
 }
 
 // Orchestrator drives Runs.
