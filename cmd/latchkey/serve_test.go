@@ -35,8 +35,13 @@ func natsWithPassword(t *testing.T, password string) string {
 
 // TestServeRefusesNATSItCannotUse: `latchkey serve` stops at start-up with a message
 // that names what to fix when NATS is too old (Debian 12's nats-server 2.9, run as
-// a process) or refuses the credentials.
+// a process), refuses the credentials, or cannot hold the replicas asked for.
 func TestServeRefusesNATSItCannotUse(t *testing.T) {
+	embedded, err := bus.StartEmbedded(t.Context(), bus.EmbeddedConfig{Port: bus.RandomPort, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(embedded.Shutdown)
 	withPassword := natsWithPassword(t, "right-pw")
 
 	tests := []struct {
@@ -50,6 +55,9 @@ func TestServeRefusesNATSItCannotUse(t *testing.T) {
 		{"wrong password", func(*testing.T) string { return withPassword },
 			map[string]string{"LATCHKEY_NATS_USER": "latchkey", "LATCHKEY_NATS_PASSWORD": "wrong-pw"},
 			[]string{`the server refused the password of user "latchkey"`, "LATCHKEY_NATS_USER, LATCHKEY_NATS_PASSWORD"}},
+		{"three replicas on one server", func(*testing.T) string { return embedded.ClientURL() },
+			map[string]string{"LATCHKEY_NATS_REPLICAS": "3"},
+			[]string{"LATCHKEY_NATS_REPLICAS) is 3", "runs alone"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

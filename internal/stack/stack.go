@@ -157,7 +157,11 @@ func (st *Stack) startNATS(ctx context.Context) error {
 		}
 		return err
 	}
-	if err := bus.Ensure(ctx, st.js, bus.Options{}); err != nil {
+	if err := bus.Ensure(ctx, st.js, bus.Options{Replicas: st.cfg.NATSReplicas, Logger: st.log}); err != nil {
+		if errors.Is(err, bus.ErrTooManyReplicas) {
+			return fmt.Errorf("-nats-replicas (LATCHKEY_NATS_REPLICAS) is %d, more than the NATS servers hold: set it to 1 on one server, or at most the number of servers in the JetStream cluster: %w",
+				st.cfg.NATSReplicas, err)
+		}
 		return fmt.Errorf("declaring streams and buckets: %w", err)
 	}
 	return nil
