@@ -13,7 +13,7 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## Install system packages the tests need (chromium, redis-server) when absent
+deps: ## Install system packages the tests need (chromium, redis-server, nats-server) when absent
 	bash scripts/install-deps.sh
 
 .PHONY: tools

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -27,11 +28,22 @@ const (
 // ErrInvalidOptions is returned by Ensure for options it cannot apply.
 var ErrInvalidOptions = errors.New("invalid jetstream options")
 
+// ErrTooManyReplicas is returned by Ensure when the NATS servers cannot hold
+// Options.Replicas copies: a single server holds 1, a cluster no more than its
+// servers with JetStream.
+var ErrTooManyReplicas = errors.New("more replicas than the NATS servers can hold")
+
 // Options tunes the streams and buckets Ensure declares. Zero values take
 // the defaults above.
 type Options struct {
 	// Replicas of every stream and bucket: 1 on one server, 3 on a cluster.
+	// Ensure raises the replicas of existing streams and buckets to it, and
+	// never lowers them: a stream with more keeps them (lower them by hand,
+	// with `nats stream edit`, if that is really meant).
 	Replicas int
+	// Logger hears of streams and buckets that keep more replicas than asked
+	// for; nil discards it.
+	Logger *slog.Logger
 	// DedupWindow is how long LK_RUNS and LK_TASKS remember Nats-Msg-Id.
 	DedupWindow time.Duration
 	// WorkQueueMaxAge drops work (run requests, tasks, results) nobody took
@@ -57,6 +69,9 @@ type Options struct {
 func (o Options) withDefaults() (Options, error) {
 	if o.Replicas == 0 {
 		o.Replicas = DefaultReplicas
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Replicas < 1 || o.Replicas > 5 {
 		return o, fmt.Errorf("%w: replicas must be 1 to 5, got %d", ErrInvalidOptions, o.Replicas)
@@ -92,7 +107,9 @@ func (o Options) withDefaults() (Options, error) {
 // Ensure declares every stream, KV bucket and object store of DESIGN.md
 // section 4, creating what is missing and updating what differs. It is
 // idempotent: every service may call it at start-up. It needs nats-server
-// 2.11 or later (LK_LEASES uses per-key TTLs and limit markers).
+// MinServerVersion or later (LK_LEASES uses per-key TTLs and limit markers).
+// With more Options.Replicas than the servers can hold it fails with
+// ErrTooManyReplicas at the first stream the servers refuse.
 func Ensure(ctx context.Context, js jetstream.JetStream, opts Options) error {
 	opts, err := opts.withDefaults()
 	if err != nil {
@@ -124,8 +141,13 @@ func EnsureBuckets(ctx context.Context, js jetstream.JetStream, opts Options) er
 
 func ensureStreams(ctx context.Context, js jetstream.JetStream, o Options) error {
 	for _, cfg := range streamConfigs(o) {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		r, err := replicasFor(ctx, js, cfg.Name, o)
+		if err != nil {
 			return fmt.Errorf("ensuring stream %s: %w", cfg.Name, err)
+		}
+		cfg.Replicas = r
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("ensuring stream %s: %w", cfg.Name, replicasError(js, o, err))
 		}
 	}
 	return nil
@@ -133,13 +155,23 @@ func ensureStreams(ctx context.Context, js jetstream.JetStream, o Options) error
 
 func ensureBuckets(ctx context.Context, js jetstream.JetStream, o Options) error {
 	for _, cfg := range keyValueConfigs(o) {
-		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+		r, err := replicasFor(ctx, js, kvStreamPrefix+cfg.Bucket, o)
+		if err != nil {
 			return fmt.Errorf("ensuring kv bucket %s: %w", cfg.Bucket, err)
+		}
+		cfg.Replicas = r
+		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+			return fmt.Errorf("ensuring kv bucket %s: %w", cfg.Bucket, replicasError(js, o, err))
 		}
 	}
 	for _, cfg := range objectStoreConfigs(o) {
-		if _, err := js.CreateOrUpdateObjectStore(ctx, cfg); err != nil {
+		r, err := replicasFor(ctx, js, objectStreamPrefix+cfg.Bucket, o)
+		if err != nil {
 			return fmt.Errorf("ensuring object store %s: %w", cfg.Bucket, err)
+		}
+		cfg.Replicas = r
+		if _, err := js.CreateOrUpdateObjectStore(ctx, cfg); err != nil {
+			return fmt.Errorf("ensuring object store %s: %w", cfg.Bucket, replicasError(js, o, err))
 		}
 	}
 	return nil

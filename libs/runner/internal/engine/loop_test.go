@@ -317,7 +317,7 @@ func TestBrowserRecycled(t *testing.T) {
 // connectTo opens a runner's own NATS connection, closed when the test ends.
 func connectTo(t *testing.T, url, name string) jetstream.JetStream {
 	t.Helper()
-	nc, js, err := bus.Connect(t.Context(), url, name, nil)
+	nc, js, err := bus.Connect(t.Context(), bus.ConnectOptions{URL: url, Name: name})
 	if err != nil {
 		t.Fatal(err)
 	}
