@@ -185,12 +185,32 @@ func (o *Orchestrator) publishTask(ctx context.Context, t *runnerv1.RunnerTask) 
 	}
 	ctx, span := bus.StartProducerSpan(ctx, o.Tracer, subj, "task "+strings.ToLower(strings.TrimPrefix(t.GetKind().String(), "TASK_KIND_")))
 	defer span.End()
-	if _, err := o.JS.PublishMsg(ctx, bus.NewMsg(ctx, o.prop, subj, b, t.GetTaskId())); err != nil {
+	// The task id is the message id: JetStream drops a second copy of a publish whose
+	// answer was lost, so trying again never queues the task twice.
+	for attempt := range publishAttempts {
+		_, err = o.JS.PublishMsg(ctx, bus.NewMsg(ctx, o.prop, subj, b, t.GetTaskId()))
+		if err == nil || ctx.Err() != nil || attempt == publishAttempts-1 {
+			break
+		}
+		time.Sleep(publishRetryWait << attempt)
+	}
+	if err != nil {
 		span.RecordError(err)
+		if o.taskNotSent(ctx, t, err) {
+			return nil // the sweep sends it again after the back-off (platform.go)
+		}
 		return fmt.Errorf("publishing task: %w", err)
 	}
 	return nil
 }
+
+// publishAttempts and publishRetryWait bound how long publishTask tries one task
+// (about 0.7 s, while a JetStream cluster elects a new stream leader) before the Run
+// falls back to a platform retry.
+const (
+	publishAttempts  = 3
+	publishRetryWait = 250 * time.Millisecond
+)
 
 // loginLane reports whether a task logs a session in (CREATE) or verifies the state a
 // login captured (a CHECK of a candidate state).
