@@ -56,10 +56,16 @@ lint: tools ## buf lint, gofmt, go vet, and docker-compose.yml against the Compo
 	LATCHKEY_INTERNAL_TOKEN=lint-only $(GO) run ./scripts/tools/composecheck docker-compose.yml
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^libs/gen/'))" || { echo "gofmt:"; gofmt -l $$(git ls-files '*.go' | grep -v '^libs/gen/'); exit 1; }
 	$(GO) vet ./...
+	$(GO) vet -tags chaos ./chaos/
 
 .PHONY: test
 test: deps ## Run every test against real NATS, Redis, Chromium and the demo portal
 	$(GO) test $(TEST_FLAGS) ./...
+
+.PHONY: chaos
+chaos: deps ## Kill services under 500 Runs with real processes (3-node NATS cluster, 2 schedulers, 2 runners)
+	rm -rf $(CURDIR)/.tmp/chaos && mkdir -p $(CURDIR)/.tmp/chaos
+	$(GO) test -tags chaos $(TEST_FLAGS) -v -artifacts -outputdir $(CURDIR)/.tmp/chaos ./chaos/
 
 .PHONY: bench
 bench: deps ## Run the benchmarks and print their numbers
