@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/latchkey/latchkey/examples/portal"
 	"github.com/latchkey/latchkey/libs/bus"
@@ -312,5 +313,66 @@ func (w *world) listRuns(ctx context.Context, req *latchkeyv1.ListRunsRequest) (
 		if req.PageToken = resp.GetPageInfo().GetNextPageToken(); req.PageToken == "" {
 			return all, nil
 		}
+	}
+}
+
+// TestARunWaitsOutAVaultOrRegistryOutage: a task that needs the vault or the registry
+// while it is down (the runner cannot open or read the session's state) is a platform
+// fault: the Run is sent again after back-offs until the service is back, SUCCEEDS,
+// and records the platform retries — with retries: 0, so no user retry hides it. The
+// runners are restarted first, so no warm context spares the task its restore.
+func TestARunWaitsOutAVaultOrRegistryOutage(t *testing.T) {
+	w := newWorld(t)
+	ctx := t.Context()
+	for _, victim := range []*proc{w.vault, w.registry} {
+		t.Run(victim.name, func(t *testing.T) {
+			for _, r := range w.runners {
+				if err := r.kill(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tag := "outage-" + victim.name
+			resp, err := w.runs.StartRun(ctx, &latchkeyv1.StartRunRequest{
+				Api: tagged, AuthSessionId: w.session, IdempotencyKey: tag,
+				Params: &structpb.Struct{Fields: map[string]*structpb.Value{"tag": structpb.NewStringValue(tag)}},
+			})
+			if err != nil {
+				t.Fatalf("StartRun: %v", err)
+			}
+			if err := victim.kill(); err != nil {
+				t.Fatal(err)
+			}
+			w.note("SIGKILL both runners and %s; run %s queued", victim.name, resp.GetRun().GetId())
+			for _, r := range w.runners {
+				if err := r.start(); err != nil {
+					t.Fatal(err)
+				}
+				if err := r.waitHealthy(ctx, startTimeout); err != nil {
+					t.Fatal(err)
+				}
+			}
+			time.Sleep(2 * restartDelay) // the outage, with the runners taking the task
+			if err := victim.start(); err != nil {
+				t.Fatal(err)
+			}
+			if err := victim.waitHealthy(ctx, startTimeout); err != nil {
+				t.Fatal(err)
+			}
+			w.note("%s restarted", victim.name)
+			var run *latchkeyv1.Run
+			testkit.Eventually(t, stall, func() (bool, string) {
+				r, err := w.runs.GetRun(ctx, &latchkeyv1.GetRunRequest{RunId: resp.GetRun().GetId()})
+				if err != nil {
+					return false, err.Error()
+				}
+				run = r.GetRun()
+				return domain.RunEnded(run.GetState()), "the Run is " + run.GetState().String()
+			})
+			if run.GetState() != latchkeyv1.RunState_RUN_STATE_SUCCEEDED || run.GetPlatformRetries() < 1 || run.GetAttempt() != 1 {
+				t.Fatalf("Run after the %s outage: %s %s %q, attempt %d, platform retries %d; want SUCCEEDED on attempt 1 with the platform retries recorded",
+					victim.name, run.GetState(), run.GetFailureReason(), run.GetFailureMessage(), run.GetAttempt(), run.GetPlatformRetries())
+			}
+			t.Logf("the Run succeeded after the %s outage with %d platform retries", victim.name, run.GetPlatformRetries())
+		})
 	}
 }

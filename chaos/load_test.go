@@ -403,11 +403,12 @@ type tally struct {
 	unvisited       []string       // SUCCEEDED Runs whose API never reached the site
 	submitAttempts  int
 	retries         map[string]int
+	platformRetries map[int32]int // platform retries per Run -> Runs
 }
 
 // tally counts the load's outcome against the portal's per-tag counts.
 func (l *load) tally(byTag map[string]int64) tally {
-	out := tally{runs: len(l.subs), states: map[string]int{}, visits: map[int64]int{}, retries: l.retries}
+	out := tally{runs: len(l.subs), states: map[string]int{}, visits: map[int64]int{}, retries: l.retries, platformRetries: map[int32]int{}}
 	for _, s := range l.subs {
 		out.submitAttempts += s.attempts
 		visits := byTag[s.key]
@@ -431,11 +432,13 @@ func (l *load) tally(byTag map[string]int64) tally {
 			}
 		}
 		out.states[state]++
-		// At most once per attempt the Run records: a retry the user can see may
-		// run the API again, a silent redelivery may not.
-		if visits > max(1, int64(r.GetAttempt())) {
-			out.twice = append(out.twice, fmt.Sprintf("%s (run %s, %s): the portal saw its API %d times, the Run records %d attempt(s)",
-				s.key, r.GetId(), r.GetState(), visits, r.GetAttempt()))
+		out.platformRetries[r.GetPlatformRetries()]++
+		// At most once per attempt the Run records: a retry the user can see (an
+		// attempt, or a platform retry after a runner died holding the task) may run
+		// the API again, a silent redelivery may not.
+		if seen := int64(max(1, r.GetAttempt()) + r.GetPlatformRetries()); visits > seen {
+			out.twice = append(out.twice, fmt.Sprintf("%s (run %s, %s): the portal saw its API %d times, the Run records %d attempt(s) and %d platform retries",
+				s.key, r.GetId(), r.GetState(), visits, r.GetAttempt(), r.GetPlatformRetries()))
 		}
 	}
 	return out
@@ -443,8 +446,12 @@ func (l *load) tally(byTag map[string]int64) tally {
 
 // String is the one-line summary the suite prints.
 func (t tally) String() string {
-	return fmt.Sprintf("%d/%d SUCCEEDED; outcomes %s; API visits per Run %s; client gave up %d; submissions %d for %d Runs; retries %s",
-		t.succeeded, t.runs, counts(t.states), countsInt(t.visits), len(t.gaveUp), t.submitAttempts, t.runs, counts(t.retries))
+	platform := map[int64]int{}
+	for k, v := range t.platformRetries {
+		platform[int64(k)] = v
+	}
+	return fmt.Sprintf("%d/%d SUCCEEDED; outcomes %s; API visits per Run %s; platform retries per Run %s; client gave up %d; submissions %d for %d Runs; retries %s",
+		t.succeeded, t.runs, counts(t.states), countsInt(t.visits), countsInt(platform), len(t.gaveUp), t.submitAttempts, t.runs, counts(t.retries))
 }
 
 func counts(m map[string]int) string {
