@@ -110,7 +110,13 @@ func TestEnsureReplicatesOnACluster(t *testing.T) {
 	js := connectCluster(t, testkit.NATSCluster(t, 3))
 	ctx := t.Context()
 
-	err := bus.Ensure(ctx, js, bus.Options{Replicas: 5})
+	// A cluster that cannot place the copies may still be forming: Ensure waits for
+	// it up to ReadyTimeout, then explains.
+	start := time.Now()
+	err := bus.Ensure(ctx, js, bus.Options{Replicas: 5, ReadyTimeout: 2 * time.Second})
+	if waited := time.Since(start); waited < time.Second {
+		t.Errorf("Ensure gave up on 5 replicas after %s, before its ReadyTimeout", waited)
+	}
 	if !errors.Is(err, bus.ErrTooManyReplicas) || !strings.Contains(err.Error(), `5 replicas need at least 5 servers`) ||
 		!strings.Contains(err.Error(), "latchkey-test") {
 		t.Fatalf("Ensure with 5 replicas on 3 servers: got %v, want ErrTooManyReplicas naming the cluster", err)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -41,6 +42,9 @@ type Options struct {
 	// never lowers them: a stream with more keeps them (lower them by hand,
 	// with `nats stream edit`, if that is really meant).
 	Replicas int
+	// ReadyTimeout bounds how long Ensure waits for a JetStream that is not ready yet
+	// (a cluster electing its leader) before it gives up. Default 60 s.
+	ReadyTimeout time.Duration
 	// Logger hears of streams and buckets that keep more replicas than asked
 	// for; nil discards it.
 	Logger *slog.Logger
@@ -69,6 +73,9 @@ type Options struct {
 func (o Options) withDefaults() (Options, error) {
 	if o.Replicas == 0 {
 		o.Replicas = DefaultReplicas
+	}
+	if o.ReadyTimeout <= 0 {
+		o.ReadyTimeout = time.Minute
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -140,13 +147,18 @@ func EnsureBuckets(ctx context.Context, js jetstream.JetStream, opts Options) er
 }
 
 func ensureStreams(ctx context.Context, js jetstream.JetStream, o Options) error {
+	until := time.Now().Add(o.ReadyTimeout)
 	for _, cfg := range streamConfigs(o) {
-		r, err := replicasFor(ctx, js, cfg.Name, o)
+		err := declare(ctx, o, until, "stream "+cfg.Name, func() error {
+			r, err := replicasFor(ctx, js, cfg.Name, o)
+			if err != nil {
+				return err
+			}
+			cfg.Replicas = r
+			_, err = js.CreateOrUpdateStream(ctx, cfg)
+			return err
+		})
 		if err != nil {
-			return fmt.Errorf("ensuring stream %s: %w", cfg.Name, err)
-		}
-		cfg.Replicas = r
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("ensuring stream %s: %w", cfg.Name, replicasError(js, o, err))
 		}
 	}
@@ -154,27 +166,75 @@ func ensureStreams(ctx context.Context, js jetstream.JetStream, o Options) error
 }
 
 func ensureBuckets(ctx context.Context, js jetstream.JetStream, o Options) error {
+	until := time.Now().Add(o.ReadyTimeout)
 	for _, cfg := range keyValueConfigs(o) {
-		r, err := replicasFor(ctx, js, kvStreamPrefix+cfg.Bucket, o)
+		err := declare(ctx, o, until, "kv bucket "+cfg.Bucket, func() error {
+			r, err := replicasFor(ctx, js, kvStreamPrefix+cfg.Bucket, o)
+			if err != nil {
+				return err
+			}
+			cfg.Replicas = r
+			_, err = js.CreateOrUpdateKeyValue(ctx, cfg)
+			return err
+		})
 		if err != nil {
-			return fmt.Errorf("ensuring kv bucket %s: %w", cfg.Bucket, err)
-		}
-		cfg.Replicas = r
-		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
 			return fmt.Errorf("ensuring kv bucket %s: %w", cfg.Bucket, replicasError(js, o, err))
 		}
 	}
 	for _, cfg := range objectStoreConfigs(o) {
-		r, err := replicasFor(ctx, js, objectStreamPrefix+cfg.Bucket, o)
+		err := declare(ctx, o, until, "object store "+cfg.Bucket, func() error {
+			r, err := replicasFor(ctx, js, objectStreamPrefix+cfg.Bucket, o)
+			if err != nil {
+				return err
+			}
+			cfg.Replicas = r
+			_, err = js.CreateOrUpdateObjectStore(ctx, cfg)
+			return err
+		})
 		if err != nil {
-			return fmt.Errorf("ensuring object store %s: %w", cfg.Bucket, err)
-		}
-		cfg.Replicas = r
-		if _, err := js.CreateOrUpdateObjectStore(ctx, cfg); err != nil {
 			return fmt.Errorf("ensuring object store %s: %w", cfg.Bucket, replicasError(js, o, err))
 		}
 	}
 	return nil
+}
+
+// declare runs one declaration, trying again while JetStream is not ready — a cluster
+// still electing its meta leader or waiting for its peers answers with timeouts,
+// "temporarily unavailable" or "no suitable peers" — until until or ctx ends. A
+// service started beside its NATS cluster (a deployment's first minute, a rolling
+// restart) waits for it instead of exiting.
+func declare(ctx context.Context, o Options, until time.Time, what string, fn func() error) error {
+	wait := 100 * time.Millisecond
+	for {
+		err := fn()
+		if err == nil || !notReady(ctx, err) || time.Now().Add(wait).After(until) {
+			return err
+		}
+		o.Logger.WarnContext(ctx, "JetStream is not ready yet, declaring again", "what", what, "retry_in", wait, "error", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+// notReady tells a JetStream that is not ready yet from a refusal that stays.
+func notReady(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case errCodeClusterNoPeers, errCodeInsufficientResources:
+			return true // peers that have not joined yet
+		}
+		return apiErr.Code == 503 // "JetStream system temporarily unavailable"
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
 }
 
 func streamConfigs(o Options) []jetstream.StreamConfig {
