@@ -32,6 +32,7 @@ import (
 func TestFiveHundredRunsWhileServicesDie(t *testing.T) {
 	w := newWorld(t)
 	ctx := t.Context()
+	w.wantReplicas(t, 3)
 	const n = 500
 	before := w.mustCounters(t)
 	l := w.startLoad("burst", n, 16)
@@ -375,4 +376,36 @@ func TestARunWaitsOutAVaultOrRegistryOutage(t *testing.T) {
 			t.Logf("the Run succeeded after the %s outage with %d platform retries", victim.name, run.GetPlatformRetries())
 		})
 	}
+}
+
+// wantReplicas checks that every stream — the KV buckets' and object stores' too — has
+// n copies in the cluster, each current: what LATCHKEY_NATS_REPLICAS asked for.
+func (w *world) wantReplicas(t *testing.T, n int) {
+	t.Helper()
+	names := w.js.StreamNames(t.Context())
+	count := 0
+	for name := range names.Name() {
+		s, err := w.js.Stream(t.Context(), name)
+		if err != nil {
+			t.Fatalf("stream %s: %v", name, err)
+		}
+		info := s.CachedInfo()
+		current := 1 // the leader
+		for _, p := range info.Cluster.Replicas {
+			if p.Current {
+				current++
+			}
+		}
+		if info.Config.Replicas != n || current != n {
+			t.Errorf("stream %s: %d replicas configured, %d current; want %d", name, info.Config.Replicas, current, n)
+		}
+		count++
+	}
+	if err := names.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if count == 0 {
+		t.Fatal("no streams")
+	}
+	w.note("%d streams and buckets, each with %d current replicas", count, n)
 }

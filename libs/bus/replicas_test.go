@@ -181,3 +181,32 @@ func TestEnsureRefusesReplicasOnOneServer(t *testing.T) {
 		t.Fatalf("after the refused Ensure, stream %s: %v; want none made", bus.StreamRuns, err)
 	}
 }
+
+// TestEnsureFromServicesStartingTogether: every service declares every stream and
+// bucket at start-up, so on a fresh cluster several create the same replicated
+// streams at once, through different servers. Each must end up with everything
+// declared, with 3 replicas, well within Ensure's ReadyTimeout.
+func TestEnsureFromServicesStartingTogether(t *testing.T) {
+	t.Parallel()
+	c := testkit.NATSCluster(t, 3)
+	errs := make(chan error, 2)
+	start := time.Now()
+	for i := range 2 {
+		go func() {
+			nc, js, err := bus.Connect(t.Context(), bus.ConnectOptions{URL: c.ClientURL(i + 1), Name: fmt.Sprintf("service-%d", i)})
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer nc.Close()
+			errs <- bus.Ensure(t.Context(), js, bus.Options{Replicas: 3})
+		}()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatalf("Ensure from one of two services starting together: %v", err)
+		}
+	}
+	t.Logf("both services declared everything in %s", time.Since(start).Round(time.Millisecond))
+	assertReplicas(t, connectCluster(t, c), 3)
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -148,8 +149,8 @@ func EnsureBuckets(ctx context.Context, js jetstream.JetStream, opts Options) er
 
 func ensureStreams(ctx context.Context, js jetstream.JetStream, o Options) error {
 	until := time.Now().Add(o.ReadyTimeout)
-	for _, cfg := range streamConfigs(o) {
-		err := declare(ctx, o, until, "stream "+cfg.Name, func() error {
+	for _, cfg := range shuffled(streamConfigs(o)) {
+		err := declare(ctx, o, until, "stream "+cfg.Name, func(ctx context.Context) error {
 			r, err := replicasFor(ctx, js, cfg.Name, o)
 			if err != nil {
 				return err
@@ -167,8 +168,8 @@ func ensureStreams(ctx context.Context, js jetstream.JetStream, o Options) error
 
 func ensureBuckets(ctx context.Context, js jetstream.JetStream, o Options) error {
 	until := time.Now().Add(o.ReadyTimeout)
-	for _, cfg := range keyValueConfigs(o) {
-		err := declare(ctx, o, until, "kv bucket "+cfg.Bucket, func() error {
+	for _, cfg := range shuffled(keyValueConfigs(o)) {
+		err := declare(ctx, o, until, "kv bucket "+cfg.Bucket, func(ctx context.Context) error {
 			r, err := replicasFor(ctx, js, kvStreamPrefix+cfg.Bucket, o)
 			if err != nil {
 				return err
@@ -182,7 +183,7 @@ func ensureBuckets(ctx context.Context, js jetstream.JetStream, o Options) error
 		}
 	}
 	for _, cfg := range objectStoreConfigs(o) {
-		err := declare(ctx, o, until, "object store "+cfg.Bucket, func() error {
+		err := declare(ctx, o, until, "object store "+cfg.Bucket, func(ctx context.Context) error {
 			r, err := replicasFor(ctx, js, objectStreamPrefix+cfg.Bucket, o)
 			if err != nil {
 				return err
@@ -198,15 +199,32 @@ func ensureBuckets(ctx context.Context, js jetstream.JetStream, o Options) error
 	return nil
 }
 
+// shuffled returns list in a random order: services starting together then mostly
+// declare different streams at any moment, rather than race for each in turn (see
+// declareAttemptTimeout). A rotation would not do: two services that met once would
+// go on in lockstep.
+func shuffled[T any](list []T) []T {
+	rand.Shuffle(len(list), func(i, j int) { list[i], list[j] = list[j], list[i] })
+	return list
+}
+
+// declareAttemptTimeout bounds one try of a declaration. Two services creating the
+// same replicated stream at once (every service declares everything at start-up) can
+// both go unanswered although the stream is created — seen with nats-server 2.15.2 —
+// so a try that hangs is cut short and the next one finds the stream.
+const declareAttemptTimeout = 2 * time.Second
+
 // declare runs one declaration, trying again while JetStream is not ready — a cluster
 // still electing its meta leader or waiting for its peers answers with timeouts,
 // "temporarily unavailable" or "no suitable peers" — until until or ctx ends. A
 // service started beside its NATS cluster (a deployment's first minute, a rolling
 // restart) waits for it instead of exiting.
-func declare(ctx context.Context, o Options, until time.Time, what string, fn func() error) error {
+func declare(ctx context.Context, o Options, until time.Time, what string, fn func(context.Context) error) error {
 	wait := 100 * time.Millisecond
 	for {
-		err := fn()
+		actx, cancel := context.WithTimeout(ctx, declareAttemptTimeout)
+		err := fn(actx)
+		cancel()
 		if err == nil || !notReady(ctx, err) || time.Now().Add(wait).After(until) {
 			return err
 		}
