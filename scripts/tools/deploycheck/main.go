@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 )
 
 func main() {
@@ -52,6 +53,9 @@ func run(args []string, stdout io.Writer) error {
 		return err
 	}
 	for _, dir := range fs.Args() {
+		if rel, err := filepath.Rel(*root, dir); err != nil || !filepath.IsLocal(rel) {
+			return fmt.Errorf("%s is not under -root %s, which holds everything a build may read", dir, *root)
+		}
 		rep, err := Check(mem, dir, settings)
 		if *printYAML {
 			stdout.Write(rep.YAML)
