@@ -51,11 +51,13 @@ checkgenerate: generate ## Fail when the committed generated code is stale
 	@test -z "$$(git status --porcelain -- libs/gen)" || { echo "libs/gen is stale: run 'make generate' and commit"; git status --porcelain -- libs/gen; exit 1; }
 
 .PHONY: lint
-lint: tools ## buf lint, gofmt, go vet, and docker-compose.yml against the Compose spec
+lint: tools ## buf lint, gofmt, go vet, docker-compose.yml against the Compose spec, deploy/ against the Kubernetes API
 	buf lint
 	LATCHKEY_INTERNAL_TOKEN=lint-only $(GO) run ./scripts/tools/composecheck docker-compose.yml
+	$(GO) run ./scripts/tools/deploycheck deploy/kubernetes/overlays/example
+	$(GO) test -count=1 ./scripts/tools/deploycheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^libs/gen/'))" || { echo "gofmt:"; gofmt -l $$(git ls-files '*.go' | grep -v '^libs/gen/'); exit 1; }
-	$(GO) vet ./...
+	$(GO) vet ./... ./scripts/tools/...
 	$(GO) vet -tags chaos ./chaos/
 
 .PHONY: test
