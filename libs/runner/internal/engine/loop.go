@@ -14,7 +14,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/latchkey/latchkey/libs/bus"
+	"github.com/latchkey/latchkey/libs/domain"
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
+	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
 )
 
 // fetchWait is how long one pull waits for a task before it looks again.
@@ -159,6 +161,15 @@ func (r *Runner) handle(ctx context.Context, msg jetstream.Msg) {
 	span.SetAttributes(attribute.String("latchkey.task_id", task.GetTaskId()), attribute.String("latchkey.run_id", task.GetRunId()),
 		attribute.String("latchkey.task_kind", kindName(task.GetKind())), attribute.String("latchkey.api", task.GetApi()),
 		attribute.Int64("latchkey.delivery", int64(delivered)))
+	if delivered > 1 && r.answered(ctx, &task) {
+		// An earlier delivery ran it and its result was taken; only the ack was lost
+		// (the runner died right after publishing). Running it again would run the API
+		// twice for one attempt.
+		r.log.WarnContext(ctx, "dropping a redelivered task its Run no longer waits for", "task_id", task.GetTaskId(), "run_id", task.GetRunId(), "delivery", delivered)
+		span.SetAttributes(attribute.Bool("latchkey.already_answered", true))
+		_ = msg.Ack()
+		return
+	}
 	stopBeat := r.heartbeat(msg)
 	if r.offer(ctx, &task, msg.Data()) {
 		stopBeat()
@@ -236,4 +247,23 @@ func (r *Runner) publish(ctx context.Context, res *runnerv1.TaskResult, msgID st
 		span.SetStatus(codes.Error, "publish failed")
 	}
 	return err
+}
+
+// answered reports whether the Run of a redelivered task has moved past it: its record
+// in LK_RUNS names another task, or the Run has ended. When the record cannot be read
+// the task runs (a platform retry recorded on the Run, rather than a lost task).
+func (r *Runner) answered(ctx context.Context, task *runnerv1.RunnerTask) bool {
+	kv, err := r.deps.JS.KeyValue(ctx, bus.BucketRuns)
+	if err != nil {
+		return false
+	}
+	e, err := kv.Get(ctx, bus.RunRecordKey(task.GetProjectId(), task.GetRunId()))
+	if err != nil {
+		return false
+	}
+	var rec schedulerv1.RunRecord
+	if err := proto.Unmarshal(e.Value(), &rec); err != nil {
+		return false
+	}
+	return rec.GetTaskId() != task.GetTaskId() || domain.RunEnded(rec.GetRun().GetState())
 }

@@ -39,7 +39,7 @@ func New(kv jetstream.KeyValue) *Store {
 	return &Store{kv: kv, now: timestamppb.Now}
 }
 
-func runKey(project, run string) string { return "run." + project + "." + run }
+func runKey(project, run string) string { return bus.RunRecordKey(project, run) }
 
 func waitKey(project, session, run string) string {
 	return "wait." + project + "." + session + "." + run
