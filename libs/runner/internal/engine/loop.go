@@ -240,14 +240,31 @@ func (r *Runner) publish(ctx context.Context, res *runnerv1.TaskResult, msgID st
 	ctx, span := bus.StartProducerSpan(ctx, r.tracer, subject, "task result")
 	defer span.End()
 	span.SetAttributes(attribute.String("latchkey.task_status", res.GetStatus().String()))
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	// A result not published sends the task round again, and its API with it: keep
+	// trying for a while (a stream electing a new leader after a NATS node died takes
+	// a few seconds). The message id makes a second copy of a publish whose answer was
+	// lost harmless.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), resultPublishFor)
 	defer cancel()
-	_, err = r.deps.JS.PublishMsg(pctx, bus.NewMsg(ctx, r.prop, subject, b, msgID))
-	if err != nil {
-		span.SetStatus(codes.Error, "publish failed")
+	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		actx, acancel := context.WithTimeout(pctx, 3*time.Second)
+		_, err = r.deps.JS.PublishMsg(actx, bus.NewMsg(ctx, r.prop, subject, b, msgID))
+		acancel()
+		if err == nil {
+			return nil
+		}
+		r.log.WarnContext(ctx, "publishing a task result failed; trying again", "task_id", res.GetTaskId(), "error", err)
+		select {
+		case <-pctx.Done():
+			span.SetStatus(codes.Error, "publish failed")
+			return err
+		case <-time.After(wait):
+		}
 	}
-	return err
 }
+
+// resultPublishFor bounds how long a runner tries to publish one task result.
+const resultPublishFor = 15 * time.Second
 
 // answered reports whether the Run of a redelivered task has moved past it: its record
 // in LK_RUNS names another task, or the Run has ended. When the record cannot be read

@@ -97,6 +97,7 @@ func testPolicy() Policy {
 		BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond,
 		CircuitThreshold: 100, CircuitWindow: 10 * time.Minute,
 		PlatformRetries: 3, PlatformBackoffBase: time.Millisecond, PlatformBackoffMax: 5 * time.Millisecond,
+		IdempotencyOrphanAfter: time.Minute,
 	}
 }
 

@@ -60,6 +60,9 @@ type Policy struct {
 	PlatformRetries     int32
 	PlatformBackoffBase time.Duration
 	PlatformBackoffMax  time.Duration
+	// IdempotencyOrphanAfter is how old a claimed idempotency key whose Run was never
+	// stored must be before another StartRun with that key takes it over.
+	IdempotencyOrphanAfter time.Duration
 }
 
 // DefaultPolicy is the policy unless configured otherwise.
@@ -70,6 +73,7 @@ func DefaultPolicy() Policy {
 		BackoffBase: 500 * time.Millisecond, BackoffMax: 30 * time.Second,
 		CircuitThreshold: 5, CircuitWindow: 10 * time.Minute,
 		PlatformRetries: 8, PlatformBackoffBase: 500 * time.Millisecond, PlatformBackoffMax: 10 * time.Second,
+		IdempotencyOrphanAfter: 10 * time.Second,
 	}
 }
 
