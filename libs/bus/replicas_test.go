@@ -69,8 +69,10 @@ func assertReplicas(t *testing.T, js jetstream.JetStream, want int) {
 					}
 				}
 			}
-			return info.Config.Replicas == want && current == want,
-				fmt.Sprintf("stream %s: %d replicas configured, %d current; want %d", name, info.Config.Replicas, current, want)
+			// A replicated bucket reads from its leader, so a read sees the write before it.
+			direct := strings.HasPrefix(name, "KV_") && want > 1 && info.Config.AllowDirect
+			return info.Config.Replicas == want && current == want && !direct,
+				fmt.Sprintf("stream %s: %d replicas configured, %d current, direct gets %v; want %d, no direct gets for KV", name, info.Config.Replicas, current, info.Config.AllowDirect, want)
 		})
 	}
 	// The bucket APIs report the same, as operators see them.
@@ -155,6 +157,12 @@ func TestEnsureRaisesReplicasAndNeverLowersThem(t *testing.T) {
 		t.Fatalf("Ensure raising replicas to 3: %v", err)
 	}
 	assertReplicas(t, js, 3)
+	// Growing turns direct gets off (reads go to the leader): a bucket handle bound
+	// before still asks for them, so services are restarted after the change, as
+	// changing LATCHKEY_NATS_REPLICAS does anyway.
+	if kv, err = js.KeyValue(ctx, bus.BucketSessions); err != nil {
+		t.Fatal(err)
+	}
 	if e, err := kv.Get(ctx, "proj1.sess1"); err != nil || string(e.Value()) != "ready" {
 		t.Fatalf("session after growing the bucket: %v", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"reflect"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -175,8 +176,7 @@ func ensureBuckets(ctx context.Context, js jetstream.JetStream, o Options) error
 				return err
 			}
 			cfg.Replicas = r
-			_, err = js.CreateOrUpdateKeyValue(ctx, cfg)
-			return err
+			return ensureBucket(ctx, js, cfg)
 		})
 		if err != nil {
 			return fmt.Errorf("ensuring kv bucket %s: %w", cfg.Bucket, replicasError(js, o, err))
@@ -340,4 +340,39 @@ func objectStoreConfigs(o Options) []jetstream.ObjectStoreConfig {
 			Replicas:    o.Replicas,
 		},
 	}
+}
+
+// ensureBucket creates a KV bucket, or brings an existing one's stream to cfg's
+// replicas, age limit and limit markers. A replicated bucket reads from its leader:
+// nats.go makes buckets with direct gets, which any replica answers, so on a cluster
+// a read right after a write can miss it (a project created, then "not found" when
+// read back — seen in the chaos suite). Latchkey reads its records to decide, so they
+// must read their writes; one leader round trip is the price. An existing bucket is
+// updated through its stream, not CreateOrUpdateKeyValue, which would turn direct
+// gets back on at every start.
+func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) error {
+	name := kvStreamPrefix + cfg.Bucket
+	s, err := js.Stream(ctx, name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err := js.CreateKeyValue(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+			return err
+		}
+		if s, err = js.Stream(ctx, name); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	sc := s.CachedInfo().Config
+	want := sc
+	want.Description, want.Replicas, want.MaxAge = cfg.Description, cfg.Replicas, cfg.TTL
+	want.AllowDirect = cfg.Replicas < 2
+	if cfg.LimitMarkerTTL > 0 {
+		want.AllowMsgTTL, want.SubjectDeleteMarkerTTL = true, cfg.LimitMarkerTTL
+	}
+	if reflect.DeepEqual(sc, want) {
+		return nil
+	}
+	_, err = js.UpdateStream(ctx, want)
+	return err
 }
