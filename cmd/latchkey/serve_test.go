@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
@@ -68,7 +70,10 @@ func TestServeRefusesNATSItCannotUse(t *testing.T) {
 				env[k] = v
 			}
 			var stderr testkit.SyncBuffer
-			err := run(t.Context(), []string{"serve", "vault", "-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-data-dir", t.TempDir()},
+			// Bounded: a serve that starts after all runs until its context ends.
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			err := run(ctx, []string{"serve", "vault", "-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-data-dir", t.TempDir()},
 				config.MapEnv(env), &testkit.SyncBuffer{}, &stderr)
 			if err == nil {
 				t.Fatal("serve started")

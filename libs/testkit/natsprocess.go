@@ -42,17 +42,18 @@ func (p *NATSProcess) Stop() {
 	})
 }
 
-// SystemNATSServer is the path of the nats-server installed on this machine (on
-// PATH, or Debian's /usr/sbin/nats-server: 2.9 on Debian 12, older than Latchkey
-// needs, which is what tests of the version check want). It fails the test when
-// there is none.
+// SystemNATSServer is the path of the nats-server the system's packages installed:
+// Debian's /usr/sbin/nats-server (2.9 on Debian 12, older than Latchkey needs, which
+// is what tests of the version check want), else one on PATH. Debian's comes first:
+// `make tools` puts a current nats-server in .tmp/bin, which make adds to PATH. It
+// fails the test when there is none.
 func SystemNATSServer(t testing.TB) string {
 	t.Helper()
-	if p, err := exec.LookPath("nats-server"); err == nil {
-		return p
-	}
 	if fi, err := os.Stat(debianNATSServer); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
 		return debianNATSServer
+	}
+	if p, err := exec.LookPath("nats-server"); err == nil {
+		return p
 	}
 	t.Fatalf("testkit: nats-server not found on PATH nor at %s: %s", debianNATSServer, installHint)
 	return ""
