@@ -200,16 +200,34 @@ func httpOK(url string) func(context.Context) error {
 	}
 }
 
-// freePort asks the kernel for a free 127.0.0.1 port. The port is chosen once per
-// process and kept across restarts.
+// handedOut are the ports freePort gave, so it never gives one twice: the kernel may
+// offer a port again once its probe is closed, before the process meant to bind it
+// has started (two NATS nodes were once given the same monitoring port).
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
+// freePort asks the kernel for a free 127.0.0.1 port, one this test binary has not
+// handed out before. The port is chosen once per process and kept across restarts.
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("finding a free port: %v", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !handedOut.ports[port] {
+			handedOut.ports[port] = true
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("finding a free port: the kernel kept offering ports already handed out")
+	return 0
 }
 
 func addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
