@@ -105,6 +105,9 @@ type interp struct {
 	opt    Options
 	vars   map[string]string
 	output map[string]any
+	// note says what the running step found (latchkey try shows it, spans carry it):
+	// statuses, rule names, durations — never a value.
+	note string
 }
 
 // step runs one step in its own span, named after its kind.
@@ -117,15 +120,19 @@ func (in *interp) step(ctx context.Context, s *recipe.Step) (err error) {
 	}
 	start := time.Now()
 	status := "ok"
+	in.note = ""
 	var ignored error
 	defer func() {
 		if err != nil {
 			span.SetStatus(codes.Error, "step failed")
 		}
 		span.SetAttributes(attribute.String("latchkey.step.status", status))
+		if in.note != "" {
+			span.SetAttributes(attribute.String("latchkey.step.note", in.note))
+		}
 		span.End()
 		if in.opt.Observer != nil {
-			in.opt.Observer(sdk.StepEvent{API: in.rc.API.Name, Index: s.Index, Kind: s.Kind, Name: s.Name, Selector: s.Selector + s.List, Status: status, Duration: time.Since(start), Err: errors.Join(err, ignored)})
+			in.opt.Observer(sdk.StepEvent{API: in.rc.API.Name, Index: s.Index, Kind: s.Kind, Name: s.Name, Selector: s.Selector + s.List, Status: status, Duration: time.Since(start), Err: errors.Join(err, ignored), Note: in.note})
 		}
 	}()
 	if s.When != nil {
@@ -281,6 +288,17 @@ func (in *interp) render(s *recipe.Step) (*recipe.Step, error) {
 			out[k] = r
 		}
 		*m.dst = out
+	}
+	if s.InvalidIf != nil {
+		r := *s.InvalidIf
+		for name, p := range map[string]*string{"invalidIf.redirectTo": &r.RedirectTo, "invalidIf.bodyContains": &r.BodyContains, "invalidIf.bodyNotContains": &r.BodyNotContains} {
+			v, err := recipe.Render(name, *p, d)
+			if err != nil {
+				return nil, templateError(in.rc.API, s, name, err)
+			}
+			*p = v
+		}
+		rs.InvalidIf = &r
 	}
 	return &rs, nil
 }
