@@ -41,14 +41,16 @@ func (in *interp) exec(ctx context.Context, s *recipe.Step) error {
 		if err := waitFor(ctx, s.Selector, true); err != nil {
 			return err
 		}
-		return chromedp.Do(ctx, chromedp.Click(chromedp.CSS(s.Selector)))
+		return in.actAndWait(ctx, s.NoWaitAfter, func(ctx context.Context) error {
+			return chromedp.Do(ctx, chromedp.Click(chromedp.CSS(s.Selector)))
+		})
 	case recipe.Fill:
 		if err := waitFor(ctx, s.Selector, true); err != nil {
 			return err
 		}
 		return chromedp.Do(ctx, chromedp.Clear(chromedp.CSS(s.Selector)), typeInto(s.Selector, s.Value))
 	case recipe.Press:
-		return press(ctx, s)
+		return in.press(ctx, s)
 	case recipe.Select:
 		return selectOption(ctx, s)
 	case recipe.WaitVisible, recipe.ExpectVisible:
@@ -198,7 +200,9 @@ return [...document.querySelectorAll(` + jsString(c.Selector) + `)].some(el => l
 	}
 }
 
-func press(ctx context.Context, s *recipe.Step) error {
+// press presses a key (in the element selector matches, if set) and, like a click,
+// waits for a navigation it starts (Enter in a form's field submits it).
+func (in *interp) press(ctx context.Context, s *recipe.Step) error {
 	key, ok := keys[s.Key]
 	if !ok {
 		if len([]rune(s.Key)) != 1 {
@@ -210,9 +214,13 @@ func press(ctx context.Context, s *recipe.Step) error {
 		if err := waitFor(ctx, s.Selector, true); err != nil {
 			return err
 		}
-		return chromedp.Do(ctx, typeInto(s.Selector, key))
+		return in.actAndWait(ctx, s.NoWaitAfter, func(ctx context.Context) error {
+			return chromedp.Do(ctx, typeInto(s.Selector, key))
+		})
 	}
-	return chromedp.Do(ctx, chromedp.KeyEvent(key))
+	return in.actAndWait(ctx, s.NoWaitAfter, func(ctx context.Context) error {
+		return chromedp.Do(ctx, chromedp.KeyEvent(key))
+	})
 }
 
 // selectOption chooses an option of a <select> by value (or by its text) and fires
