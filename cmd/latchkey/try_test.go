@@ -32,7 +32,7 @@ func TestTry(t *testing.T) {
 	if err := run(t.Context(), []string{"try", "auth-sessions/create", "--bundle", bundle, "--credentials", creds, "--vars", vars, "--save-state", state}, env, &out, &errOut); err != nil {
 		t.Fatalf("try create: %v\n%s%s", err, out.String(), errOut.String())
 	}
-	for _, want := range []string{" 7 totp (", "skip 10 ask", "ok   13 expectVisible #user-menu", "state saved to"} {
+	for _, want := range []string{" 7 totp \"totp code\" (", "skip 13 ask", "ok   16 expectVisible #user-menu", "state saved to"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("create output lacks %q:\n%s", want, out.String())
 		}
