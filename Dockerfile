@@ -11,9 +11,11 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends chromium fonts-liberation ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --create-home --home-dir /var/lib/latchkey latchkey
+ && groupadd --system --gid 10001 latchkey \
+ && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /var/lib/latchkey latchkey
 COPY --from=build /out/latchkey /usr/local/bin/latchkey
-USER latchkey
+# Numeric, so Kubernetes' runAsNonRoot can verify it (deploy/kubernetes runs as 10001).
+USER 10001:10001
 ENV LATCHKEY_DATA_DIR=/var/lib/latchkey \
     LATCHKEY_GRPC_ADDR=0.0.0.0:7400 \
     LATCHKEY_HTTP_ADDR=0.0.0.0:7480 \

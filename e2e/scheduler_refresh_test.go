@@ -1,8 +1,13 @@
 package e2e
 
 import (
+	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/latchkey/latchkey/examples/portal"
 	"github.com/latchkey/latchkey/internal/stack/stacktest"
@@ -36,5 +41,44 @@ func TestProactiveRefreshKeepsASessionAlive(t *testing.T) {
 	}
 	if n := w.portal.Counters().Logins - logins; n != 0 {
 		t.Errorf("the session died while idle: %d new logins, want 0", n)
+	}
+}
+
+// TestFifteenSecondKeepAlive: a site that logs out after a minute idle needs a
+// keep-alive below a minute. 15 s is accepted, and the scheduler honours it even with a
+// refresh interval of five minutes: it wakes when the registry says the next session
+// falls due. Two checks follow the login within a minute; the old fixed-interval loop
+// would have made none.
+func TestFifteenSecondKeepAlive(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, stacktest.Options{Args: []string{"-refresh-interval", "5m"}})
+	resp, err := w.sessions.CreateAuthSession(t.Context(), &latchkeyv1.CreateAuthSessionRequest{
+		Type: latchkeyv1.SessionType_SESSION_TYPE_CREDENTIALS, Credentials: alice(), Vars: map[string]string{"baseURL": w.portalURL},
+		Refresh: &latchkeyv1.RefreshSettings{KeepAliveInterval: durationpb.New(15 * time.Second)},
+	})
+	if err != nil {
+		t.Fatalf("CreateAuthSession with a 15 s keep-alive: %v", err)
+	}
+	if run := w.wait(t, resp.GetCreateRunId()); run.GetState() != latchkeyv1.RunState_RUN_STATE_SUCCEEDED {
+		t.Fatalf("login: %s %s", run.GetState(), run.GetFailureMessage())
+	}
+	id := resp.GetAuthSession().GetId()
+	var checks []time.Time
+	w.waitSession(t, id, "two keep-alive checks", func(s *latchkeyv1.AuthSession) bool {
+		if at := s.GetLastValidateTime(); at != nil && (len(checks) == 0 || at.AsTime().After(checks[len(checks)-1])) {
+			checks = append(checks, at.AsTime())
+		}
+		return len(checks) >= 3 // the login's own validation, then two keep-alive checks
+	})
+	if gap := checks[2].Sub(checks[1]); gap < 13*time.Second {
+		t.Errorf("keep-alive checks %s apart, want about 15 s (±10%%)", gap)
+	}
+
+	_, err = w.sessions.CreateAuthSession(t.Context(), &latchkeyv1.CreateAuthSessionRequest{
+		Type: latchkeyv1.SessionType_SESSION_TYPE_CREDENTIALS, Credentials: alice(), Vars: map[string]string{"baseURL": w.portalURL},
+		Refresh: &latchkeyv1.RefreshSettings{KeepAliveInterval: durationpb.New(14 * time.Second)},
+	})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "15s") {
+		t.Errorf("a 14 s keep-alive: %v, want InvalidArgument naming the 15s minimum", err)
 	}
 }

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs what Latchkey's tests start for real (STYLE.md rule 15): a
-# redis-server binary and a Chromium. Idempotent: does nothing when both are
-# already on PATH. Debian/Ubuntu (apt-get) only. Never starts a service; the
-# redis-server package may start its own daemon on 6379, which Latchkey's
-# tests never use (they run a private redis-server on a random port).
+# redis-server binary, a Chromium, and the distribution's nats-server (Debian
+# 12 ships 2.9, older than Latchkey needs: the tests of the start-up version
+# check run it; every other test uses the embedded nats-server go.mod pins).
+# Idempotent: does nothing when all are already there. Debian/Ubuntu (apt-get)
+# only. Never starts a service; the redis-server and nats-server packages may
+# start their own daemons on 6379 and 4222, which Latchkey's tests never use
+# (they run private servers on random ports).
 set -euo pipefail
 
 log() { printf 'install-deps: %s\n' "$*"; }
@@ -31,6 +34,12 @@ have_chromium() {
 	return 1
 }
 
+# have_nats_server: on PATH, or where Debian's package puts it (/usr/sbin, off a
+# normal user's PATH).
+have_nats_server() {
+	command -v nats-server >/dev/null 2>&1 || [[ -x /usr/sbin/nats-server ]]
+}
+
 packages=()
 if command -v redis-server >/dev/null 2>&1; then
 	log "redis-server present: $(command -v redis-server)"
@@ -43,6 +52,13 @@ if have_chromium; then
 else
 	log "chromium missing: will install packages chromium fonts-liberation"
 	packages+=(chromium fonts-liberation)
+fi
+
+if have_nats_server; then
+	log "nats-server present"
+else
+	log "nats-server missing: will install package nats-server"
+	packages+=(nats-server)
 fi
 
 if [[ ${#packages[@]} -eq 0 ]]; then
@@ -65,4 +81,5 @@ for cmd in redis-server; do
 	command -v "$cmd" >/dev/null 2>&1 || { log "$cmd still missing after install" >&2; exit 1; }
 done
 have_chromium || { log "chromium still missing after install" >&2; exit 1; }
+have_nats_server || { log "nats-server still missing after install" >&2; exit 1; }
 log "done: installed ${packages[*]}"

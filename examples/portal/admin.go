@@ -33,6 +33,10 @@ type Counters struct {
 	ActiveSessions int `json:"active_sessions"`
 	// LoginsByUser counts completed logins per username.
 	LoginsByUser map[string]int64 `json:"logins_by_user"`
+	// RequestsByTag counts requests by the value of their "tag" query parameter
+	// (/invoices?tag=r-17), so a test whose recipe passes one tag per Run can tell how
+	// often each Run reached the site. Nil until a tagged request arrives.
+	RequestsByTag map[string]int64 `json:"requests_by_tag,omitempty"`
 }
 
 // Fault is the failure the portal injects into requests outside /__admin/. The zero
@@ -104,6 +108,7 @@ func (p *Portal) Counters() Counters {
 	defer p.mu.Unlock()
 	c := p.counters
 	c.LoginsByUser = maps.Clone(p.counters.LoginsByUser)
+	c.RequestsByTag = maps.Clone(p.counters.RequestsByTag)
 	seen := make(map[*session]bool)
 	for _, ref := range p.sessions {
 		if ref.s.valid(now) {
@@ -168,6 +173,12 @@ func (p *Portal) injectFault(w http.ResponseWriter, r *http.Request) bool {
 	p.counters.Requests++
 	if r.URL.Path == "/api/me" {
 		p.counters.MeRequests++
+	}
+	if tag := r.URL.Query().Get("tag"); tag != "" {
+		if p.counters.RequestsByTag == nil {
+			p.counters.RequestsByTag = map[string]int64{}
+		}
+		p.counters.RequestsByTag[tag]++
 	}
 	f := &p.fault
 	status := 0

@@ -737,6 +737,28 @@ func TestCounters(t *testing.T) {
 	}
 }
 
+func TestRequestsByTag(t *testing.T) {
+	t.Parallel()
+	p, base := startPortal(t, portal.Config{})
+	c := sessionCookie(t, base, portal.AliceUsername, portal.AlicePassword)
+	for _, path := range []string{"/invoices?tag=r1", "/invoices?tag=r2", "/invoices?tag=r1", "/api/me?tag=r1", "/invoices"} {
+		send(t, "GET", base+path, nil, withCookies(c))
+	}
+	send(t, "GET", base+"/__admin/counters?tag=admin", nil) // admin requests are not counted
+	want := map[string]int64{"r1": 3, "r2": 1}
+	if diff := cmp.Diff(want, p.Counters().RequestsByTag); diff != "" {
+		t.Errorf("RequestsByTag (-want +got):\n%s", diff)
+	}
+	got := decodeJSON[map[string]any](t, send(t, "GET", base+"/__admin/counters", nil))
+	if diff := cmp.Diff(map[string]any{"r1": 3.0, "r2": 1.0}, got["requests_by_tag"]); diff != "" {
+		t.Errorf("GET /__admin/counters requests_by_tag (-want +got):\n%s", diff)
+	}
+	send(t, "POST", base+"/__admin/reset", nil)
+	if got := p.Counters().RequestsByTag; got != nil {
+		t.Errorf("after reset RequestsByTag = %v, want nil", got)
+	}
+}
+
 func TestConcurrentRequests(t *testing.T) {
 	t.Parallel()
 	p, base := startPortal(t, portal.Config{})

@@ -10,6 +10,9 @@
 //	LATCHKEY_INTERNAL_TOKEN=$(cat ~/.latchkey/internal-token) \
 //	go run ./examples/runner-sdk
 //
+// It reads the stock runner's NATS credential and TLS variables too
+// (LATCHKEY_NATS_CREDS, LATCHKEY_NATS_USER, LATCHKEY_NATS_TLS_CA, ...).
+//
 // Handlers receive the task's chromedp context: everything chromedp can do, they can
 // do. The runner restores the session's state before a handler runs and captures it
 // afterwards, so a handler never deals with cookies or localStorage itself.
@@ -51,7 +54,12 @@ func main() {
 func run(ctx context.Context, getenv func(string) string) error {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	natsURL := envOr(getenv, "LATCHKEY_NATS_URL", "nats://127.0.0.1:4223")
-	nc, js, err := bus.Connect(ctx, natsURL, "runner-sdk-example", log)
+	nc, js, err := bus.Connect(ctx, bus.ConnectOptions{
+		URL: natsURL, Name: "runner-sdk-example", Logger: log,
+		CredsFile: getenv("LATCHKEY_NATS_CREDS"), NKeyFile: getenv("LATCHKEY_NATS_NKEY"), Token: getenv("LATCHKEY_NATS_TOKEN"),
+		User: getenv("LATCHKEY_NATS_USER"), Password: getenv("LATCHKEY_NATS_PASSWORD"),
+		TLSCA: getenv("LATCHKEY_NATS_TLS_CA"), TLSCert: getenv("LATCHKEY_NATS_TLS_CERT"), TLSKey: getenv("LATCHKEY_NATS_TLS_KEY"),
+	})
 	if err != nil {
 		return err
 	}

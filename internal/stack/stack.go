@@ -151,13 +151,34 @@ func (st *Stack) startNATS(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var err error
-	if st.nc, st.js, err = bus.Connect(cctx, url, "latchkey", st.log); err != nil {
+	if st.nc, st.js, err = bus.Connect(cctx, st.natsOptions(url)); err != nil {
+		if errors.Is(err, nats.ErrAuthorization) {
+			return fmt.Errorf("%w (NATS credentials from %s)", err, st.cfg.NATSCredentialSettings())
+		}
 		return err
 	}
-	if err := bus.Ensure(ctx, st.js, bus.Options{}); err != nil {
+	if err := bus.Ensure(ctx, st.js, bus.Options{Replicas: st.cfg.NATSReplicas, Logger: st.log}); err != nil {
+		if errors.Is(err, bus.ErrTooManyReplicas) {
+			return fmt.Errorf("-nats-replicas (LATCHKEY_NATS_REPLICAS) is %d, more than the NATS servers hold: set it to 1 on one server, or at most the number of servers in the JetStream cluster: %w",
+				st.cfg.NATSReplicas, err)
+		}
 		return fmt.Errorf("declaring streams and buckets: %w", err)
 	}
 	return nil
+}
+
+// natsOptions are the stack's NATS connection options for the server at url. The
+// credential and TLS settings are the external server's: the embedded one has none.
+func (st *Stack) natsOptions(url string) bus.ConnectOptions {
+	c := st.cfg
+	if c.NATSURL == "" {
+		return bus.ConnectOptions{URL: url, Name: "latchkey", Logger: st.log}
+	}
+	return bus.ConnectOptions{
+		URL: url, Name: "latchkey", Logger: st.log,
+		CredsFile: c.NATSCreds, NKeyFile: c.NATSNKey, Token: c.NATSToken, User: c.NATSUser, Password: c.NATSPassword,
+		TLSCA: c.NATSTLSCA, TLSCert: c.NATSTLSCert, TLSKey: c.NATSTLSKey,
+	}
 }
 
 // tracer returns a new tracer provider for one service, flushed at shutdown.

@@ -29,7 +29,7 @@ func startServer(t testing.TB) (*bus.Embedded, *nats.Conn, jetstream.JetStream) 
 		t.Fatalf("StartEmbedded: %v", err)
 	}
 	t.Cleanup(srv.Shutdown)
-	nc, js, err := bus.Connect(ctx, srv.ClientURL(), t.Name(), nil)
+	nc, js, err := bus.Connect(ctx, bus.ConnectOptions{URL: srv.ClientURL(), Name: t.Name()})
 	if err != nil {
 		t.Fatalf("Connect: %v", err)
 	}
@@ -73,7 +73,7 @@ func TestConnectGivesUpWithContext(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(t.Context(), 700*time.Millisecond)
 	defer cancel()
-	_, _, err := bus.Connect(ctx, url, "nobody-home", nil)
+	_, _, err := bus.Connect(ctx, bus.ConnectOptions{URL: url, Name: "nobody-home"})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Connect to a stopped server: got %v, want context.DeadlineExceeded", err)
 	}

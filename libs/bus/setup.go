@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"reflect"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -30,11 +34,25 @@ const (
 // ErrInvalidOptions is returned by Ensure for options it cannot apply.
 var ErrInvalidOptions = errors.New("invalid jetstream options")
 
+// ErrTooManyReplicas is returned by Ensure when the NATS servers cannot hold
+// Options.Replicas copies: a single server holds 1, a cluster no more than its
+// servers with JetStream.
+var ErrTooManyReplicas = errors.New("more replicas than the NATS servers can hold")
+
 // Options tunes the streams and buckets Ensure declares. Zero values take
 // the defaults above.
 type Options struct {
 	// Replicas of every stream and bucket: 1 on one server, 3 on a cluster.
+	// Ensure raises the replicas of existing streams and buckets to it, and
+	// never lowers them: a stream with more keeps them (lower them by hand,
+	// with `nats stream edit`, if that is really meant).
 	Replicas int
+	// ReadyTimeout bounds how long Ensure waits for a JetStream that is not ready yet
+	// (a cluster electing its leader) before it gives up. Default 60 s.
+	ReadyTimeout time.Duration
+	// Logger hears of streams and buckets that keep more replicas than asked
+	// for; nil discards it.
+	Logger *slog.Logger
 	// DedupWindow is how long LK_RUNS and LK_TASKS remember Nats-Msg-Id.
 	DedupWindow time.Duration
 	// WorkQueueMaxAge drops work (run requests, tasks, results) nobody took
@@ -60,6 +78,12 @@ type Options struct {
 func (o Options) withDefaults() (Options, error) {
 	if o.Replicas == 0 {
 		o.Replicas = DefaultReplicas
+	}
+	if o.ReadyTimeout <= 0 {
+		o.ReadyTimeout = time.Minute
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Replicas < 1 || o.Replicas > 5 {
 		return o, fmt.Errorf("%w: replicas must be 1 to 5, got %d", ErrInvalidOptions, o.Replicas)
@@ -95,7 +119,9 @@ func (o Options) withDefaults() (Options, error) {
 // Ensure declares every stream, KV bucket and object store of DESIGN.md
 // section 4, creating what is missing and updating what differs. It is
 // idempotent: every service may call it at start-up. It needs nats-server
-// 2.11 or later (LK_LEASES uses per-key TTLs and limit markers).
+// MinServerVersion or later (LK_LEASES uses per-key TTLs and limit markers).
+// With more Options.Replicas than the servers can hold it fails with
+// ErrTooManyReplicas at the first stream the servers refuse.
 func Ensure(ctx context.Context, js jetstream.JetStream, opts Options) error {
 	opts, err := opts.withDefaults()
 	if err != nil {
@@ -126,26 +152,110 @@ func EnsureBuckets(ctx context.Context, js jetstream.JetStream, opts Options) er
 }
 
 func ensureStreams(ctx context.Context, js jetstream.JetStream, o Options) error {
-	for _, cfg := range streamConfigs(o) {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("ensuring stream %s: %w", cfg.Name, err)
+	until := time.Now().Add(o.ReadyTimeout)
+	for _, cfg := range shuffled(streamConfigs(o)) {
+		err := declare(ctx, o, until, "stream "+cfg.Name, func(ctx context.Context) error {
+			r, err := replicasFor(ctx, js, cfg.Name, o)
+			if err != nil {
+				return err
+			}
+			cfg.Replicas = r
+			_, err = js.CreateOrUpdateStream(ctx, cfg)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("ensuring stream %s: %w", cfg.Name, replicasError(js, o, err))
 		}
 	}
 	return nil
 }
 
 func ensureBuckets(ctx context.Context, js jetstream.JetStream, o Options) error {
-	for _, cfg := range keyValueConfigs(o) {
-		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
-			return fmt.Errorf("ensuring kv bucket %s: %w", cfg.Bucket, err)
+	until := time.Now().Add(o.ReadyTimeout)
+	for _, cfg := range shuffled(keyValueConfigs(o)) {
+		err := declare(ctx, o, until, "kv bucket "+cfg.Bucket, func(ctx context.Context) error {
+			r, err := replicasFor(ctx, js, kvStreamPrefix+cfg.Bucket, o)
+			if err != nil {
+				return err
+			}
+			cfg.Replicas = r
+			return ensureBucket(ctx, js, cfg)
+		})
+		if err != nil {
+			return fmt.Errorf("ensuring kv bucket %s: %w", cfg.Bucket, replicasError(js, o, err))
 		}
 	}
 	for _, cfg := range objectStoreConfigs(o) {
-		if _, err := js.CreateOrUpdateObjectStore(ctx, cfg); err != nil {
-			return fmt.Errorf("ensuring object store %s: %w", cfg.Bucket, err)
+		err := declare(ctx, o, until, "object store "+cfg.Bucket, func(ctx context.Context) error {
+			r, err := replicasFor(ctx, js, objectStreamPrefix+cfg.Bucket, o)
+			if err != nil {
+				return err
+			}
+			cfg.Replicas = r
+			_, err = js.CreateOrUpdateObjectStore(ctx, cfg)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("ensuring object store %s: %w", cfg.Bucket, replicasError(js, o, err))
 		}
 	}
 	return nil
+}
+
+// shuffled returns list in a random order: services starting together then mostly
+// declare different streams at any moment, rather than race for each in turn (see
+// declareAttemptTimeout). A rotation would not do: two services that met once would
+// go on in lockstep.
+func shuffled[T any](list []T) []T {
+	rand.Shuffle(len(list), func(i, j int) { list[i], list[j] = list[j], list[i] })
+	return list
+}
+
+// declareAttemptTimeout bounds one try of a declaration. Two services creating the
+// same replicated stream at once (every service declares everything at start-up) can
+// both go unanswered although the stream is created — seen with nats-server 2.15.2 —
+// so a try that hangs is cut short and the next one finds the stream.
+const declareAttemptTimeout = 2 * time.Second
+
+// declare runs one declaration, trying again while JetStream is not ready — a cluster
+// still electing its meta leader or waiting for its peers answers with timeouts,
+// "temporarily unavailable" or "no suitable peers" — until until or ctx ends. A
+// service started beside its NATS cluster (a deployment's first minute, a rolling
+// restart) waits for it instead of exiting.
+func declare(ctx context.Context, o Options, until time.Time, what string, fn func(context.Context) error) error {
+	wait := 100 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, declareAttemptTimeout)
+		err := fn(actx)
+		cancel()
+		if err == nil || !notReady(ctx, err) || time.Now().Add(wait).After(until) {
+			return err
+		}
+		o.Logger.WarnContext(ctx, "JetStream is not ready yet, declaring again", "what", what, "retry_in", wait, "error", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+// notReady tells a JetStream that is not ready yet from a refusal that stays.
+func notReady(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case errCodeClusterNoPeers, errCodeInsufficientResources:
+			return true // peers that have not joined yet
+		}
+		return apiErr.Code == 503 // "JetStream system temporarily unavailable"
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
 }
 
 func streamConfigs(o Options) []jetstream.StreamConfig {
@@ -236,4 +346,39 @@ func objectStoreConfigs(o Options) []jetstream.ObjectStoreConfig {
 			Replicas:    o.Replicas,
 		},
 	}
+}
+
+// ensureBucket creates a KV bucket, or brings an existing one's stream to cfg's
+// replicas, age limit and limit markers. A replicated bucket reads from its leader:
+// nats.go makes buckets with direct gets, which any replica answers, so on a cluster
+// a read right after a write can miss it (a project created, then "not found" when
+// read back — seen in the chaos suite). Latchkey reads its records to decide, so they
+// must read their writes; one leader round trip is the price. An existing bucket is
+// updated through its stream, not CreateOrUpdateKeyValue, which would turn direct
+// gets back on at every start.
+func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) error {
+	name := kvStreamPrefix + cfg.Bucket
+	s, err := js.Stream(ctx, name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err := js.CreateKeyValue(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+			return err
+		}
+		if s, err = js.Stream(ctx, name); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	sc := s.CachedInfo().Config
+	want := sc
+	want.Description, want.Replicas, want.MaxAge = cfg.Description, cfg.Replicas, cfg.TTL
+	want.AllowDirect = cfg.Replicas < 2
+	if cfg.LimitMarkerTTL > 0 {
+		want.AllowMsgTTL, want.SubjectDeleteMarkerTTL = true, cfg.LimitMarkerTTL
+	}
+	if reflect.DeepEqual(sc, want) {
+		return nil
+	}
+	_, err = js.UpdateStream(ctx, want)
+	return err
 }

@@ -271,3 +271,8 @@ func join(what, prefix string, parts ...part) (string, error) {
 	}
 	return b.String(), nil
 }
+
+// RunRecordKey is the key of a Run's record in the LK_RUNS bucket (a
+// latchkey.scheduler.v1.RunRecord). The scheduler owns it; a runner reads it only to
+// tell whether a task JetStream delivered again is still awaited.
+func RunRecordKey(project, run string) string { return "run." + project + "." + run }

@@ -26,6 +26,8 @@ const (
 	DefaultRunnerLoginContexts = 1
 	DefaultRunnerPool          = "default"
 	DefaultRecorderTTL         = 10 * time.Minute
+	// DefaultNATSReplicas suits one NATS server; a JetStream cluster wants 3.
+	DefaultNATSReplicas = 1
 	// MaxRecorderTTL keeps recorder URLs short-lived (and within LK_RECORDINGS' age).
 	// A RECORD Run lives the URL's life plus two minutes to check the capture, and a
 	// Run's timeout is at most an hour: 55 minutes leaves that room.
@@ -35,8 +37,29 @@ const (
 // Config is the configuration of every service and of `latchkey dev`. Fields that hold
 // secrets are redacted by LogValue and String.
 type Config struct {
-	// NATSURL is the NATS server to use; empty runs an embedded server (dev only).
+	// NATSURL is the NATS server to use, or a comma-separated list of a cluster's
+	// servers; empty runs an embedded server (dev only). It may carry a user and
+	// password (secret: redacted when logged).
 	NATSURL string
+	// NATSReplicas is how many copies JetStream keeps of every stream and bucket:
+	// 1 on one server, 3 (or 5) on a cluster of at least that many servers.
+	NATSReplicas int
+	// NATSCreds is a .creds file (user JWT and seed) to authenticate to NATS with.
+	NATSCreds string
+	// NATSNKey is a file holding an nkey seed to authenticate to NATS with.
+	NATSNKey string
+	// NATSUser and NATSPassword (secret) authenticate to NATS with a password.
+	NATSUser     string
+	NATSPassword string
+	// NATSToken authenticates to NATS with a token (secret).
+	NATSToken string
+	// NATSTLSCA is a PEM file of the CAs that sign the NATS servers' certificates;
+	// setting it turns TLS on.
+	NATSTLSCA string
+	// NATSTLSCert and NATSTLSKey are a client certificate and key (PEM files) for
+	// NATS servers that verify their clients.
+	NATSTLSCert string
+	NATSTLSKey  string
 	// RedisURL is the Redis server for caches; empty uses an in-process cache.
 	RedisURL string
 	// DataDir holds the embedded NATS store, generated keys and the dev API key.
@@ -87,6 +110,10 @@ type Config struct {
 	PublicURL string
 	// RecorderTTL is how long a recorder URL (and the browser it holds) lives.
 	RecorderTTL time.Duration
+
+	// replicasEnvErr is why Register could not read LATCHKEY_NATS_REPLICAS;
+	// Validate reports it unless -nats-replicas overrode the variable.
+	replicasEnvErr error
 }
 
 // Secret is a string that never prints itself.
@@ -101,7 +128,16 @@ func (c Config) LogValue() slog.Value {
 		return redacted
 	}
 	return slog.GroupValue(
-		slog.String("nats_url", redactURL(c.NATSURL)),
+		slog.String("nats_url", redactNATSURL(c.NATSURL)),
+		slog.Int("nats_replicas", c.NATSReplicas),
+		slog.String("nats_creds", c.NATSCreds),
+		slog.String("nats_nkey", c.NATSNKey),
+		slog.String("nats_user", c.NATSUser),
+		slog.String("nats_password", mask(c.NATSPassword)),
+		slog.String("nats_token", mask(c.NATSToken)),
+		slog.String("nats_tls_ca", c.NATSTLSCA),
+		slog.String("nats_tls_cert", c.NATSTLSCert),
+		slog.String("nats_tls_key", c.NATSTLSKey),
 		slog.String("redis_url", redactURL(c.RedisURL)),
 		slog.String("data_dir", c.DataDir),
 		slog.String("grpc_addr", c.GRPCAddr),
@@ -145,6 +181,31 @@ func redactURL(u string) string {
 	return u
 }
 
+// redactNATSURL hides the password or token of each URL in a comma-separated
+// NATS server list. NATS reads a user with no password (nats://secret@host) as a
+// token, so that is hidden too.
+func redactNATSURL(list string) string {
+	parts := strings.Split(list, ",")
+	for i, u := range parts {
+		at := strings.LastIndex(u, "@")
+		if at < 0 {
+			continue
+		}
+		start := 0
+		if scheme := strings.Index(u, "://"); scheme >= 0 && scheme < at {
+			start = scheme + 3
+		}
+		creds := u[start:at]
+		if j := strings.Index(creds, ":"); j >= 0 {
+			creds = creds[:j] + ":" + redacted
+		} else {
+			creds = redacted
+		}
+		parts[i] = u[:start] + creds + u[at:]
+	}
+	return strings.Join(parts, ",")
+}
+
 // Env is the environment as a lookup function, so tests need not touch os.Environ.
 type Env func(key string) (string, bool)
 
@@ -166,7 +227,15 @@ func Register(fs *flag.FlagSet, env Env) *Config {
 		}
 		fs.StringVar(p, name, def, usage+" ($"+envKey+")")
 	}
-	str(&c.NATSURL, "nats-url", "LATCHKEY_NATS_URL", "", "NATS server URL; empty runs an embedded server")
+	str(&c.NATSURL, "nats-url", "LATCHKEY_NATS_URL", "", "NATS server URL, or a comma-separated list of a cluster's; empty runs an embedded server")
+	str(&c.NATSCreds, "nats-creds", "LATCHKEY_NATS_CREDS", "", "NATS .creds file (user JWT and nkey seed) to authenticate with")
+	str(&c.NATSNKey, "nats-nkey", "LATCHKEY_NATS_NKEY", "", "file holding an nkey seed to authenticate to NATS with")
+	str(&c.NATSUser, "nats-user", "LATCHKEY_NATS_USER", "", "NATS user (with -nats-password); or put user:password in the URL")
+	str(&c.NATSPassword, "nats-password", "LATCHKEY_NATS_PASSWORD", "", "NATS password of -nats-user")
+	str(&c.NATSToken, "nats-token", "LATCHKEY_NATS_TOKEN", "", "NATS token to authenticate with")
+	str(&c.NATSTLSCA, "nats-tls-ca", "LATCHKEY_NATS_TLS_CA", "", "PEM file of the CAs that sign the NATS servers' certificates (turns TLS on)")
+	str(&c.NATSTLSCert, "nats-tls-cert", "LATCHKEY_NATS_TLS_CERT", "", "client certificate (PEM) for NATS servers that verify clients")
+	str(&c.NATSTLSKey, "nats-tls-key", "LATCHKEY_NATS_TLS_KEY", "", "key (PEM) of -nats-tls-cert")
 	str(&c.RedisURL, "redis-url", "LATCHKEY_REDIS_URL", "", "Redis URL for caches; empty uses an in-process cache")
 	str(&c.DataDir, "data-dir", "LATCHKEY_DATA_DIR", defaultDataDir(env), "data directory (embedded NATS store, dev keys)")
 	str(&c.GRPCAddr, "grpc-addr", "LATCHKEY_GRPC_ADDR", DefaultGRPCAddr, "gRPC listen address")
@@ -185,6 +254,16 @@ func Register(fs *flag.FlagSet, env Env) *Config {
 	str(&c.LogFormat, "log-format", "LATCHKEY_LOG_FORMAT", "text", "log format: text or json")
 	str(&c.PublicURL, "public-url", "LATCHKEY_PUBLIC_URL", "", "base URL of recorder links as people reach the HTTP listener (default: http://<http-addr>)")
 
+	replicas := DefaultNATSReplicas
+	if v, ok := env("LATCHKEY_NATS_REPLICAS"); ok && v != "" {
+		// A typo must not quietly leave a cluster with one copy of everything.
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			n, c.replicasEnvErr = 0, fmt.Errorf("LATCHKEY_NATS_REPLICAS=%q is not a number: set 1, 3 or 5", v)
+		}
+		replicas = n
+	}
+	fs.IntVar(&c.NATSReplicas, "nats-replicas", replicas, "copies JetStream keeps of every stream and bucket: 1 on one server, 3 or 5 on a cluster of at least that many ($LATCHKEY_NATS_REPLICAS)")
 	contexts := DefaultRunnerContexts
 	if v, ok := env("LATCHKEY_RUNNER_CONTEXTS"); ok && v != "" {
 		if n, err := strconv.Atoi(v); err == nil {
@@ -242,7 +321,7 @@ func defaultDataDir(env Env) string {
 
 // Validate reports every problem with c at once, each naming the flag to fix.
 func (c *Config) Validate() error {
-	var errs []error
+	errs := c.validateNATS()
 	if c.GRPCAddr == "" {
 		errs = append(errs, errors.New("-grpc-addr is empty"))
 	}
@@ -283,4 +362,61 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("-shutdown-timeout must be positive"))
 	}
 	return errors.Join(errs...)
+}
+
+// validateNATS checks the NATS settings: replicas JetStream can use well, one way
+// to authenticate, and a client certificate with its key.
+func (c *Config) validateNATS() []error {
+	var errs []error
+	switch {
+	case c.NATSReplicas == 1 || c.NATSReplicas == 3 || c.NATSReplicas == 5:
+	case c.NATSReplicas == 0 && c.replicasEnvErr != nil:
+		errs = append(errs, c.replicasEnvErr)
+	default:
+		errs = append(errs, fmt.Errorf("-nats-replicas (LATCHKEY_NATS_REPLICAS) must be 1 (one server), 3 or 5 (a cluster of at least that many; an odd count keeps a majority when one fails), got %d", c.NATSReplicas))
+	}
+	var ways []string
+	for _, w := range []struct {
+		set  bool
+		name string
+	}{
+		{c.NATSCreds != "", "-nats-creds (LATCHKEY_NATS_CREDS)"},
+		{c.NATSNKey != "", "-nats-nkey (LATCHKEY_NATS_NKEY)"},
+		{c.NATSToken != "", "-nats-token (LATCHKEY_NATS_TOKEN)"},
+		{c.NATSUser != "", "-nats-user (LATCHKEY_NATS_USER)"},
+		{strings.Contains(c.NATSURL, "@"), "credentials in -nats-url (LATCHKEY_NATS_URL)"},
+	} {
+		if w.set {
+			ways = append(ways, w.name)
+		}
+	}
+	if len(ways) > 1 {
+		errs = append(errs, fmt.Errorf("NATS credentials are set in more than one way: %s; keep one", strings.Join(ways, ", ")))
+	}
+	if c.NATSPassword != "" && c.NATSUser == "" {
+		errs = append(errs, errors.New("-nats-password (LATCHKEY_NATS_PASSWORD) needs -nats-user (LATCHKEY_NATS_USER)"))
+	}
+	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
+		errs = append(errs, errors.New("-nats-tls-cert (LATCHKEY_NATS_TLS_CERT) and -nats-tls-key (LATCHKEY_NATS_TLS_KEY) go together: set both or neither"))
+	}
+	return errs
+}
+
+// NATSCredentialSettings names the settings the NATS credentials came from, for an
+// error that says what to check when the server refuses them.
+func (c *Config) NATSCredentialSettings() string {
+	switch {
+	case c.NATSCreds != "":
+		return "-nats-creds (LATCHKEY_NATS_CREDS)"
+	case c.NATSNKey != "":
+		return "-nats-nkey (LATCHKEY_NATS_NKEY)"
+	case c.NATSToken != "":
+		return "-nats-token (LATCHKEY_NATS_TOKEN)"
+	case c.NATSUser != "":
+		return "-nats-user and -nats-password (LATCHKEY_NATS_USER, LATCHKEY_NATS_PASSWORD)"
+	case strings.Contains(c.NATSURL, "@"):
+		return "the user and password in -nats-url (LATCHKEY_NATS_URL)"
+	default:
+		return "none set: the server wants one of LATCHKEY_NATS_CREDS, LATCHKEY_NATS_NKEY, LATCHKEY_NATS_TOKEN, LATCHKEY_NATS_USER and LATCHKEY_NATS_PASSWORD"
+	}
 }

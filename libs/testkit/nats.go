@@ -21,7 +21,7 @@ func NATS(t testing.TB) (url string, nc *nats.Conn, js jetstream.JetStream) {
 		t.Fatalf("testkit: starting embedded nats: %v", err)
 	}
 	t.Cleanup(srv.Shutdown)
-	nc, js, err = bus.Connect(ctx, srv.ClientURL(), "testkit-"+t.Name(), nil)
+	nc, js, err = bus.Connect(ctx, bus.ConnectOptions{URL: srv.ClientURL(), Name: "testkit-" + t.Name()})
 	if err != nil {
 		t.Fatalf("testkit: connecting to embedded nats: %v", err)
 	}

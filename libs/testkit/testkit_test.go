@@ -2,6 +2,7 @@ package testkit_test
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -111,4 +112,32 @@ func TestBrowserAllocatorOptions(t *testing.T) {
 	if got, want := len(browser.AllocatorOptions()), len(browser.Flags()); got != want {
 		t.Errorf("%d allocator options for %d flags", got, want)
 	}
+}
+
+// TestNATSCluster: a 3-server cluster keeps a 3-replica stream writable after one
+// server is stopped.
+func TestNATSCluster(t *testing.T) {
+	t.Parallel()
+	c := testkit.NATSCluster(t, 3)
+	if c.Size() != 3 || strings.Count(c.URL(), ",") != 2 {
+		t.Fatalf("size %d, URL %q", c.Size(), c.URL())
+	}
+	nc, js, err := bus.Connect(t.Context(), bus.ConnectOptions{URL: c.URL(), Name: t.Name()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ctx := t.Context()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t"}, Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "t", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	c.Stop(0)
+	c.Stop(0) // a second stop is harmless
+	testkit.Eventually(t, 20*time.Second, func() (bool, string) {
+		_, err := js.Publish(ctx, "t", []byte("2"))
+		return err == nil, fmt.Sprintf("publish with one server stopped: %v", err)
+	})
 }

@@ -9,6 +9,7 @@ import (
 	_ "github.com/bufbuild/buf/cmd/buf"
 	_ "github.com/fullstorydev/grpcurl/cmd/grpcurl"
 	_ "github.com/grpc-ecosystem/grpc-health-probe"
+	_ "github.com/nats-io/nats-server/v2"
 	_ "google.golang.org/grpc/cmd/protoc-gen-go-grpc"
 	_ "google.golang.org/protobuf/cmd/protoc-gen-go"
 )

@@ -74,6 +74,12 @@ type Service struct {
 	consumers *consume.Runner
 	stop      context.CancelFunc
 	sweeping  sync.WaitGroup
+
+	// refreshKick wakes the refresh loop to read refreshAt, the earliest due time
+	// reported since it last looked (zero: none).
+	refreshKick chan struct{}
+	refreshMu   sync.Mutex
+	refreshAt   time.Time
 }
 
 // New returns the scheduler service.
@@ -96,7 +102,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if cfg.JobTick <= 0 {
 		cfg.JobTick = time.Second
 	}
-	return &Service{cfg: cfg, deps: deps}, nil
+	return &Service{cfg: cfg, deps: deps, refreshKick: make(chan struct{}, 1)}, nil
 }
 
 func (s *Service) descs() []*grpc.ServiceDesc {
@@ -146,7 +152,8 @@ func (s *Service) Start(ctx context.Context) error {
 	s.orch = orch.New(orch.Deps{
 		Store: st, JS: s.deps.JS, NC: s.deps.NC, Leases: leases, Registry: s.deps.Registry, Vault: s.deps.Vault,
 		Cache: s.deps.Cache, Tracer: tracer, Log: s.deps.Logger, Pool: s.cfg.Pool, Policy: policy,
-		RunEnded: func(ctx context.Context, run *latchkeyv1.Run) { s.jobs.RunEnded(ctx, run) },
+		RunEnded:   func(ctx context.Context, run *latchkeyv1.Run) { s.jobs.RunEnded(ctx, run) },
+		RefreshDue: s.refreshDue,
 	})
 	s.runs.SetOrchestrator(s.orch)
 	s.jobs = jobs.New(jobs.NewStore(jobsKV), s.orch, s.deps.JS, tracer, s.deps.Logger, jobs.Options{})
@@ -161,7 +168,7 @@ func (s *Service) Start(ctx context.Context) error {
 	s.stop = cancel
 	s.sweeping.Add(3)
 	go s.every(sweepCtx, s.cfg.SweepInterval, "sweep", func(ctx context.Context) error { return s.orch.Sweep(ctx, s.cfg.StuckAfter) })
-	go s.every(sweepCtx, s.cfg.RefreshInterval, "proactive refresh", func(ctx context.Context) error { return s.orch.Refresh(ctx, s.cfg.RefreshInterval) })
+	go s.refreshLoop(sweepCtx)
 	go s.every(sweepCtx, s.cfg.JobTick, "job tick", s.jobs.Tick)
 	for _, d := range s.descs() {
 		s.srv.SetServing(d.ServiceName, true)
@@ -184,6 +191,66 @@ func (s *Service) every(ctx context.Context, interval time.Duration, what string
 			}
 		}
 	}
+}
+
+// refreshLoop runs proactive refresh rounds: one soon after start, then every
+// RefreshInterval, or sooner when a session falls due before that — a keep-alive
+// shorter than the interval, as the registry reports after each round and this
+// replica's logins and checks report through refreshDue — but never more often than
+// orch.MinRefreshSpacing.
+func (s *Service) refreshLoop(ctx context.Context) {
+	defer s.sweeping.Done()
+	wake := time.Now().Add(orch.MinRefreshSpacing)
+	t := time.NewTimer(orch.MinRefreshSpacing)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.refreshKick:
+			s.refreshMu.Lock()
+			at := s.refreshAt
+			s.refreshAt = time.Time{}
+			s.refreshMu.Unlock()
+			if !at.IsZero() && at.Before(wake) {
+				wake = at
+				t.Reset(max(time.Until(at), orch.MinRefreshSpacing))
+			}
+			continue
+		case <-t.C:
+		}
+		next, err := s.orch.Refresh(ctx)
+		if err != nil && ctx.Err() == nil {
+			s.deps.Logger.WarnContext(ctx, "proactive refresh failed", "error", err)
+		}
+		wait := refreshWait(s.cfg.RefreshInterval, next, time.Now())
+		wake = time.Now().Add(wait)
+		t.Reset(wait)
+	}
+}
+
+// refreshDue tells the refresh loop a session falls due at at. It never blocks: the
+// loop takes the earliest time reported since it last looked.
+func (s *Service) refreshDue(at time.Time) {
+	s.refreshMu.Lock()
+	if s.refreshAt.IsZero() || at.Before(s.refreshAt) {
+		s.refreshAt = at
+	}
+	s.refreshMu.Unlock()
+	select {
+	case s.refreshKick <- struct{}{}:
+	default:
+	}
+}
+
+// refreshWait is how long the refresh loop sleeps: until next when it comes before
+// the interval, never less than orch.MinRefreshSpacing.
+func refreshWait(interval time.Duration, next, now time.Time) time.Duration {
+	wait := interval
+	if !next.IsZero() {
+		wait = min(wait, next.Sub(now))
+	}
+	return max(wait, orch.MinRefreshSpacing)
 }
 
 // Stop reports the scheduler unhealthy, stops the sweep, and drains the consumers.

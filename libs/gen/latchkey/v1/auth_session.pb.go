@@ -27,7 +27,8 @@ const (
 // RefreshSettings control proactive refresh of a READY session.
 type RefreshSettings struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Validate at least this often, even when cookies say the state lasts longer. 0: off.
+	// Validate at least this often, even when cookies say the state lasts longer. 0: off;
+	// otherwise between 15 s and 30 days.
 	KeepAliveInterval *durationpb.Duration `protobuf:"bytes,1,opt,name=keep_alive_interval,json=keepAliveInterval,proto3" json:"keep_alive_interval,omitempty"`
 	// Turn proactive refresh off entirely.
 	Disabled      bool `protobuf:"varint,2,opt,name=disabled,proto3" json:"disabled,omitempty"`

@@ -14,7 +14,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/latchkey/latchkey/libs/bus"
+	"github.com/latchkey/latchkey/libs/domain"
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
+	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
 )
 
 // fetchWait is how long one pull waits for a task before it looks again.
@@ -159,6 +161,15 @@ func (r *Runner) handle(ctx context.Context, msg jetstream.Msg) {
 	span.SetAttributes(attribute.String("latchkey.task_id", task.GetTaskId()), attribute.String("latchkey.run_id", task.GetRunId()),
 		attribute.String("latchkey.task_kind", kindName(task.GetKind())), attribute.String("latchkey.api", task.GetApi()),
 		attribute.Int64("latchkey.delivery", int64(delivered)))
+	if delivered > 1 && r.answered(ctx, &task) {
+		// An earlier delivery ran it and its result was taken; only the ack was lost
+		// (the runner died right after publishing). Running it again would run the API
+		// twice for one attempt.
+		r.log.WarnContext(ctx, "dropping a redelivered task its Run no longer waits for", "task_id", task.GetTaskId(), "run_id", task.GetRunId(), "delivery", delivered)
+		span.SetAttributes(attribute.Bool("latchkey.already_answered", true))
+		_ = msg.Ack()
+		return
+	}
 	stopBeat := r.heartbeat(msg)
 	if r.offer(ctx, &task, msg.Data()) {
 		stopBeat()
@@ -229,11 +240,47 @@ func (r *Runner) publish(ctx context.Context, res *runnerv1.TaskResult, msgID st
 	ctx, span := bus.StartProducerSpan(ctx, r.tracer, subject, "task result")
 	defer span.End()
 	span.SetAttributes(attribute.String("latchkey.task_status", res.GetStatus().String()))
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	// A result not published sends the task round again, and its API with it: keep
+	// trying for a while (a stream electing a new leader after a NATS node died takes
+	// a few seconds). The message id makes a second copy of a publish whose answer was
+	// lost harmless.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), resultPublishFor)
 	defer cancel()
-	_, err = r.deps.JS.PublishMsg(pctx, bus.NewMsg(ctx, r.prop, subject, b, msgID))
-	if err != nil {
-		span.SetStatus(codes.Error, "publish failed")
+	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		actx, acancel := context.WithTimeout(pctx, 3*time.Second)
+		_, err = r.deps.JS.PublishMsg(actx, bus.NewMsg(ctx, r.prop, subject, b, msgID))
+		acancel()
+		if err == nil {
+			return nil
+		}
+		r.log.WarnContext(ctx, "publishing a task result failed; trying again", "task_id", res.GetTaskId(), "error", err)
+		select {
+		case <-pctx.Done():
+			span.SetStatus(codes.Error, "publish failed")
+			return err
+		case <-time.After(wait):
+		}
 	}
-	return err
+}
+
+// resultPublishFor bounds how long a runner tries to publish one task result.
+const resultPublishFor = 15 * time.Second
+
+// answered reports whether the Run of a redelivered task has moved past it: its record
+// in LK_RUNS names another task, or the Run has ended. When the record cannot be read
+// the task runs (a platform retry recorded on the Run, rather than a lost task).
+func (r *Runner) answered(ctx context.Context, task *runnerv1.RunnerTask) bool {
+	kv, err := r.deps.JS.KeyValue(ctx, bus.BucketRuns)
+	if err != nil {
+		return false
+	}
+	e, err := kv.Get(ctx, bus.RunRecordKey(task.GetProjectId(), task.GetRunId()))
+	if err != nil {
+		return false
+	}
+	var rec schedulerv1.RunRecord
+	if err := proto.Unmarshal(e.Value(), &rec); err != nil {
+		return false
+	}
+	return rec.GetTaskId() != task.GetTaskId() || domain.RunEnded(rec.GetRun().GetState())
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/latchkey/latchkey/examples/portal/portaltest"
 	"github.com/latchkey/latchkey/libs/bus"
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
+	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
+	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/recipe"
 	"github.com/latchkey/latchkey/libs/runner/internal/sdk"
 	"github.com/latchkey/latchkey/libs/testkit"
@@ -317,10 +319,57 @@ func TestBrowserRecycled(t *testing.T) {
 // connectTo opens a runner's own NATS connection, closed when the test ends.
 func connectTo(t *testing.T, url, name string) jetstream.JetStream {
 	t.Helper()
-	nc, js, err := bus.Connect(t.Context(), url, name, nil)
+	nc, js, err := bus.Connect(t.Context(), bus.ConnectOptions{URL: url, Name: name})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
 	return js
+}
+
+// TestRedeliveredTaskAlreadyAnsweredIsNotRunAgain: a runner that dies after its result
+// was taken but before its ack makes JetStream deliver the task again. When the Run's
+// record no longer waits for that task, the next runner acks it without running it:
+// the site does not see the API twice for one attempt.
+func TestRedeliveredTaskAlreadyAnsweredIsNotRunAgain(t *testing.T) {
+	t.Parallel()
+	url, _, js := testkit.NATS(t)
+	b := newTestBackend(t, []recipe.File{slowFile})
+	jsA := connectTo(t, url, "runner-a")
+	a := newTestRunner(t, Config{ID: "a", AckWait: 2 * time.Second}, b, Deps{JS: jsA})
+	startRunner(t, a)
+	tk := task(runnerv1.TaskKind_TASK_KIND_API, "slow-2s", project, "", 0, nil)
+	next := resultsOfB(t, js, tk.GetRunId())
+	publishTask(t, js, tk)
+	waitRunning(t, a, tk.GetRunId())
+	jsA.Conn().Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = a.Stop(ctx)
+	// Meanwhile the scheduler moved the Run on to another task.
+	runs, err := js.KeyValue(t.Context(), bus.BucketRuns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := proto.Marshal(&schedulerv1.RunRecord{TaskId: "task-next", Run: &latchkeyv1.Run{Id: tk.GetRunId(), ProjectId: project}})
+	if _, err := runs.Put(t.Context(), bus.RunRecordKey(project, tk.GetRunId()), rec); err != nil {
+		t.Fatal(err)
+	}
+	bRunner := newTestRunner(t, Config{ID: "b", AckWait: 2 * time.Second}, b, Deps{JS: connectTo(t, url, "runner-b")})
+	startRunner(t, bRunner)
+	cons, err := js.Consumer(t.Context(), bus.StreamTasks, ConsumerName("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 30*time.Second, func() (bool, string) {
+		info, err := cons.Info(t.Context())
+		if err != nil {
+			return false, err.Error()
+		}
+		return info.NumAckPending == 0 && info.NumPending == 0 && info.NumRedelivered == 0 && info.Delivered.Consumer >= 2,
+			fmt.Sprintf("task consumer: %d delivered, %d pending ack, %d pending", info.Delivered.Consumer, info.NumAckPending, info.NumPending)
+	})
+	if res, err := next(time.Second); err == nil {
+		t.Fatalf("runner b ran the answered task again: %s from %q", res.GetStatus(), res.GetRunnerId())
+	}
 }

@@ -118,8 +118,11 @@ func (o *Orchestrator) Sweep(ctx context.Context, stuckAfter time.Duration) erro
 		case idle < stuckAfter:
 			return
 		case run.GetKind() == latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_VALIDATE:
-			// A validate child ends with its API Run's task; nothing to drive.
-			return
+			// A validate child ends with its API Run's task; one whose Run moved on
+			// without it (a scheduler died between making it and dispatching) is ended.
+			if parent := run.GetParentRunId(); parent != "" {
+				err = o.endOrphanCheck(rctx, rec)
+			}
 		case rec.GetStage() == schedulerv1.Stage_STAGE_UNSPECIFIED:
 			err = o.Begin(rctx, rec, nil)
 		case rec.GetStage() == schedulerv1.Stage_STAGE_WAITING_SESSION:
@@ -181,4 +184,19 @@ func (o *Orchestrator) WakeSessionIfDone(ctx context.Context, rec *schedulerv1.R
 		return o.WakeSession(ctx, run.GetProjectId(), run.GetAuthSessionId())
 	}
 	return nil
+}
+
+// endOrphanCheck ends a VALIDATE child whose API Run has ended or dispatched another
+// check: nothing will ever report its outcome.
+func (o *Orchestrator) endOrphanCheck(ctx context.Context, rec *schedulerv1.RunRecord) error {
+	run := rec.GetRun()
+	parent, _, err := o.Store.Get(ctx, run.GetProjectId(), run.GetParentRunId())
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if err == nil && !domain.RunEnded(parent.GetRun().GetState()) && parent.GetChildRunId() == run.GetId() {
+		return nil // its attempt is still out
+	}
+	return o.finish(ctx, run.GetProjectId(), run.GetId(), latchkeyv1.RunState_RUN_STATE_FAILED, latchkeyv1.FailureReason_FAILURE_REASON_TRANSIENT,
+		"its Run went on without this check", nil)
 }

@@ -140,6 +140,9 @@ func (o *Orchestrator) sendAPITask(ctx context.Context, rec *schedulerv1.RunReco
 		return nil
 	})
 	if err != nil {
+		// Another copy of the message (a redelivery, the sweep) dispatched first: the
+		// check child made for this dispatch will never run.
+		o.finishChild(ctx, run.GetProjectId(), checkID, latchkeyv1.CheckOutcome_CHECK_OUTCOME_UNSPECIFIED, "superseded: another dispatch of the same attempt ran instead")
 		return err
 	}
 	if updated.GetRuntimeCredentialsCached() {

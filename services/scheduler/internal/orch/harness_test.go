@@ -97,6 +97,7 @@ func testPolicy() Policy {
 		BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond,
 		CircuitThreshold: 100, CircuitWindow: 10 * time.Minute,
 		PlatformRetries: 3, PlatformBackoffBase: time.Millisecond, PlatformBackoffMax: 5 * time.Millisecond,
+		IdempotencyOrphanAfter: time.Minute,
 	}
 }
 
@@ -692,8 +693,12 @@ func (r *fakeRegistry) ListSessionsDueForRefresh(_ context.Context, req *registr
 	resp := &registryv1.ListSessionsDueForRefreshResponse{}
 	for _, s := range r.sessions {
 		due := s.GetNextRefreshTime()
-		if s.GetState() == latchkeyv1.SessionState_SESSION_STATE_READY && due != nil && !due.AsTime().After(req.GetNow().AsTime()) {
+		switch {
+		case s.GetState() != latchkeyv1.SessionState_SESSION_STATE_READY || due == nil:
+		case !due.AsTime().After(req.GetNow().AsTime()):
 			resp.AuthSessions = append(resp.AuthSessions, proto.Clone(s).(*latchkeyv1.AuthSession))
+		case resp.NextDueTime == nil || due.AsTime().Before(resp.NextDueTime.AsTime()):
+			resp.NextDueTime = due
 		}
 	}
 	return resp, nil

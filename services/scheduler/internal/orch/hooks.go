@@ -2,6 +2,9 @@ package orch
 
 import (
 	"context"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 )
@@ -17,5 +20,16 @@ type RunEndedFunc func(ctx context.Context, run *latchkeyv1.Run)
 func (o *Orchestrator) runEnded(ctx context.Context, run *latchkeyv1.Run) {
 	if o.RunEnded != nil {
 		o.RunEnded(ctx, run)
+	}
+}
+
+// RefreshDueFunc is told the time a session's next proactive refresh falls due, when it
+// is set: after a login and after a refresh check. It must not block.
+type RefreshDueFunc func(at time.Time)
+
+// refreshDue calls the RefreshDue hook, if any, for a refresh time that is set.
+func (o *Orchestrator) refreshDue(at *timestamppb.Timestamp) {
+	if o.RefreshDue != nil && at != nil {
+		o.RefreshDue(at.AsTime())
 	}
 }

@@ -60,6 +60,9 @@ type Policy struct {
 	PlatformRetries     int32
 	PlatformBackoffBase time.Duration
 	PlatformBackoffMax  time.Duration
+	// IdempotencyOrphanAfter is how old a claimed idempotency key whose Run was never
+	// stored must be before another StartRun with that key takes it over.
+	IdempotencyOrphanAfter time.Duration
 }
 
 // DefaultPolicy is the policy unless configured otherwise.
@@ -70,6 +73,7 @@ func DefaultPolicy() Policy {
 		BackoffBase: 500 * time.Millisecond, BackoffMax: 30 * time.Second,
 		CircuitThreshold: 5, CircuitWindow: 10 * time.Minute,
 		PlatformRetries: 8, PlatformBackoffBase: 500 * time.Millisecond, PlatformBackoffMax: 10 * time.Second,
+		IdempotencyOrphanAfter: 10 * time.Second,
 	}
 }
 
@@ -89,6 +93,9 @@ type Deps struct {
 	Policy Policy
 	// RunEnded, if set, is called after every Run ends (hooks.go).
 	RunEnded RunEndedFunc
+	// RefreshDue, if set, is told when a session's next proactive refresh falls due
+	// (hooks.go), so the refresh loop wakes for keep-alives shorter than its interval.
+	RefreshDue RefreshDueFunc
 }
 
 // Orchestrator drives Runs.
@@ -182,12 +189,32 @@ func (o *Orchestrator) publishTask(ctx context.Context, t *runnerv1.RunnerTask) 
 	}
 	ctx, span := bus.StartProducerSpan(ctx, o.Tracer, subj, "task "+strings.ToLower(strings.TrimPrefix(t.GetKind().String(), "TASK_KIND_")))
 	defer span.End()
-	if _, err := o.JS.PublishMsg(ctx, bus.NewMsg(ctx, o.prop, subj, b, t.GetTaskId())); err != nil {
+	// The task id is the message id: JetStream drops a second copy of a publish whose
+	// answer was lost, so trying again never queues the task twice.
+	for attempt := range publishAttempts {
+		_, err = o.JS.PublishMsg(ctx, bus.NewMsg(ctx, o.prop, subj, b, t.GetTaskId()))
+		if err == nil || ctx.Err() != nil || attempt == publishAttempts-1 {
+			break
+		}
+		time.Sleep(publishRetryWait << attempt)
+	}
+	if err != nil {
 		span.RecordError(err)
+		if o.taskNotSent(ctx, t, err) {
+			return nil // the sweep sends it again after the back-off (platform.go)
+		}
 		return fmt.Errorf("publishing task: %w", err)
 	}
 	return nil
 }
+
+// publishAttempts and publishRetryWait bound how long publishTask tries one task
+// (about 0.7 s, while a JetStream cluster elects a new stream leader) before the Run
+// falls back to a platform retry.
+const (
+	publishAttempts  = 3
+	publishRetryWait = 250 * time.Millisecond
+)
 
 // loginLane reports whether a task logs a session in (CREATE) or verifies the state a
 // login captured (a CHECK of a candidate state).

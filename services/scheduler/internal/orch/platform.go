@@ -111,3 +111,33 @@ func (o *Orchestrator) countRedeliveries(ctx context.Context, rec *schedulerv1.R
 	}
 	return updated, err
 }
+
+// taskNotSent parks the Run of a task that could not be published (JetStream out of
+// reach) for a platform retry, when its step is retried and retries are left; the
+// sweep sends it again at not_before, since no result will come back to resume it.
+// It reports whether it did.
+func (o *Orchestrator) taskNotSent(ctx context.Context, t *runnerv1.RunnerTask, cause error) bool {
+	ctx = context.WithoutCancel(ctx)
+	var childID string
+	updated, err := o.Store.Update(ctx, t.GetProjectId(), t.GetRunId(), func(r *schedulerv1.RunRecord) error {
+		if r.GetTaskId() != t.GetTaskId() || !platformRetriable(r) || domain.RunEnded(r.GetRun().GetState()) ||
+			r.GetRun().GetPlatformRetries() >= o.Policy.PlatformRetries {
+			return errStale
+		}
+		childID = r.GetChildRunId()
+		r.RetryStage, r.Stage = r.GetStage(), schedulerv1.Stage_STAGE_PLATFORM_RETRY
+		r.NotBefore = timestamppb.New(o.now().Add(jittered(o.Policy.PlatformBackoffBase, o.Policy.PlatformBackoffMax, r.GetRun().GetPlatformRetries())))
+		r.Run.PlatformRetries++
+		return nil
+	})
+	if err != nil {
+		return false
+	}
+	if updated.GetRun().GetKind() == latchkeyv1.RunKind_RUN_KIND_API {
+		o.finishChild(ctx, t.GetProjectId(), childID, 0, "the check's task could not be queued; it is sent again")
+	}
+	o.Log.WarnContext(ctx, "could not queue a task; sending it again after a back-off", "run_id", t.GetRunId(), "task_id", t.GetTaskId(),
+		"platform_retry", updated.GetRun().GetPlatformRetries(), "error", cause)
+	o.emit(ctx, updated.GetRun(), "platform_retry")
+	return true
+}

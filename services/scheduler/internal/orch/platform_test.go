@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
@@ -165,4 +166,49 @@ func TestPlatformFaultOfARunPastItsDeadline(t *testing.T) {
 	h.sweep()
 	h.wantRun(run.GetId(), runFailed, reasonTimeout)
 	h.noTasks()
+}
+
+// TestTaskThatCannotBeQueuedIsSentAgain: a task JetStream refuses (its stream's
+// leader lost, the server out of reach) parks the Run for a platform retry; the sweep
+// sends it once the stream takes messages again. StartRun itself succeeds.
+func TestTaskThatCannotBeQueuedIsSentAgain(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.reg.add(sessID, typeCredentials, sessReady)
+	ctx := t.Context()
+	info, err := h.taskStream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The stream refuses new tasks: full, with one message of another pool.
+	if _, err := h.o.JS.Publish(ctx, "lk.tasks.elsewhere", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	full := info.Config
+	full.MaxMsgs, full.Discard = 1, jetstream.DiscardNew
+	if _, err := h.o.JS.UpdateStream(ctx, full); err != nil {
+		t.Fatal(err)
+	}
+
+	run := h.start(apiRequest(nil))
+	rec := h.record(run.GetId())
+	if rec.GetStage() != schedulerv1.Stage_STAGE_PLATFORM_RETRY || rec.GetRun().GetPlatformRetries() != 1 {
+		t.Fatalf("record after a refused publish = %v, want a platform retry", rec)
+	}
+	h.clock.Advance(10 * time.Millisecond)
+	h.sweep() // still refused: it stays parked, one more retry counted
+	if got := h.record(run.GetId()).GetRun().GetPlatformRetries(); got != 2 {
+		t.Fatalf("platform retries %d after a second refusal, want 2", got)
+	}
+
+	if _, err := h.o.JS.UpdateStream(ctx, info.Config); err != nil {
+		t.Fatal(err)
+	}
+	h.clock.Advance(10 * time.Millisecond)
+	h.sweep()
+	task := h.takeTask(taskAPI)
+	h.mustHandle(result(task, statusSucceeded))
+	if got := h.wantRun(run.GetId(), runSucceeded, noReason).GetRun(); got.GetAttempt() != 1 || got.GetPlatformRetries() != 2 {
+		t.Errorf("attempt %d, platform retries %d; want 1 and 2", got.GetAttempt(), got.GetPlatformRetries())
+	}
 }

@@ -355,10 +355,11 @@ func (o *Orchestrator) markReady(ctx context.Context, project, sessionID string,
 		if s.GetState() == latchkeyv1.SessionState_SESSION_STATE_READY && s.GetStateRevision() > rev {
 			return s, nil // a newer login already made it READY
 		}
+		next := o.nextRefresh(s, earliest)
 		_, err = o.Registry.TransitionSession(ctx, &registryv1.TransitionSessionRequest{
 			ProjectId: project, AuthSessionId: sessionID, ExpectedEtag: s.GetEtag(),
 			ToState: latchkeyv1.SessionState_SESSION_STATE_READY, StateRevision: rev, RunId: runID,
-			LastValidateTime: timestamppb.New(o.now()), Message: "logged in", NextRefreshTime: o.nextRefresh(s, earliest),
+			LastValidateTime: timestamppb.New(o.now()), Message: "logged in", NextRefreshTime: next,
 			Origins: origins,
 		})
 		if err = errs.FromStatus(err); errors.Is(err, errs.ErrStale) {
@@ -367,6 +368,7 @@ func (o *Orchestrator) markReady(ctx context.Context, project, sessionID string,
 		if err != nil {
 			return nil, err
 		}
+		o.refreshDue(next)
 		return s, nil
 	}
 	return nil, fmt.Errorf("marking session %s READY: too much contention", sessionID)

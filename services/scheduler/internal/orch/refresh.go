@@ -19,27 +19,36 @@ import (
 // refreshBatch bounds the sessions one refresh round validates.
 const refreshBatch = 50
 
+// MinRefreshSpacing is the least time between two refresh rounds of all the
+// scheduler's replicas together (the round lease's TTL).
+const MinRefreshSpacing = time.Second
+
 // Refresh validates READY sessions whose proactive refresh is due, so Runs rarely meet
-// an expired session. One replica refreshes per interval (a lease with that TTL); each
-// session is claimed by moving its next refresh time forward with compare-and-swap
-// before its check is sent, so no session is checked twice at once.
-func (o *Orchestrator) Refresh(ctx context.Context, interval time.Duration) error {
-	if _, err := o.Leases.Create(ctx, "refresh.round", []byte("1"), jetstream.KeyTTL(max(interval, time.Second))); err != nil {
+// an expired session, and returns when the next one falls due (zero: not known — no
+// round ran, or no session will). At most one round runs per MinRefreshSpacing across
+// replicas (a lease with that TTL); each session is claimed by moving its next refresh
+// time forward with compare-and-swap before its check is sent, so no session is
+// checked twice at once.
+func (o *Orchestrator) Refresh(ctx context.Context) (time.Time, error) {
+	if _, err := o.Leases.Create(ctx, "refresh.round", []byte("1"), jetstream.KeyTTL(MinRefreshSpacing)); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
-			return nil
+			return time.Time{}, nil
 		}
-		return err
+		return time.Time{}, err
 	}
 	resp, err := o.Registry.ListSessionsDueForRefresh(ctx, &registryv1.ListSessionsDueForRefreshRequest{Now: timestamppb.New(o.now()), Limit: refreshBatch})
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
 	for _, sess := range resp.GetAuthSessions() {
 		if err := o.refreshOne(ctx, sess); err != nil {
 			o.Log.WarnContext(ctx, "refreshing session failed", "auth_session_id", sess.GetId(), "error", err)
 		}
 	}
-	return nil
+	if next := resp.GetNextDueTime(); next != nil {
+		return next.AsTime(), nil
+	}
+	return time.Time{}, nil
 }
 
 func (o *Orchestrator) refreshOne(ctx context.Context, sess *latchkeyv1.AuthSession) error {
@@ -86,11 +95,15 @@ func (o *Orchestrator) validateResult(ctx context.Context, rec *schedulerv1.RunR
 		if err != nil {
 			return err
 		}
+		next := o.nextRefresh(sess, res.GetEarliestCookieExpiry())
 		_, err = o.Registry.TransitionSession(ctx, &registryv1.TransitionSessionRequest{
 			ProjectId: project, AuthSessionId: sess.GetId(), ExpectedEtag: sess.GetEtag(),
 			ToState: latchkeyv1.SessionState_SESSION_STATE_READY, StateRevision: sess.GetStateRevision(),
-			LastValidateTime: timestamppb.New(o.now()), NextRefreshTime: o.nextRefresh(sess, res.GetEarliestCookieExpiry()), RunId: id,
+			LastValidateTime: timestamppb.New(o.now()), NextRefreshTime: next, RunId: id,
 		})
+		if err == nil {
+			o.refreshDue(next)
+		}
 		return err // a conflict only means somebody changed the session; the next round sees it
 	case latchkeyv1.CheckOutcome_CHECK_OUTCOME_INVALID:
 		if err := o.finish(ctx, project, id, latchkeyv1.RunState_RUN_STATE_FAILED, latchkeyv1.FailureReason_FAILURE_REASON_AUTH_SESSION_EXPIRED, "proactive refresh found the session logged out", nil); err != nil {

@@ -42,7 +42,7 @@ func TestProactiveRefresh(t *testing.T) {
 				s.NextRefreshTime = timestamppb.New(h.clock.Now().Add(-time.Second))
 				s.Refresh = &latchkeyv1.RefreshSettings{KeepAliveInterval: durationpb.New(keepAlive)}
 			})
-			if err := h.o.Refresh(t.Context(), time.Minute); err != nil {
+			if _, err := h.o.Refresh(t.Context()); err != nil {
 				t.Fatalf("Refresh: %v", err)
 			}
 			check := h.takeTask(taskCheck)
@@ -53,7 +53,7 @@ func TestProactiveRefresh(t *testing.T) {
 				t.Fatalf("refresh Run = %v, want AUTHSESSION_VALIDATE", run)
 			}
 			// Another round within the interval checks nothing twice.
-			if err := h.o.Refresh(t.Context(), time.Minute); err != nil {
+			if _, err := h.o.Refresh(t.Context()); err != nil {
 				t.Fatalf("second Refresh: %v", err)
 			}
 			h.noTasks()

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/latchkey/latchkey/libs/domain"
 	"github.com/latchkey/latchkey/libs/errs"
 	eventsv1 "github.com/latchkey/latchkey/libs/gen/latchkey/events/v1"
@@ -222,6 +224,9 @@ func (o *Orchestrator) HandleSessionEvent(ctx context.Context, ev *eventsv1.Sess
 	case eventsv1.SessionEventType_SESSION_EVENT_TYPE_READY, eventsv1.SessionEventType_SESSION_EVENT_TYPE_RECREATED,
 		eventsv1.SessionEventType_SESSION_EVENT_TYPE_EXPIRED, eventsv1.SessionEventType_SESSION_EVENT_TYPE_DELETED:
 		return o.WakeSession(ctx, ev.GetProjectId(), ev.GetAuthSessionId())
+	case eventsv1.SessionEventType_SESSION_EVENT_TYPE_UPDATED:
+		// Its refresh settings may have changed: the next round finds out when it is due.
+		o.refreshDue(timestamppb.New(o.now()))
 	}
 	return nil
 }

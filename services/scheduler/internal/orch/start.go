@@ -92,10 +92,24 @@ func (o *Orchestrator) Start(ctx context.Context, project string, req *latchkeyv
 		}
 		if !fresh {
 			rec, _, err := o.Store.Get(ctx, project, existing)
-			if err != nil {
+			switch {
+			case err == nil:
+				return rec.GetRun(), nil
+			case !errors.Is(err, store.ErrNotFound):
 				return nil, fmt.Errorf("reading the idempotent run: %w", err)
+			case existing == runID:
+				// This Run's own earlier try claimed the key and stopped before storing
+				// it (a scheduler that died, a store whose answer was lost): go on.
+			default:
+				// The claim has no Run: its claimer died, or is storing it right now.
+				err := o.Store.TakeOverIdempotencyKey(ctx, project, key, existing, runID, o.Policy.IdempotencyOrphanAfter)
+				if errors.Is(err, store.ErrKeyBeingClaimed) {
+					return nil, errs.New(errs.ErrUnavailable, "a Run with this idempotency key is being started; try again")
+				}
+				if err != nil {
+					return nil, err
+				}
 			}
-			return rec.GetRun(), nil
 		}
 	}
 	timeout := DefaultTimeout

@@ -115,3 +115,46 @@ func TestIdempotencyKeyStartsOneRun(t *testing.T) {
 		t.Errorf("runs stored: %v, want two API Runs and their checks", ids)
 	}
 }
+
+// TestIdempotencyKeyClaimedButNeverStored: a StartRun that claimed its key and died
+// (or whose store's answer was lost) before storing the Run must not block the key
+// for good. The NATS intake's retry, which names the same run id, goes on at once;
+// another caller waits out IdempotencyOrphanAfter, then takes the key over.
+func TestIdempotencyKeyClaimedButNeverStored(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, claimedBy string
+		orphanAfter     time.Duration
+		wantRefused     bool
+	}{
+		{"the same run id retries", "run-intake", time.Hour, false},
+		{"another caller, claim too young", "run-dead", time.Hour, true},
+		{"another caller, orphaned claim", "run-dead", 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, func(p *Policy) { p.IdempotencyOrphanAfter = tc.orphanAfter })
+			h.reg.add(sessID, typeCredentials, sessReady)
+			if _, fresh, err := h.o.Store.ClaimIdempotencyKey(t.Context(), testProject, "order-7", tc.claimedBy); err != nil || !fresh {
+				t.Fatalf("claim: %v %v", fresh, err)
+			}
+			req := apiRequest(nil)
+			req.IdempotencyKey = "order-7"
+			run, err := h.o.Start(t.Context(), testProject, req, StartOptions{RunID: "run-intake"})
+			if tc.wantRefused {
+				if !errors.Is(err, errs.ErrUnavailable) {
+					t.Fatalf("Start: %v, want Unavailable while the claim may still be stored", err)
+				}
+				h.noTasks()
+				return
+			}
+			if err != nil || run.GetId() != "run-intake" {
+				t.Fatalf("Start = %v, %v; want run-intake started", run.GetId(), err)
+			}
+			h.takeTask(taskAPI)
+			if again, err := h.o.Start(t.Context(), testProject, req, StartOptions{}); err != nil || again.GetId() != "run-intake" {
+				t.Fatalf("the key afterwards: %v %v, want run-intake", again.GetId(), err)
+			}
+		})
+	}
+}

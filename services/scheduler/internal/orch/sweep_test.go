@@ -115,6 +115,22 @@ func TestSweepReDrivesLostRuns(t *testing.T) {
 			}
 			h.wantSession(sessID, sessRecreating, noReason)
 		}},
+		{"a check whose Run went on without it", func(h *harness) string {
+			run := h.start(apiRequest(nil))
+			h.mustHandle(result(h.takeTask(taskAPI), statusSucceeded))
+			// A dispatch that lost its race (or a scheduler that died) left a child.
+			orphan := &schedulerv1.RunRecord{Stage: schedulerv1.Stage_STAGE_DISPATCHED, Run: &latchkeyv1.Run{
+				Id: "run-orphan-check", ProjectId: testProject, Kind: latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_VALIDATE,
+				State: runRunning, ParentRunId: run.GetId(), AuthSessionId: sessID,
+			}}
+			if err := h.o.Store.Create(h.t.Context(), orphan); err != nil {
+				h.t.Fatal(err)
+			}
+			return "run-orphan-check"
+		}, stuckAfter + time.Second, func(h *harness, id string) {
+			h.wantRun(id, runFailed, reasonTransient)
+			h.noTasks()
+		}},
 		{"a Run stored but never dispatched", func(h *harness) string {
 			rec := &schedulerv1.RunRecord{
 				Deadline: timestamppb.New(h.clock.Now().Add(DefaultTimeout)),

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
@@ -39,7 +40,7 @@ func New(kv jetstream.KeyValue) *Store {
 	return &Store{kv: kv, now: timestamppb.Now}
 }
 
-func runKey(project, run string) string { return "run." + project + "." + run }
+func runKey(project, run string) string { return bus.RunRecordKey(project, run) }
 
 func waitKey(project, session, run string) string {
 	return "wait." + project + "." + session + "." + run
@@ -135,6 +136,33 @@ func (s *Store) ClaimIdempotencyKey(ctx context.Context, project, key, run strin
 		return "", false, fmt.Errorf("reading idempotency key: %w", err)
 	}
 	return string(e.Value()), false, nil
+}
+
+// ErrKeyBeingClaimed is TakeOverIdempotencyKey's answer for a claim too young to be
+// an orphan: its Run may be being stored right now.
+var ErrKeyBeingClaimed = errors.New("a Run with this idempotency key is being started")
+
+// TakeOverIdempotencyKey moves a key claimed for run from, which has no record, to
+// run to — when the claim is older than orphanAfter, so its claimer is not merely
+// about to store it (a claimer that died, or whose store failed after the claim
+// landed). Compare-and-swap on the claim: of two takers, one wins.
+func (s *Store) TakeOverIdempotencyKey(ctx context.Context, project, key, from, to string, orphanAfter time.Duration) error {
+	sum := sha256.Sum256([]byte(key))
+	k := "idem." + project + "." + hex.EncodeToString(sum[:16])
+	e, err := s.kv.Get(ctx, k)
+	if err != nil {
+		return fmt.Errorf("reading idempotency key: %w", err)
+	}
+	if string(e.Value()) != from || s.now().AsTime().Sub(e.Created()) < orphanAfter {
+		return ErrKeyBeingClaimed
+	}
+	if _, err := s.kv.Update(ctx, k, []byte(to), e.Revision()); err != nil {
+		if bus.IsConflict(err) {
+			return ErrKeyBeingClaimed
+		}
+		return fmt.Errorf("taking over idempotency key: %w", err)
+	}
+	return nil
 }
 
 // ReleaseIdempotencyKey forgets a key whose Run could not be started.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/latchkey/latchkey/libs/errs"
 	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
 	"github.com/latchkey/latchkey/services/session-registry/internal/store"
@@ -117,11 +119,15 @@ func (a SessionState) ListSessionsDueForRefresh(ctx context.Context, req *regist
 		if req.GetNow() != nil {
 			now = req.GetNow().AsTime()
 		}
-		due, err := st.ListDue(ctx, now, limit)
+		due, next, err := st.ListDue(ctx, now, limit)
 		if err != nil {
 			return nil, err
 		}
-		return &registryv1.ListSessionsDueForRefreshResponse{AuthSessions: due}, nil
+		resp := &registryv1.ListSessionsDueForRefreshResponse{AuthSessions: due}
+		if !next.IsZero() {
+			resp.NextDueTime = timestamppb.New(next)
+		}
+		return resp, nil
 	})
 }
 

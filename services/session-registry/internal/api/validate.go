@@ -19,7 +19,7 @@ const (
 	MaxVarValue        = 4096
 	MaxCredentials     = 32
 	MaxCredentialBytes = 8192
-	MinKeepAlive       = time.Minute
+	MinKeepAlive       = 15 * time.Second
 	MaxKeepAlive       = 30 * 24 * time.Hour
 )
 

@@ -325,34 +325,43 @@ func DueTime(a *latchkeyv1.AuthSession) time.Time {
 }
 
 // ListDue lists READY sessions of every project whose DueTime is at or before now,
-// most overdue first, at most limit. It reads every session record: it is meant for a
-// periodic sweep, not for a hot path.
-func (s *Store) ListDue(ctx context.Context, now time.Time, limit int) ([]*latchkeyv1.AuthSession, error) {
+// most overdue first, at most limit, and when the next one falls due: the earliest
+// DueTime after now, now itself when more than limit were due, zero when none will.
+// It reads every session record: it is meant for a periodic sweep, not for a hot path.
+func (s *Store) ListDue(ctx context.Context, now time.Time, limit int) ([]*latchkeyv1.AuthSession, time.Time, error) {
 	type due struct {
 		at time.Time
 		a  *latchkeyv1.AuthSession
 	}
 	var found []due
+	var next time.Time
 	err := bus.Scan(ctx, s.sessions, ">", false, func(e jetstream.KeyValueEntry) error {
 		rec := &registryv1.SessionRecord{}
 		if err := proto.Unmarshal(e.Value(), rec); err != nil {
 			return fmt.Errorf("decoding session %s: %w", e.Key(), err)
 		}
 		a := Session{Rec: rec, Etag: e.Revision()}.Public()
-		if at := DueTime(a); !at.IsZero() && !at.After(now) {
+		switch at := DueTime(a); {
+		case at.IsZero():
+		case !at.After(now):
 			found = append(found, due{at, a})
+		case next.IsZero() || at.Before(next):
+			next = at
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	sort.SliceStable(found, func(i, j int) bool { return found[i].at.Before(found[j].at) })
+	if len(found) > limit {
+		next = now
+	}
 	out := make([]*latchkeyv1.AuthSession, 0, min(limit, len(found)))
 	for _, d := range found[:min(limit, len(found))] {
 		out = append(out, d.a)
 	}
-	return out, nil
+	return out, next, nil
 }
 
 // PublishUpdated publishes the UPDATED event of a session whose settings changed.

@@ -151,9 +151,12 @@ func TestListDue(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got, err := e.s.ListDue(ctx, now, 10)
+	got, next, err := e.s.ListDue(ctx, now, 10)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !next.Equal(now.Add(time.Hour)) {
+		t.Errorf("next due %s, want in an hour (\"later\")", next.Sub(now))
 	}
 	var ids []string
 	for _, a := range got {
@@ -162,7 +165,7 @@ func TestListDue(t *testing.T) {
 	if s := strings.Join(ids, ","); s != "keepalive,overdue,due" {
 		t.Fatalf("due: %s", s)
 	}
-	if got, _ := e.s.ListDue(ctx, now, 1); len(got) != 1 || got[0].GetId() != "keepalive" {
-		t.Fatalf("limit 1: %v", got)
+	if got, next, _ := e.s.ListDue(ctx, now, 1); len(got) != 1 || got[0].GetId() != "keepalive" || !next.Equal(now) {
+		t.Fatalf("limit 1: %v, next due in %s; want keepalive and the rest due now", got, next.Sub(now))
 	}
 }

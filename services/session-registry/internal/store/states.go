@@ -155,8 +155,21 @@ func (s *Store) PutState(ctx context.Context, projectID, id string, ciphertext [
 		return nil
 	})
 	if err != nil {
-		s.deleteBlob(context.WithoutCancel(ctx), ref)
-		return 0, err
+		// A KV update can be stored by the server and still fail at the client (a
+		// canceled call, a reconnect): delete the blob only once the session is known
+		// not to hold it. Left behind when unsure, it costs space; deleted under its
+		// session, it would lose the state for good.
+		now, gerr := s.GetSession(context.WithoutCancel(ctx), projectID, id)
+		switch {
+		case gerr == nil && holdsRef(now, ref):
+			committed, err = now, nil
+		case gerr == nil || errors.Is(gerr, errs.ErrNotFound):
+			s.deleteBlob(context.WithoutCancel(ctx), ref)
+			return 0, err
+		default:
+			return 0, err
+		}
+		ctx = context.WithoutCancel(ctx)
 	}
 	_ = s.cache.Set(ctx, cacheKey(ref.GetBlobKey()), ciphertext, s.opts.StateCacheTTL)
 	for _, p := range pruned {
@@ -164,6 +177,16 @@ func (s *Store) PutState(ctx context.Context, projectID, id string, ciphertext [
 	}
 	s.publishStateWritten(ctx, committed, from, opts.RunID)
 	return ref.GetRevision(), nil
+}
+
+// holdsRef reports whether the session's revisions include ref's blob.
+func holdsRef(sess Session, ref *registryv1.StateRef) bool {
+	for _, r := range sess.Rec.GetStates() {
+		if r.GetBlobKey() == ref.GetBlobKey() {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Store) publishStateWritten(ctx context.Context, sess Session, from latchkeyv1.SessionState, runID string) {

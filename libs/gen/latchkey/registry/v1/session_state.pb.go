@@ -678,8 +678,12 @@ func (x *ListSessionsDueForRefreshRequest) GetLimit() int32 {
 }
 
 type ListSessionsDueForRefreshResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	AuthSessions  []*v1.AuthSession      `protobuf:"bytes,1,rep,name=auth_sessions,json=authSessions,proto3" json:"auth_sessions,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	AuthSessions []*v1.AuthSession      `protobuf:"bytes,1,rep,name=auth_sessions,json=authSessions,proto3" json:"auth_sessions,omitempty"`
+	// When the next READY session falls due after `now` (unset: none will): the
+	// scheduler's next refresh round need not wait longer. Equal to `now` when more
+	// sessions were due than `limit` allowed.
+	NextDueTime   *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=next_due_time,json=nextDueTime,proto3" json:"next_due_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -717,6 +721,13 @@ func (*ListSessionsDueForRefreshResponse) Descriptor() ([]byte, []int) {
 func (x *ListSessionsDueForRefreshResponse) GetAuthSessions() []*v1.AuthSession {
 	if x != nil {
 		return x.AuthSessions
+	}
+	return nil
+}
+
+func (x *ListSessionsDueForRefreshResponse) GetNextDueTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextDueTime
 	}
 	return nil
 }
@@ -989,9 +1000,10 @@ const file_latchkey_registry_v1_session_state_proto_rawDesc = "" +
 	"\x06bundle\x18\x01 \x01(\v2\x13.latchkey.v1.BundleR\x06bundle\"f\n" +
 	" ListSessionsDueForRefreshRequest\x12,\n" +
 	"\x03now\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\x05R\x05limit\"b\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\"\xa2\x01\n" +
 	"!ListSessionsDueForRefreshResponse\x12=\n" +
-	"\rauth_sessions\x18\x01 \x03(\v2\x18.latchkey.v1.AuthSessionR\fauthSessions\"4\n" +
+	"\rauth_sessions\x18\x01 \x03(\v2\x18.latchkey.v1.AuthSessionR\fauthSessions\x12>\n" +
+	"\rnext_due_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vnextDueTime\"4\n" +
 	"\x19AuthenticateApiKeyRequest\x12\x17\n" +
 	"\aapi_key\x18\x01 \x01(\tR\x06apiKey\"o\n" +
 	"\x1aAuthenticateApiKeyResponse\x12\x1d\n" +
@@ -1065,27 +1077,28 @@ var file_latchkey_registry_v1_session_state_proto_depIdxs = []int32{
 	20, // 6: latchkey.registry.v1.GetBundleResponse.bundle:type_name -> latchkey.v1.Bundle
 	19, // 7: latchkey.registry.v1.ListSessionsDueForRefreshRequest.now:type_name -> google.protobuf.Timestamp
 	16, // 8: latchkey.registry.v1.ListSessionsDueForRefreshResponse.auth_sessions:type_name -> latchkey.v1.AuthSession
-	0,  // 9: latchkey.registry.v1.SessionStateService.GetSession:input_type -> latchkey.registry.v1.GetSessionRequest
-	2,  // 10: latchkey.registry.v1.SessionStateService.TransitionSession:input_type -> latchkey.registry.v1.TransitionSessionRequest
-	4,  // 11: latchkey.registry.v1.SessionStateService.GetStorageState:input_type -> latchkey.registry.v1.GetStorageStateRequest
-	6,  // 12: latchkey.registry.v1.SessionStateService.PutStorageState:input_type -> latchkey.registry.v1.PutStorageStateRequest
-	8,  // 13: latchkey.registry.v1.SessionStateService.GetBundle:input_type -> latchkey.registry.v1.GetBundleRequest
-	12, // 14: latchkey.registry.v1.SessionStateService.AuthenticateApiKey:input_type -> latchkey.registry.v1.AuthenticateApiKeyRequest
-	10, // 15: latchkey.registry.v1.SessionStateService.ListSessionsDueForRefresh:input_type -> latchkey.registry.v1.ListSessionsDueForRefreshRequest
-	14, // 16: latchkey.registry.v1.SessionStateService.CompleteCredentialsUpdate:input_type -> latchkey.registry.v1.CompleteCredentialsUpdateRequest
-	1,  // 17: latchkey.registry.v1.SessionStateService.GetSession:output_type -> latchkey.registry.v1.GetSessionResponse
-	3,  // 18: latchkey.registry.v1.SessionStateService.TransitionSession:output_type -> latchkey.registry.v1.TransitionSessionResponse
-	5,  // 19: latchkey.registry.v1.SessionStateService.GetStorageState:output_type -> latchkey.registry.v1.GetStorageStateResponse
-	7,  // 20: latchkey.registry.v1.SessionStateService.PutStorageState:output_type -> latchkey.registry.v1.PutStorageStateResponse
-	9,  // 21: latchkey.registry.v1.SessionStateService.GetBundle:output_type -> latchkey.registry.v1.GetBundleResponse
-	13, // 22: latchkey.registry.v1.SessionStateService.AuthenticateApiKey:output_type -> latchkey.registry.v1.AuthenticateApiKeyResponse
-	11, // 23: latchkey.registry.v1.SessionStateService.ListSessionsDueForRefresh:output_type -> latchkey.registry.v1.ListSessionsDueForRefreshResponse
-	15, // 24: latchkey.registry.v1.SessionStateService.CompleteCredentialsUpdate:output_type -> latchkey.registry.v1.CompleteCredentialsUpdateResponse
-	17, // [17:25] is the sub-list for method output_type
-	9,  // [9:17] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	19, // 9: latchkey.registry.v1.ListSessionsDueForRefreshResponse.next_due_time:type_name -> google.protobuf.Timestamp
+	0,  // 10: latchkey.registry.v1.SessionStateService.GetSession:input_type -> latchkey.registry.v1.GetSessionRequest
+	2,  // 11: latchkey.registry.v1.SessionStateService.TransitionSession:input_type -> latchkey.registry.v1.TransitionSessionRequest
+	4,  // 12: latchkey.registry.v1.SessionStateService.GetStorageState:input_type -> latchkey.registry.v1.GetStorageStateRequest
+	6,  // 13: latchkey.registry.v1.SessionStateService.PutStorageState:input_type -> latchkey.registry.v1.PutStorageStateRequest
+	8,  // 14: latchkey.registry.v1.SessionStateService.GetBundle:input_type -> latchkey.registry.v1.GetBundleRequest
+	12, // 15: latchkey.registry.v1.SessionStateService.AuthenticateApiKey:input_type -> latchkey.registry.v1.AuthenticateApiKeyRequest
+	10, // 16: latchkey.registry.v1.SessionStateService.ListSessionsDueForRefresh:input_type -> latchkey.registry.v1.ListSessionsDueForRefreshRequest
+	14, // 17: latchkey.registry.v1.SessionStateService.CompleteCredentialsUpdate:input_type -> latchkey.registry.v1.CompleteCredentialsUpdateRequest
+	1,  // 18: latchkey.registry.v1.SessionStateService.GetSession:output_type -> latchkey.registry.v1.GetSessionResponse
+	3,  // 19: latchkey.registry.v1.SessionStateService.TransitionSession:output_type -> latchkey.registry.v1.TransitionSessionResponse
+	5,  // 20: latchkey.registry.v1.SessionStateService.GetStorageState:output_type -> latchkey.registry.v1.GetStorageStateResponse
+	7,  // 21: latchkey.registry.v1.SessionStateService.PutStorageState:output_type -> latchkey.registry.v1.PutStorageStateResponse
+	9,  // 22: latchkey.registry.v1.SessionStateService.GetBundle:output_type -> latchkey.registry.v1.GetBundleResponse
+	13, // 23: latchkey.registry.v1.SessionStateService.AuthenticateApiKey:output_type -> latchkey.registry.v1.AuthenticateApiKeyResponse
+	11, // 24: latchkey.registry.v1.SessionStateService.ListSessionsDueForRefresh:output_type -> latchkey.registry.v1.ListSessionsDueForRefreshResponse
+	15, // 25: latchkey.registry.v1.SessionStateService.CompleteCredentialsUpdate:output_type -> latchkey.registry.v1.CompleteCredentialsUpdateResponse
+	18, // [18:26] is the sub-list for method output_type
+	10, // [10:18] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_latchkey_registry_v1_session_state_proto_init() }

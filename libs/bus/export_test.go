@@ -1,0 +1,4 @@
+package bus
+
+// VersionAtLeast exposes versionAtLeast to the black-box tests.
+var VersionAtLeast = versionAtLeast
