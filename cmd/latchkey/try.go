@@ -160,6 +160,9 @@ func printStep(w io.Writer, ev sdk.StepEvent) {
 		what += " " + ev.Selector
 	}
 	fmt.Fprintf(w, "  %-4s %2d %s (%s)\n", mark, ev.Index, what, ev.Duration.Round(time.Millisecond))
+	if ev.Note != "" {
+		fmt.Fprintf(w, "       %s\n", ev.Note)
+	}
 	if ev.Status == "ignored" && ev.Err != nil {
 		fmt.Fprintf(w, "       optional step failed: %v\n", ev.Err)
 	}

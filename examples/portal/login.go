@@ -20,6 +20,9 @@ const (
 	msgInvalidCode        = "Invalid code"
 )
 
+// totpPeriod is the TOTP time step, in seconds.
+const totpPeriod = 30
+
 // pendingLoginTTL is how long a user has for the second login step.
 const pendingLoginTTL = 5 * time.Minute
 
@@ -77,7 +80,7 @@ func (p *Portal) handleLoginForm(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/dashboard", http.StatusFound)
 		return
 	}
-	p.render(w, http.StatusOK, p.pages.login, pageData{Title: "Sign in", CSRF: csrfToken(w, r)})
+	p.render(w, http.StatusOK, p.pages.login, pageData{Title: "Sign in", CSRF: csrfToken(w, r), Banner: p.cfg.LoginBanner})
 }
 
 func (p *Portal) handleLogin(w http.ResponseWriter, r *http.Request) {
@@ -86,7 +89,7 @@ func (p *Portal) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	username := strings.TrimSpace(r.PostFormValue("username"))
 	password := r.PostFormValue("password")
-	data := pageData{Title: "Sign in", CSRF: csrfToken(w, r), Username: username}
+	data := pageData{Title: "Sign in", CSRF: csrfToken(w, r), Username: username, Banner: p.cfg.LoginBanner}
 	now := time.Now()
 
 	p.mu.Lock()
@@ -161,10 +164,16 @@ func (p *Portal) handleSecondStep(step loginStep) http.HandlerFunc {
 		}
 		code := strings.TrimSpace(r.PostFormValue(step.field()))
 		now := time.Now()
-		good := p.checkCode(pl, code, now)
+		good, counter := p.checkCode(pl, code, now)
 		data := pageData{Title: "Verify it's you", CSRF: csrfToken(w, r), Username: pl.user}
 
 		p.mu.Lock()
+		singleUse := step == stepTOTP && p.users[pl.user].SingleUseTOTP
+		if good && singleUse && counter <= p.totpUsed[pl.user] {
+			// RFC 6238 section 5.2: a code of a time step already accepted is refused.
+			good = false
+			p.log.Info("totp code of a used time step refused", "user", pl.user)
+		}
 		switch {
 		case p.locked[pl.user]:
 			p.counters.FailedLogins++
@@ -178,6 +187,9 @@ func (p *Portal) handleSecondStep(step loginStep) http.HandlerFunc {
 			}
 		default:
 			delete(p.pending, id)
+			if singleUse {
+				p.totpUsed[pl.user] = counter
+			}
 			p.loginSucceeded(w, pl.user, now)
 		}
 		p.mu.Unlock()
@@ -191,23 +203,34 @@ func (p *Portal) handleSecondStep(step loginStep) http.HandlerFunc {
 	}
 }
 
-func (p *Portal) checkCode(pl pendingLogin, code string, now time.Time) bool {
+// totpSkew is how many time steps before and after the current one a TOTP code may
+// be from (clock drift, a code typed at the end of its step).
+const totpSkew = 1
+
+// checkCode checks the code of a pending login. For a TOTP code it also returns the
+// time step the code belongs to.
+func (p *Portal) checkCode(pl pendingLogin, code string, now time.Time) (ok bool, counter uint64) {
 	if code == "" {
-		return false
+		return false, 0
 	}
 	if pl.step == stepEmailCode {
-		return subtle.ConstantTimeCompare([]byte(code), []byte(pl.code)) == 1
+		return subtle.ConstantTimeCompare([]byte(code), []byte(pl.code)) == 1, 0
 	}
 	p.mu.Lock() // SetPassword writes p.users
 	secret := p.users[pl.user].TOTPSecret
 	p.mu.Unlock()
-	ok, err := totp.ValidateCustom(code, secret, now.UTC(), totp.ValidateOpts{
-		Period:    30,
-		Skew:      1,
-		Digits:    otp.DigitsSix,
-		Algorithm: otp.AlgorithmSHA1,
-	})
-	return err == nil && ok
+	opts := totp.ValidateOpts{Period: totpPeriod, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1}
+	if len(code) != opts.Digits.Length() {
+		return false, 0
+	}
+	cur := uint64(now.Unix()) / totpPeriod
+	for c := cur - totpSkew; c <= cur+totpSkew; c++ {
+		want, err := totp.GenerateCodeCustom(secret, time.Unix(int64(c*totpPeriod), 0).UTC(), opts)
+		if err == nil && subtle.ConstantTimeCompare([]byte(code), []byte(want)) == 1 {
+			return true, c
+		}
+	}
+	return false, 0
 }
 
 // pendingFor returns the request's pending login if it is for step and not expired.

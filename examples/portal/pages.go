@@ -17,7 +17,7 @@ var templateFS embed.FS
 
 // pages holds one parsed template set per page, each built on layout.html.
 type pages struct {
-	login, totp, code, csrf, dashboard, invoices *template.Template
+	login, totp, code, csrf, dashboard, invoices, account *template.Template
 }
 
 // pageData is what every page template gets.
@@ -25,6 +25,7 @@ type pageData struct {
 	Title    string
 	CSRF     string
 	Error    string
+	Banner   string // the login page's notice (Config.LoginBanner)
 	Username string
 	NewToken string // the API token, on the first dashboard view after login only
 	Invoices []Invoice
@@ -42,6 +43,7 @@ func parsePages() pages {
 		csrf:      page("csrf.html"),
 		dashboard: page("dashboard.html"),
 		invoices:  page("invoices.html"),
+		account:   page("account.html"),
 	}
 }
 

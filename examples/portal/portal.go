@@ -13,9 +13,14 @@
 //	bob   / builder     password, then a TOTP code for BobTOTPSecret
 //	carol / caroline    password, then a 6-digit code "sent by email", readable from
 //	                    GET /__admin/last-code?user=carol
+//	erin  / engineer    password, then a single-use TOTP code for ErinTOTPSecret: a
+//	                    code whose time step was already accepted is refused
+//	                    (RFC 6238 section 5.2)
 //
 // Pages: GET /login, POST /login, /login/totp, /login/code, POST /logout, /dashboard,
-// /invoices. API: GET /api/me, GET /api/token. Everything under /__admin/ is test-only
+// /invoices, /account. API: GET /api/me, GET /api/token, GET /api/whoami. /account and
+// /api/whoami answer a logged-out request as many real sites do: a 302 to the login
+// page, and a 200 with an error in the JSON body. Everything under /__admin/ is test-only
 // and unauthenticated on purpose (counters, fault injection, session expiry, reset);
 // never expose the portal beyond a test machine.
 //
@@ -43,9 +48,15 @@ const (
 	BobPassword   = "builder"
 	CarolUsername = "carol"
 	CarolPassword = "caroline"
+	ErinUsername  = "erin"
+	ErinPassword  = "engineer"
 	// BobTOTPSecret is bob's base32 TOTP secret (SHA1, 6 digits, 30 s period), usable
 	// with github.com/pquerna/otp/totp.GenerateCode.
 	BobTOTPSecret = "LATCHKEYDEMOBOBTOTPSECRET2345672"
+	// ErinTOTPSecret is erin's base32 TOTP secret (SHA1, 6 digits, 30 s period). Erin's
+	// codes are single-use: once a code of a time step was accepted, no code of that
+	// step or an earlier one is.
+	ErinTOTPSecret = "LATCHKEYDEMOERINTOTPSECRET234567"
 )
 
 // Defaults applied by New to zero-valued Config fields.
@@ -73,6 +84,9 @@ type User struct {
 	Password   string `json:"password"`
 	TOTPSecret string `json:"totp_secret,omitempty"`
 	EmailCode  bool   `json:"email_code,omitempty"`
+	// SingleUseTOTP refuses a TOTP code whose time step is not later than the last
+	// one accepted for the user, as RFC 6238 section 5.2 asks: a code works once.
+	SingleUseTOTP bool `json:"single_use_totp,omitempty"`
 }
 
 // String returns the username only, so a User never prints its password or secret.
@@ -81,12 +95,14 @@ func (u User) String() string { return u.Username }
 // LogValue redacts the password and secret when a User is logged with slog.
 func (u User) LogValue() slog.Value { return slog.StringValue(u.Username) }
 
-// DefaultUsers returns alice (password only), bob (TOTP) and carol (emailed code).
+// DefaultUsers returns alice (password only), bob (TOTP), carol (emailed code) and
+// erin (single-use TOTP).
 func DefaultUsers() []User {
 	return []User{
 		{Username: AliceUsername, Password: AlicePassword},
 		{Username: BobUsername, Password: BobPassword, TOTPSecret: BobTOTPSecret},
 		{Username: CarolUsername, Password: CarolPassword, EmailCode: true},
+		{Username: ErinUsername, Password: ErinPassword, TOTPSecret: ErinTOTPSecret, SingleUseTOTP: true},
 	}
 }
 
@@ -112,6 +128,11 @@ type Config struct {
 	// RotationGrace is how long a rotated-out cookie value stays valid. Default
 	// DefaultRotationGrace (30s).
 	RotationGrace time.Duration
+	// LoginBanner, if set, is shown on the login page in a visible alert
+	// (#site-notice, class "error", role "alert"), as sites announce maintenance: an
+	// element a recipe looking for an error after submitting the form would find on
+	// the page it is leaving if it did not wait for the navigation. Default: none.
+	LoginBanner string
 	// Logger receives login and admin events (never passwords, codes or tokens).
 	// Default: discard.
 	Logger *slog.Logger
@@ -133,6 +154,8 @@ type Portal struct {
 	failures  map[string]int  // consecutive failed logins per user
 	locked    map[string]bool // users locked out
 	lastCodes map[string]string
+	// totpUsed is the last TOTP time step accepted per SingleUseTOTP user.
+	totpUsed  map[string]uint64
 	counters  Counters
 	fault     Fault
 	lastSweep time.Time
@@ -170,6 +193,7 @@ func New(cfg Config) *Portal {
 		failures:  make(map[string]int),
 		locked:    make(map[string]bool),
 		lastCodes: make(map[string]string),
+		totpUsed:  make(map[string]uint64),
 		counters:  Counters{LoginsByUser: map[string]int64{}},
 	}
 	for _, u := range cfg.Users {
@@ -193,6 +217,8 @@ func (p *Portal) routes() *http.ServeMux {
 	mux.HandleFunc("GET /invoices", p.handleInvoices)
 	mux.HandleFunc("GET /api/me", p.handleAPIMe)
 	mux.HandleFunc("GET /api/token", p.handleAPIToken)
+	mux.HandleFunc("GET /account", p.handleAccount)
+	mux.HandleFunc("GET /api/whoami", p.handleAPIWhoami)
 
 	mux.HandleFunc("GET /__admin/counters", p.handleAdminCounters)
 	mux.HandleFunc("POST /__admin/reset", p.handleAdminReset)

@@ -21,7 +21,7 @@ var allStreams = []string{
 	bus.StreamRuns, bus.StreamTasks, bus.StreamResults, bus.StreamEvents, bus.StreamAudit,
 	"KV_" + bus.BucketProjects, "KV_" + bus.BucketAPIKeys, "KV_" + bus.BucketAutomations,
 	"KV_" + bus.BucketSessions, "KV_" + bus.BucketStates, "KV_" + bus.BucketSecrets,
-	"KV_" + bus.BucketRuns, "KV_" + bus.BucketJobs, "KV_" + bus.BucketLeases, "KV_" + bus.BucketRecordings,
+	"KV_" + bus.BucketRuns, "KV_" + bus.BucketJobs, "KV_" + bus.BucketLeases, "KV_" + bus.BucketRecordings, "KV_" + bus.BucketTOTP,
 	"OBJ_" + bus.ObjectStates, "OBJ_" + bus.ObjectArtifacts,
 }
 

@@ -26,6 +26,9 @@ const (
 	// RecordingsMaxAge is how long LK_RECORDINGS keeps the claim of a recorder
 	// URL: longer than any recorder URL lives, so a claimed URL stays claimed.
 	RecordingsMaxAge = 2 * time.Hour
+	// TOTPMaxAge is how long LK_TOTP keeps a session's last TOTP time step after it
+	// was written: a step matters only until it is past, a minute or two at most.
+	TOTPMaxAge = 10 * time.Minute
 )
 
 // ErrInvalidOptions is returned by Ensure for options it cannot apply.
@@ -310,6 +313,8 @@ func keyValueConfigs(o Options) []jetstream.KeyValueConfig {
 	leases.LimitMarkerTTL = o.LeaseTTL
 	recordings := kv(BucketRecordings, "Claims of one-time recorder URLs")
 	recordings.TTL = RecordingsMaxAge
+	totp := kv(BucketTOTP, "Last TOTP time step used per session and secret")
+	totp.TTL = TOTPMaxAge
 	return []jetstream.KeyValueConfig{
 		kv(BucketProjects, "Projects"),
 		kv(BucketAPIKeys, "Hashed API keys"),
@@ -321,6 +326,7 @@ func keyValueConfigs(o Options) []jetstream.KeyValueConfig {
 		kv(BucketJobs, "Jobs and JobRuns"),
 		leases,
 		recordings,
+		totp,
 	}
 }
 

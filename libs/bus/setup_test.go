@@ -64,6 +64,7 @@ func TestEnsureIsIdempotent(t *testing.T) {
 		{bus.BucketJobs, 0},
 		{bus.BucketLeases, bus.DefaultLeaseTTL},
 		{bus.BucketRecordings, bus.RecordingsMaxAge},
+		{bus.BucketTOTP, bus.TOTPMaxAge},
 	}
 	for _, want := range buckets {
 		kv, err := js.KeyValue(ctx, want.name)

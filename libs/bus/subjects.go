@@ -64,6 +64,9 @@ const (
 	BucketJobs        = "LK_JOBS"
 	BucketLeases      = "LK_LEASES"
 	BucketRecordings  = "LK_RECORDINGS"
+	// BucketTOTP holds the last TOTP time step each session used per secret, so no
+	// two logins send one code, whichever runners they run on.
+	BucketTOTP = "LK_TOTP"
 )
 
 // Object store bucket names.

@@ -180,12 +180,61 @@ func (p *parser) api(file, name string, n *yaml.Node) *API {
 	if len(p.errs) > before {
 		return nil
 	}
+	p.retryTargets(file, api)
+	if len(p.errs) > before {
+		return nil
+	}
 	return api
+}
+
+// retryTargets checks that every retry step names one earlier step of its API.
+func (p *parser) retryTargets(file string, api *API) {
+	for _, s := range api.Steps {
+		if s.Kind != Retry {
+			continue
+		}
+		var found []*Step
+		for _, t := range api.Steps {
+			if t.Name == s.From {
+				found = append(found, t)
+			}
+		}
+		msg := ""
+		switch {
+		case len(found) == 0:
+			msg = fmt.Sprintf("no step is named %q; give the step to go back to a name", s.From)
+		case len(found) > 1:
+			msg = fmt.Sprintf("%d steps are named %q; a retry needs one", len(found), s.From)
+		case found[0].Index >= s.Index:
+			msg = fmt.Sprintf("step %q comes at or after the retry; a retry goes back to an earlier step", s.From)
+		}
+		if msg != "" {
+			p.fail(&Error{File: file, Line: s.Line, API: api.Name, Step: s.Index, Kind: s.Kind, Field: "from", Msg: msg})
+		}
+	}
+}
+
+// RetryTarget returns the index of the step a retry step goes back to.
+func (a *API) RetryTarget(s *Step) int {
+	for _, t := range a.Steps {
+		if t.Name == s.From {
+			return t.Index
+		}
+	}
+	return -1
 }
 
 func (p *parser) step(file, api string, index int, n *yaml.Node) *Step {
 	fail := func(line int, kind Kind, field, msg string) {
 		p.fail(&Error{File: file, Line: line, API: api, Step: index, Kind: kind, Field: field, Msg: msg})
+	}
+	// failField reports a field's error, naming the nested field of a mapping field.
+	failField := func(line int, kind Kind, field string, err error) {
+		if ne, ok := errors.AsType[*nestedErr](err); ok {
+			fail(ne.line, kind, ne.field, ne.msg)
+			return
+		}
+		fail(line, kind, field, err.Error())
 	}
 	if n.Kind != yaml.MappingNode {
 		fail(n.Line, "", "", "a step must be a mapping such as {click: \"#login\"}")
@@ -221,7 +270,7 @@ func (p *parser) step(file, api string, index int, n *yaml.Node) *Step {
 			return nil
 		}
 		if err := setField(s, sp.main, body); err != nil {
-			fail(body.Line, s.Kind, sp.main, err.Error())
+			failField(body.Line, s.Kind, sp.main, err)
 			return nil
 		}
 		set[sp.main] = true
@@ -240,7 +289,7 @@ func (p *parser) step(file, api string, index int, n *yaml.Node) *Step {
 				return nil
 			}
 			if err := setField(s, k.Value, v); err != nil {
-				fail(k.Line, s.Kind, k.Value, err.Error())
+				failField(k.Line, s.Kind, k.Value, err)
 				return nil
 			}
 			set[k.Value] = true

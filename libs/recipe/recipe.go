@@ -69,6 +69,9 @@ const (
 	Sleep         Kind = "sleep"
 	// Fail stops the API with a typed failure (with when, "if the page says so").
 	Fail Kind = "fail"
+	// Retry, when its condition holds, goes back once to an earlier named step (a
+	// TOTP code the site refused: back to the totp step for a fresh one).
+	Retry Kind = "retry"
 )
 
 // FailAs values a step may declare: how a recipe says what a failure means.
@@ -135,7 +138,17 @@ type Step struct {
 	ExpectStatus []int
 	// InvalidStatus lists statuses that mean "not logged in" (default: 401, 403).
 	InvalidStatus []int
-	Choices       []string
+	// Redirect is how a request treats redirects: RedirectFollow ("" too) or
+	// RedirectManual.
+	Redirect string
+	// InvalidIf are a request's rules over the answer that mean "not logged in".
+	InvalidIf *InvalidIf
+	// NoWaitAfter makes a click or press return at once instead of waiting for a
+	// navigation it starts to commit.
+	NoWaitAfter bool
+	// From names the step a retry goes back to.
+	From    string
+	Choices []string
 	// Duration is how long a sleep sleeps, or how long an ask waits for its answer.
 	Duration time.Duration
 	FullPage bool

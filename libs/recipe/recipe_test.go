@@ -133,6 +133,23 @@ func TestInvalidBundlesNameFileAPIStepAndField(t *testing.T) {
 		{"bad api name", "apis:\n  List Invoices:\n    steps:\n      - goto: u\n", recipe.Options{}, []string{"api List Invoices", "API names"}},
 		{"missing auth apis", "apis:\n  x:\n    steps:\n      - goto: u\n", recipe.Options{RequireAuthSessions: true}, []string{"api auth-sessions/create", "api auth-sessions/check"}},
 		{"unknown top key", "api:\n  x: {}\n", recipe.Options{}, []string{"field api", "unknown top-level key"}},
+		{"bad redirect", "apis:\n  x:\n    steps:\n      - request: { url: u, redirect: never }\n", recipe.Options{}, []string{"step 0 (request)", "field redirect", "follow"}},
+		{"redirectTo with manual", "apis:\n  x:\n    steps:\n      - request: { url: u, redirect: manual, invalidIf: { redirectTo: /login } }\n", recipe.Options{}, []string{"step 0 (request)", "field invalidIf.redirectTo", "redirected: true"}},
+		{"bad redirectTo", "apis:\n  x:\n    steps:\n      - request: { url: u, invalidIf: { redirectTo: login } }\n", recipe.Options{}, []string{"b.yaml:4", "field invalidIf.redirectTo", "path such as /login"}},
+		{"unknown rule", "apis:\n  x:\n    steps:\n      - request:\n          url: u\n          invalidIf:\n            statusIs: 401\n", recipe.Options{}, []string{"b.yaml:7", "step 0 (request)", "field invalidIf.statusIs", "unknown rule"}},
+		{"empty invalidIf", "apis:\n  x:\n    steps:\n      - request: { url: u, invalidIf: {} }\n", recipe.Options{}, []string{"field invalidIf", "mapping of rules"}},
+		{"redirected false", "apis:\n  x:\n    steps:\n      - request: { url: u, invalidIf: { redirected: false } }\n", recipe.Options{}, []string{"field invalidIf.redirected", "must be true"}},
+		{"bad json path", "apis:\n  x:\n    steps:\n      - request:\n          url: u\n          invalidIf:\n            json:\n              - { path: a.b, missing: true }\n              - { path: 'a..b', equals: 1 }\n", recipe.Options{}, []string{"b.yaml:9", "field invalidIf.json[1].path", "empty segment"}},
+		{"json two operators", "apis:\n  x:\n    steps:\n      - request: { url: u, invalidIf: { json: { path: a, equals: 1, missing: true } } }\n", recipe.Options{}, []string{"field invalidIf.json", "exactly one of"}},
+		{"json no operator", "apis:\n  x:\n    steps:\n      - request: { url: u, invalidIf: { json: { path: a } } }\n", recipe.Options{}, []string{"field invalidIf.json", "{path: error.code, equals: denied}"}},
+		{"json equals a mapping", "apis:\n  x:\n    steps:\n      - request: { url: u, invalidIf: { json: { path: a, equals: { b: 1 } } } }\n", recipe.Options{}, []string{"field invalidIf.json.equals", "string, number"}},
+		{"json missing false", "apis:\n  x:\n    steps:\n      - request: { url: u, invalidIf: { json: { path: a, missing: false } } }\n", recipe.Options{}, []string{"field invalidIf.json.missing", "notEquals"}},
+		{"bad noWaitAfter", "apis:\n  x:\n    steps:\n      - click: { selector: '#a', noWaitAfter: sometimes }\n", recipe.Options{}, []string{"step 0 (click)", "field noWaitAfter", "true or false"}},
+		{"retry without when", "apis:\n  x:\n    steps:\n      - totp: { secret: s, name: code }\n      - retry: code\n", recipe.Options{}, []string{"step 1 (retry)", "field when", "condition"}},
+		{"retry to nothing", "apis:\n  x:\n    steps:\n      - totp: { secret: s, name: code }\n      - retry: { from: kode, when: '#e' }\n", recipe.Options{}, []string{"b.yaml:5", "step 1 (retry)", "field from", `no step is named "kode"`}},
+		{"retry forward", "apis:\n  x:\n    steps:\n      - retry: { from: code, when: '#e' }\n      - totp: { secret: s, name: code }\n", recipe.Options{}, []string{"step 0 (retry)", "field from", "earlier step"}},
+		{"retry ambiguous", "apis:\n  x:\n    steps:\n      - totp: { secret: s, name: code }\n      - totp: { secret: s, name: code }\n      - retry: { from: code, when: '#e' }\n", recipe.Options{}, []string{"step 2 (retry)", `2 steps are named "code"`}},
+		{"credentials in a rule outside create", "apis:\n  x:\n    steps:\n      - request: { url: u, invalidIf: { bodyContains: '{{ .Credentials.username }}' } }\n", recipe.Options{}, []string{"field invalidIf.bodyContains", "only auth-sessions/create"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

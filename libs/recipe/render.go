@@ -67,6 +67,9 @@ func templated(s *Step) map[string]string {
 	if s.When != nil {
 		m["when.selector"], m["when.contains"] = s.When.Selector, s.When.Contains
 	}
+	if r := s.InvalidIf; r != nil {
+		m["invalidIf.redirectTo"], m["invalidIf.bodyContains"], m["invalidIf.bodyNotContains"] = r.RedirectTo, r.BodyContains, r.BodyNotContains
+	}
 	for k, v := range s.Headers {
 		m["headers."+k] = v
 	}

@@ -52,9 +52,9 @@ func oneOf(fields ...string) func(*Step, map[string]bool) *fieldErr {
 
 var specs = map[Kind]spec{
 	Goto:          {main: "url", required: []string{"url"}},
-	Click:         {main: "selector", required: []string{"selector"}},
+	Click:         {main: "selector", required: []string{"selector"}, optional: []string{"noWaitAfter"}},
 	Fill:          {required: []string{"selector", "value"}},
-	Press:         {main: "key", required: []string{"key"}, optional: []string{"selector"}},
+	Press:         {main: "key", required: []string{"key"}, optional: []string{"selector", "noWaitAfter"}},
 	Select:        {required: []string{"selector", "value"}},
 	WaitVisible:   {main: "selector", required: []string{"selector"}},
 	WaitHidden:    {main: "selector", required: []string{"selector"}},
@@ -75,14 +75,29 @@ var specs = map[Kind]spec{
 		return nil
 	}},
 	Evaluate: {main: "script", required: []string{"script"}, optional: []string{"as"}},
-	Request: {main: "url", required: []string{"url"}, optional: []string{"method", "headers", "body", "expectStatus", "invalidStatus", "as"}, extra: func(s *Step, _ map[string]bool) *fieldErr {
+	Request: {main: "url", required: []string{"url"}, optional: []string{"method", "headers", "body", "expectStatus", "invalidStatus", "redirect", "invalidIf", "as"}, extra: func(s *Step, _ map[string]bool) *fieldErr {
 		switch strings.ToUpper(s.Method) {
 		case "", "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE":
-			return nil
+		default:
+			return &fieldErr{"method", "method must be GET, HEAD, POST, PUT, PATCH or DELETE"}
 		}
-		return &fieldErr{"method", "method must be GET, HEAD, POST, PUT, PATCH or DELETE"}
+		switch s.Redirect {
+		case "", RedirectFollow, RedirectManual:
+		default:
+			return &fieldErr{"redirect", "redirect must be follow (the default) or manual"}
+		}
+		if s.Redirect == RedirectManual && s.InvalidIf != nil && s.InvalidIf.RedirectTo != "" {
+			return &fieldErr{"invalidIf.redirectTo", "with redirect: manual the page cannot see where a redirect points; use redirected: true, or follow redirects"}
+		}
+		return nil
 	}},
 	TOTP: {main: "secret", required: []string{"secret"}, optional: []string{"as"}},
+	Retry: {main: "from", required: []string{"from"}, extra: func(s *Step, _ map[string]bool) *fieldErr {
+		if s.When == nil {
+			return &fieldErr{"when", "a retry needs when: the condition (such as the site's error message) that sends the recipe back"}
+		}
+		return nil
+	}},
 	Ask: {required: []string{"field"}, optional: []string{"prompt", "choices", "wait"}, extra: func(s *Step, _ map[string]bool) *fieldErr {
 		if s.Duration < 0 || s.Duration > MaxAskWait {
 			return &fieldErr{"wait", fmt.Sprintf("wait must be at most %s", MaxAskWait)}
@@ -111,6 +126,7 @@ func setField(s *Step, name string, v *yaml.Node) error {
 		"contains": &s.Contains, "regex": &s.Regex, "attribute": &s.Attribute, "as": &s.As,
 		"script": &s.Script, "method": &s.Method, "body": &s.Body, "secret": &s.Secret,
 		"field": &s.Field, "prompt": &s.Prompt, "list": &s.List, "reason": &s.Reason, "message": &s.Message,
+		"redirect": &s.Redirect, "from": &s.From,
 	}
 	if p, ok := str[name]; ok {
 		if v.Kind != yaml.ScalarNode {
@@ -153,10 +169,17 @@ func setField(s *Step, name string, v *yaml.Node) error {
 			return err
 		}
 		s.Duration = d
-	case "fullPage":
-		if err := v.Decode(&s.FullPage); err != nil {
+	case "fullPage", "noWaitAfter":
+		p := map[string]*bool{"fullPage": &s.FullPage, "noWaitAfter": &s.NoWaitAfter}[name]
+		if err := v.Decode(p); err != nil {
 			return fmt.Errorf("must be true or false")
 		}
+	case "invalidIf":
+		r, err := parseInvalidIf(v)
+		if err != nil {
+			return err
+		}
+		s.InvalidIf = r
 	default:
 		return fmt.Errorf("unknown field")
 	}

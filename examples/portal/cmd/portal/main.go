@@ -36,7 +36,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	ttl := fs.Duration("session-ttl", portal.DefaultSessionTTL, "session lifetime without use")
 	lockout := fs.Int("lockout-after", portal.DefaultLockoutAfter, "consecutive failed logins that lock a user (negative: never)")
 	rotate := fs.Bool("rotate-cookie", true, "issue a fresh session cookie value on every authenticated request")
-	usersFile := fs.String("users", "", `JSON file of users replacing the defaults: [{"username":"dave","password":"pw","totp_secret":"BASE32","email_code":false}]`)
+	usersFile := fs.String("users", "", `JSON file of users replacing the defaults: [{"username":"dave","password":"pw","totp_secret":"BASE32","email_code":false,"single_use_totp":false}]`)
+	banner := fs.String("login-banner", "", "a notice shown on the login page in a visible alert (#site-notice)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -49,6 +50,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		SessionTTL:            *ttl,
 		LockoutAfter:          *lockout,
 		DisableCookieRotation: !*rotate,
+		LoginBanner:           *banner,
 		Logger:                log,
 	}
 	if *usersFile != "" {
@@ -66,7 +68,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	srv := &http.Server{Handler: portal.New(cfg), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	fmt.Fprintf(stdout, "demo portal listening on http://%s (users alice, bob, carol unless -users)\n", ln.Addr())
+	fmt.Fprintf(stdout, "demo portal listening on http://%s (users alice, bob, carol, erin unless -users)\n", ln.Addr())
 
 	select {
 	case err := <-errc:

@@ -46,6 +46,8 @@ type Runner struct {
 	slots, loginSlots chan struct{}
 	// stale holds the state revisions checks found logged out (stale.go).
 	stale *staleStates
+	// totp remembers the TOTP time steps sessions used (totp.go).
+	totp *totpSteps
 
 	mu       sync.Mutex
 	handlers map[string]sdk.Handler
@@ -84,6 +86,7 @@ func New(cfg Config, deps Deps) (*Runner, error) {
 		prop:   bus.Propagator(),
 		slots:  make(chan struct{}, cfg.Contexts), loginSlots: make(chan struct{}, cfg.LoginContexts),
 		stale:    newStaleStates(),
+		totp:     newTOTPSteps(deps.JS, deps.Logger),
 		handlers: map[string]sdk.Handler{}, running: map[string]*execution{}, waiting: map[string]chan []byte{},
 		offers:  map[string]*nats.Subscription{},
 		bundles: newBundleCache(deps.Bundles, cfg.BundleCacheTTL),

@@ -61,6 +61,11 @@ type Host interface {
 	BrowserError(ctx context.Context, err error) error
 	// BrowserGone reports whether the task's browser exited.
 	BrowserGone() bool
+	// ReserveTOTP reserves, for the task's session and this TOTP secret, the first
+	// time step at or after step that no login of the session used before, and
+	// returns it. The reservation is shared by every runner of the session, so no
+	// two logins send a code of the same step.
+	ReserveTOTP(ctx context.Context, secret string, step uint64) (uint64, error)
 }
 
 // Recipe is one API of a bundle to run, and what its templates see.
@@ -89,10 +94,14 @@ type Options struct {
 // set; the first failure ends it, as a *sdk.Failure naming the step (or the task's
 // end or infrastructure trouble, as h.BrowserError types them).
 func Run(ctx context.Context, h Host, rc Recipe, opt Options) (map[string]any, error) {
-	in := &interp{h: h, rc: rc, opt: opt, vars: rc.Vars, output: map[string]any{}}
-	for _, s := range rc.API.Steps {
-		if err := in.step(ctx, s); err != nil {
+	in := &interp{h: h, rc: rc, opt: opt, vars: rc.Vars, output: map[string]any{}, jump: -1, retried: map[int]bool{}}
+	steps := rc.API.Steps
+	for i := 0; i < len(steps); i++ {
+		if err := in.step(ctx, steps[i]); err != nil {
 			return nil, err
+		}
+		if in.jump >= 0 { // a retry step went back
+			i, in.jump = in.jump-1, -1
 		}
 	}
 	return in.output, nil
@@ -105,6 +114,13 @@ type interp struct {
 	opt    Options
 	vars   map[string]string
 	output map[string]any
+	// note says what the running step found (latchkey try shows it, spans carry it):
+	// statuses, rule names, durations — never a value.
+	note string
+	// jump is the index of the step a retry step sends the run back to, or -1;
+	// retried holds the retry steps that did.
+	jump    int
+	retried map[int]bool
 }
 
 // step runs one step in its own span, named after its kind.
@@ -117,15 +133,19 @@ func (in *interp) step(ctx context.Context, s *recipe.Step) (err error) {
 	}
 	start := time.Now()
 	status := "ok"
+	in.note = ""
 	var ignored error
 	defer func() {
 		if err != nil {
 			span.SetStatus(codes.Error, "step failed")
 		}
 		span.SetAttributes(attribute.String("latchkey.step.status", status))
+		if in.note != "" {
+			span.SetAttributes(attribute.String("latchkey.step.note", in.note))
+		}
 		span.End()
 		if in.opt.Observer != nil {
-			in.opt.Observer(sdk.StepEvent{API: in.rc.API.Name, Index: s.Index, Kind: s.Kind, Name: s.Name, Selector: s.Selector + s.List, Status: status, Duration: time.Since(start), Err: errors.Join(err, ignored)})
+			in.opt.Observer(sdk.StepEvent{API: in.rc.API.Name, Index: s.Index, Kind: s.Kind, Name: s.Name, Selector: s.Selector + s.List, Status: status, Duration: time.Since(start), Err: errors.Join(err, ignored), Note: in.note})
 		}
 	}()
 	if s.When != nil {
@@ -149,6 +169,10 @@ func (in *interp) step(ctx context.Context, s *recipe.Step) (err error) {
 		return in.fail(ctx, s, err)
 	}
 	timeout := in.opt.StepTimeout
+	if s.Kind == recipe.TOTP {
+		// Waiting for a time step no login used yet takes up to a period more.
+		timeout += totpPeriod * time.Second
+	}
 	if s.Timeout > 0 {
 		timeout = s.Timeout
 	}
@@ -161,6 +185,11 @@ func (in *interp) step(ctx context.Context, s *recipe.Step) (err error) {
 		// The task ended (canceled, past its deadline, browser gone), not the step.
 		status = "failed"
 		return in.h.BrowserError(ctx, err)
+	}
+	if sdk.IsInfra(err) {
+		// Latchkey's own trouble (a store the step needs), not the site's or the recipe's.
+		status = "failed"
+		return err
 	}
 	if s.Optional {
 		status = "ignored"
@@ -281,6 +310,17 @@ func (in *interp) render(s *recipe.Step) (*recipe.Step, error) {
 			out[k] = r
 		}
 		*m.dst = out
+	}
+	if s.InvalidIf != nil {
+		r := *s.InvalidIf
+		for name, p := range map[string]*string{"invalidIf.redirectTo": &r.RedirectTo, "invalidIf.bodyContains": &r.BodyContains, "invalidIf.bodyNotContains": &r.BodyNotContains} {
+			v, err := recipe.Render(name, *p, d)
+			if err != nil {
+				return nil, templateError(in.rc.API, s, name, err)
+			}
+			*p = v
+		}
+		rs.InvalidIf = &r
 	}
 	return &rs, nil
 }

@@ -12,7 +12,9 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/totp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/latchkey/latchkey/libs/recipe"
 	"github.com/latchkey/latchkey/libs/runner/internal/sdk"
@@ -41,14 +43,16 @@ func (in *interp) exec(ctx context.Context, s *recipe.Step) error {
 		if err := waitFor(ctx, s.Selector, true); err != nil {
 			return err
 		}
-		return chromedp.Do(ctx, chromedp.Click(chromedp.CSS(s.Selector)))
+		return in.actAndWait(ctx, s.NoWaitAfter, func(ctx context.Context) error {
+			return chromedp.Do(ctx, chromedp.Click(chromedp.CSS(s.Selector)))
+		})
 	case recipe.Fill:
 		if err := waitFor(ctx, s.Selector, true); err != nil {
 			return err
 		}
 		return chromedp.Do(ctx, chromedp.Clear(chromedp.CSS(s.Selector)), typeInto(s.Selector, s.Value))
 	case recipe.Press:
-		return press(ctx, s)
+		return in.press(ctx, s)
 	case recipe.Select:
 		return selectOption(ctx, s)
 	case recipe.WaitVisible, recipe.ExpectVisible:
@@ -74,7 +78,9 @@ func (in *interp) exec(ctx context.Context, s *recipe.Step) error {
 	case recipe.Request:
 		return in.request(ctx, s)
 	case recipe.TOTP:
-		return in.totp(s)
+		return in.totp(ctx, s)
+	case recipe.Retry:
+		return in.retry(s)
 	case recipe.Ask:
 		return in.askStep(ctx, s)
 	case recipe.Screenshot:
@@ -198,7 +204,9 @@ return [...document.querySelectorAll(` + jsString(c.Selector) + `)].some(el => l
 	}
 }
 
-func press(ctx context.Context, s *recipe.Step) error {
+// press presses a key (in the element selector matches, if set) and, like a click,
+// waits for a navigation it starts (Enter in a form's field submits it).
+func (in *interp) press(ctx context.Context, s *recipe.Step) error {
 	key, ok := keys[s.Key]
 	if !ok {
 		if len([]rune(s.Key)) != 1 {
@@ -210,9 +218,13 @@ func press(ctx context.Context, s *recipe.Step) error {
 		if err := waitFor(ctx, s.Selector, true); err != nil {
 			return err
 		}
-		return chromedp.Do(ctx, typeInto(s.Selector, key))
+		return in.actAndWait(ctx, s.NoWaitAfter, func(ctx context.Context) error {
+			return chromedp.Do(ctx, typeInto(s.Selector, key))
+		})
 	}
-	return chromedp.Do(ctx, chromedp.KeyEvent(key))
+	return in.actAndWait(ctx, s.NoWaitAfter, func(ctx context.Context) error {
+		return chromedp.Do(ctx, chromedp.KeyEvent(key))
+	})
 }
 
 // selectOption chooses an option of a <select> by value (or by its text) and fires
@@ -370,16 +382,65 @@ func (in *interp) evaluate(ctx context.Context, s *recipe.Step) error {
 	return nil
 }
 
-// totp stores the current code of the secret in .Vars[as] (default "totp").
-func (in *interp) totp(s *recipe.Step) error {
-	if strings.TrimSpace(s.Secret) == "" {
+// totpPeriod is the TOTP time step, in seconds (RFC 6238's default, which totp
+// steps use with SHA-1 and 6 digits).
+const totpPeriod = 30
+
+// totp stores a code of the secret in .Vars[as] (default "totp"): the code of the
+// current time step, or, when a login of this session already used that step, of the
+// next one, waiting for it to begin. Sites that follow RFC 6238 section 5.2 accept a
+// code once; the reservation (Host.ReserveTOTP) is shared by every runner.
+func (in *interp) totp(ctx context.Context, s *recipe.Step) error {
+	secret := strings.ToUpper(strings.ReplaceAll(strings.TrimSpace(s.Secret), " ", ""))
+	if secret == "" {
 		return &stepError{reason: reasonScript, outcome: outcomeInconclusive, msg: "field secret: empty; is totp_secret among the credentials?"}
 	}
-	code, err := totp.GenerateCode(strings.ToUpper(strings.ReplaceAll(s.Secret, " ", "")), time.Now())
+	opts := totp.ValidateOpts{Period: totpPeriod, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1}
+	now := time.Now()
+	if _, err := totp.GenerateCodeCustom(secret, now, opts); err != nil {
+		return &stepError{reason: reasonScript, outcome: outcomeInconclusive, msg: "field secret: not a base32 TOTP secret"}
+	}
+	want := uint64(now.Unix()) / totpPeriod
+	step, err := in.h.ReserveTOTP(ctx, secret, want)
+	if err != nil {
+		return err
+	}
+	at := time.Unix(int64(step*totpPeriod), 0)
+	if wait := time.Until(at); step > want && wait > 0 {
+		if time.Now().Add(wait).After(deadlineOf(ctx, wait+time.Second)) {
+			return &stepError{reason: reasonTimeout, outcome: outcomeInconclusive,
+				msg: fmt.Sprintf("the next TOTP time step no login used starts in %s, after the step's timeout", wait.Round(time.Second))}
+		}
+		trace.SpanFromContext(ctx).AddEvent("waiting for a TOTP time step no login used")
+		if err := sleepCtx(ctx, wait); err != nil {
+			return err
+		}
+		in.note = fmt.Sprintf("time step %d (the current one was used: waited %s)", step, roundDuration(time.Since(now)))
+	} else {
+		in.note = fmt.Sprintf("time step %d", step)
+	}
+	code, err := totp.GenerateCodeCustom(secret, at, opts)
 	if err != nil {
 		return &stepError{reason: reasonScript, outcome: outcomeInconclusive, msg: "field secret: not a base32 TOTP secret"}
 	}
 	in.vars[cmp.Or(s.As, "totp")] = code
+	return nil
+}
+
+// retry sends the run back to the step it names, once: a second time its condition
+// holds, it lets the run go on (to the step that fails it, typically).
+func (in *interp) retry(s *recipe.Step) error {
+	if in.retried[s.Index] {
+		in.note = "already went back once; going on"
+		return nil
+	}
+	target := in.rc.API.RetryTarget(s)
+	if target < 0 {
+		return &stepError{reason: reasonScript, outcome: outcomeInconclusive, msg: fmt.Sprintf("field from: no step is named %q", s.From)}
+	}
+	in.retried[s.Index] = true
+	in.jump = target
+	in.note = fmt.Sprintf("going back to step %d (%q)", in.jump, s.From)
 	return nil
 }
 

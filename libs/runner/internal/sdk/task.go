@@ -101,4 +101,8 @@ type StepEvent struct {
 	Duration time.Duration
 	// Err is the step's failure, for "ignored" and "failed".
 	Err error
+	// Note says what the step found, when there is more to say than its status: a
+	// request's answer and the rule that matched, whether a click navigated, the TOTP
+	// time step used, where a retry went. It never holds a value.
+	Note string
 }

@@ -1,0 +1,35 @@
+package portal
+
+import "net/http"
+
+// Pages that answer a logged-out request the way many real sites do, rather than with
+// the 401 of /api/me: a recipe's cheap HTTP check has to look past the status to tell.
+
+// accountLoginURL is where /account sends a logged-out browser.
+const accountLoginURL = "/login?next=%2Faccount"
+
+// handleAccount shows the account page, or, logged out, answers 302 to the login page
+// (which answers 200): the status alone says nothing.
+func (p *Portal) handleAccount(w http.ResponseWriter, r *http.Request) {
+	s, ok := p.authenticate(w, r)
+	if !ok {
+		http.Redirect(w, r, accountLoginURL, http.StatusFound)
+		return
+	}
+	p.render(w, http.StatusOK, p.pages.account, pageData{Title: "Account", Username: s.user})
+}
+
+// handleAPIWhoami always answers 200, as JSON APIs behind some gateways do:
+// {"success": true, "user": {"username": ...}} logged in, and
+// {"success": false, "error": {"code": "denied", ...}} logged out.
+func (p *Portal) handleAPIWhoami(w http.ResponseWriter, r *http.Request) {
+	s, ok := p.authenticate(w, r)
+	if !ok {
+		writeJSON(w, http.StatusOK, map[string]any{
+			"success": false,
+			"error":   map[string]string{"code": "denied", "message": "Sign in to continue"},
+		})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"success": true, "user": map[string]string{"username": s.user}})
+}
