@@ -1,6 +1,11 @@
 package portal
 
-import "net/http"
+import (
+	"fmt"
+	"html"
+	"net/http"
+	"strings"
+)
 
 // Pages that answer a logged-out request the way many real sites do, rather than with
 // the 401 of /api/me: a recipe's cheap HTTP check has to look past the status to tell.
@@ -32,4 +37,18 @@ func (p *Portal) handleAPIWhoami(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"success": true, "user": map[string]string{"username": s.user}})
+}
+
+// handleBrowserCheck refuses browsers that say they are automated, as many sites do:
+// a User-Agent with "HeadlessChrome" (or none) gets 403. Others get a page showing
+// what they sent.
+func (p *Portal) handleBrowserCheck(w http.ResponseWriter, r *http.Request) {
+	ua := r.UserAgent()
+	if ua == "" || strings.Contains(ua, "HeadlessChrome") {
+		http.Error(w, "automated browsers are not allowed", http.StatusForbidden)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	fmt.Fprintf(w, `<!doctype html><title>Browser check</title><p id="browser-ok">Welcome</p><p id="ua">%s</p><p id="lang">%s</p>`,
+		html.EscapeString(ua), html.EscapeString(r.Header.Get("Accept-Language")))
 }

@@ -158,3 +158,19 @@ func totpLogin(t *testing.T, base string, u portal.User, code string) (int, stri
 	body := readAll(t, resp)
 	return resp.StatusCode, loginError(body)
 }
+
+// TestBrowserCheckRefusesHeadlessChrome: /browser-check refuses a browser whose
+// User-Agent says it is headless, as many sites do.
+func TestBrowserCheckRefusesHeadlessChrome(t *testing.T) {
+	t.Parallel()
+	_, base := startPortal(t, portal.Config{})
+	const headless = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/156.0.0.0 Safari/537.36"
+	for ua, want := range map[string]int{
+		headless: http.StatusForbidden,
+		strings.Replace(headless, "HeadlessChrome", "Chrome", 1): http.StatusOK,
+	} {
+		if r := send(t, "GET", base+"/browser-check", nil, withHeader("User-Agent", ua)); r.status != want {
+			t.Errorf("User-Agent %q: status %d, want %d", ua, r.status, want)
+		}
+	}
+}

@@ -37,8 +37,21 @@ func Flags() []string {
 		"--hide-scrollbars",
 		"--password-store=basic",
 		"--use-mock-keychain",
+		// A browser a site takes for a person's: no navigator.webdriver, a laptop's
+		// window and a language (the User-Agent is set per context: chrome.Context).
+		"--disable-blink-features=AutomationControlled",
+		"--window-size=" + WindowSize,
+		"--lang=" + Language,
 	}
 }
+
+// WindowSize and Language are the window and the language Chromium presents.
+const (
+	WindowSize = "1366,768"
+	Language   = "en-US"
+	// AcceptLanguage is the Accept-Language every context sends.
+	AcceptLanguage = "en-US,en;q=0.9"
+)
 
 // AllocatorOptions returns Flags as chromedp exec allocator options, to be
 // appended after chromedp.ExecPath:

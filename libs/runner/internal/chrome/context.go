@@ -132,6 +132,9 @@ func (bc *Context) open(ctx context.Context, proxy *Proxy) error {
 		return ctx.Err()
 	}
 	bc.bcID = chromedp.FromContext(bc.tab).BrowserContextID
+	if err := bc.b.identity.apply(bc.tab); err != nil {
+		return err
+	}
 	if err := chromedp.Listen(bc.tab, bc.onEvent); err != nil {
 		return err
 	}

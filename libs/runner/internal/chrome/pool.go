@@ -38,6 +38,8 @@ type Browser struct {
 	// without being asked.
 	closing atomic.Bool
 	dead    atomic.Bool
+	// identity is how its contexts present themselves to sites (identity.go).
+	identity identity
 }
 
 // alive reports whether the browser still runs.
@@ -109,6 +111,12 @@ func (p *Pool) startBrowser(ctx context.Context) (*Browser, error) {
 		return nil, ctx.Err()
 	}
 	b := &Browser{id: id, ctx: first, cancel: cancel}
+	ident, err := readIdentity(first)
+	if err != nil {
+		cancel()
+		return nil, sdk.Infra("reading chromium's user agent: %w", err)
+	}
+	b.identity = ident
 	if proc := chromedp.FromContext(first).Browser.Process(); proc != nil {
 		b.pid = proc.Pid
 	}
