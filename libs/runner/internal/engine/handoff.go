@@ -59,44 +59,46 @@ func (r *Runner) advertise(session string, idle bool) {
 }
 
 // offer hands task to the runner holding its session's warm context and reports
-// whether that runner ran it to the end.
-func (r *Runner) offer(ctx context.Context, task *runnerv1.RunnerTask, data []byte) bool {
+// whether that runner ran it to the end (handed), or took it and then went quiet or
+// could not publish its result (lost): it may have run the API, so running the task
+// here is a platform retry the Run must record.
+func (r *Runner) offer(ctx context.Context, task *runnerv1.RunnerTask, data []byte) (handed, lost bool) {
 	sessionID := task.GetSession().GetAuthSessionId()
 	if r.nc == nil || sessionID == "" || task.GetFreshContext() || task.GetKind() == runnerv1.TaskKind_TASK_KIND_CREATE ||
 		len(task.GetCandidateStateCiphertext()) > 0 {
-		return false
+		return false, false
 	}
 	session := task.GetProjectId() + "/" + sessionID
 	if r.warmSet.Has(session) {
-		return false
+		return false, false
 	}
 	inbox := r.nc.NewInbox()
 	replies, err := r.nc.SubscribeSync(inbox)
 	if err != nil {
-		return false
+		return false, false
 	}
 	defer func() { _ = replies.Unsubscribe() }()
 	msg := bus.NewMsg(ctx, r.prop, bus.WarmSubject(r.cfg.Pool, session), data, "")
 	msg.Reply = inbox
 	if err := r.nc.PublishMsg(msg); err != nil {
-		return false
+		return false, false
 	}
 	first, err := replies.NextMsg(handoffAccept)
 	if err != nil || string(first.Data) != replyAccepted {
-		return false
+		return false, false
 	}
 	r.log.DebugContext(ctx, "a runner holding the session's warm context took the task", "task_id", task.GetTaskId())
 	for {
 		m, err := replies.NextMsg(handoffSilence)
 		if err != nil {
 			r.log.WarnContext(ctx, "the runner that took a task went quiet; running it here", "task_id", task.GetTaskId())
-			return false
+			return false, true
 		}
 		switch string(m.Data) {
 		case replyDone:
-			return true
+			return true, false
 		case replyFailed:
-			return false
+			return false, true
 		}
 	}
 }

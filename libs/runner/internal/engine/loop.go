@@ -171,7 +171,18 @@ func (r *Runner) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	stopBeat := r.heartbeat(msg)
-	if r.offer(ctx, &task, msg.Data()) {
+	handed, lost := r.offer(ctx, &task, msg.Data())
+	if lost {
+		// The runner that took it may have run the API: running it here is another
+		// delivery, recorded on the Run — unless its result was taken after all.
+		delivered++
+		if r.answered(ctx, &task) {
+			stopBeat()
+			_ = msg.Ack()
+			return
+		}
+	}
+	if handed {
 		stopBeat()
 		if err := msg.DoubleAck(ctx); err != nil {
 			r.log.WarnContext(ctx, "acking a handed-over task failed", "task_id", task.GetTaskId(), "error", err)
