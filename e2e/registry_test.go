@@ -333,3 +333,45 @@ func regMustMarshal(t *testing.T, playwright string) []byte {
 	}
 	return b
 }
+
+// TestCanLoginUnattended: an operator sees which sessions will need a person when they
+// expire. The portal's create recipe asks only when the portal wants an emailed code
+// (ask with when): its CREDENTIALS sessions log in unattended, a RECORDER session does
+// not; once a create recipe that asks at every login is deployed, none does.
+func TestCanLoginUnattended(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, stacktest.Options{})
+	creds := w.readySession(t)
+	rec := w.recorderSession(t)
+	if !creds.GetCanLoginUnattended() {
+		t.Error("a CREDENTIALS session of the portal's recipes says it cannot log in unattended")
+	}
+	if got := w.session(t, rec.GetId()); got.GetCanLoginUnattended() {
+		t.Error("a RECORDER session says it can log in unattended")
+	}
+
+	always := []byte(`apis:
+  auth-sessions/create:
+    steps:
+      - goto: "{{ .Vars.baseURL }}/login"
+      - ask: { field: one_time_code, prompt: "The code from your phone" }
+      - fill: { selector: "#username", value: "{{ .Vars.one_time_code }}" }
+  auth-sessions/check:
+    steps:
+      - request: { url: "{{ .Vars.baseURL }}/api/me" }
+`)
+	if _, err := latchkeyv1.NewAutomationServiceClient(w.conn).DeployBundle(t.Context(), &latchkeyv1.DeployBundleRequest{
+		Files: []*latchkeyv1.BundleFile{{Path: "auth-sessions.yaml", Content: always}},
+	}); err != nil {
+		t.Fatalf("DeployBundle: %v", err)
+	}
+	list, err := w.sessions.ListAuthSessions(t.Context(), &latchkeyv1.ListAuthSessionsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range list.GetAuthSessions() {
+		if s.GetCanLoginUnattended() {
+			t.Errorf("session %s (%s) says it can log in unattended with a create recipe that always asks", s.GetId(), s.GetType())
+		}
+	}
+}

@@ -174,10 +174,10 @@ func sessionsList(ctx context.Context, c *cli, sc latchkeyv1.AuthSessionServiceC
 		}
 	}
 	return c.emit(all, func(w *tabwriter.Writer) {
-		fmt.Fprintln(w, "ID\tTYPE\tSTATE\tREVISION\tNAME\tUPDATED")
+		fmt.Fprintln(w, "ID\tTYPE\tSTATE\tREVISION\tUNATTENDED\tNAME\tUPDATED")
 		for _, s := range all.GetAuthSessions() {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\n", s.GetId(), enumName(s.GetType().String()), enumName(s.GetState().String()),
-				s.GetStateRevision(), s.GetDisplayName(), when(s.GetUpdateTime()))
+			fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", s.GetId(), enumName(s.GetType().String()), enumName(s.GetState().String()),
+				s.GetStateRevision(), yesNo(s.GetCanLoginUnattended()), s.GetDisplayName(), when(s.GetUpdateTime()))
 		}
 	})
 }
@@ -300,6 +300,7 @@ func sessionTable(w *tabwriter.Writer, s *latchkeyv1.AuthSession) {
 		fmt.Fprintf(w, "reason\t%s %s\n", enumName(s.GetStateReason().String()), s.GetStateMessage())
 	}
 	fmt.Fprintf(w, "state revision\t%d\n", s.GetStateRevision())
+	fmt.Fprintf(w, "logs in unattended\t%s\n", unattended(s))
 	if s.GetDisplayName() != "" {
 		fmt.Fprintf(w, "name\t%s\n", s.GetDisplayName())
 	}
@@ -366,4 +367,22 @@ func (s *stateList) Set(v string) error {
 	}
 	*s = append(*s, latchkeyv1.SessionState(st))
 	return nil
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// unattended says whether the session logs in again by itself, and why not.
+func unattended(s *latchkeyv1.AuthSession) string {
+	switch {
+	case s.GetCanLoginUnattended():
+		return "yes"
+	case s.GetType() == latchkeyv1.SessionType_SESSION_TYPE_RECORDER:
+		return "no: a person logs a RECORDER session in through the recorder"
+	}
+	return "no: the create recipe asks the caller at every login"
 }

@@ -167,9 +167,15 @@ type AuthSession struct {
 	Etag uint64 `protobuf:"varint,18,opt,name=etag,proto3" json:"etag,omitempty"`
 	// Values the session's recipes see as .Vars (over the bundle's vars), for example the
 	// site's base URL. Not secret: credentials belong in credentials.
-	Vars          map[string]string `protobuf:"bytes,19,rep,name=vars,proto3" json:"vars,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Vars map[string]string `protobuf:"bytes,19,rep,name=vars,proto3" json:"vars,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Output only, computed when the session is read through AuthSessionService: whether
+	// Latchkey can log this session in again without a person when it expires. False for
+	// RECORDER sessions and when the deployed create recipe asks the caller something
+	// on every login (an ask step without a when); true otherwise (Go handlers count as
+	// unattended).
+	CanLoginUnattended bool `protobuf:"varint,20,opt,name=can_login_unattended,json=canLoginUnattended,proto3" json:"can_login_unattended,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *AuthSession) Reset() {
@@ -333,6 +339,13 @@ func (x *AuthSession) GetVars() map[string]string {
 		return x.Vars
 	}
 	return nil
+}
+
+func (x *AuthSession) GetCanLoginUnattended() bool {
+	if x != nil {
+		return x.CanLoginUnattended
+	}
+	return false
 }
 
 type CreateAuthSessionRequest struct {
@@ -1313,7 +1326,7 @@ const file_latchkey_v1_auth_session_proto_rawDesc = "" +
 	"\bdisabled\x18\x02 \x01(\bR\bdisabled\"[\n" +
 	"\x10RecorderSettings\x12\x1b\n" +
 	"\tstart_url\x18\x01 \x01(\tR\bstartUrl\x12*\n" +
-	"\x11finish_url_prefix\x18\x02 \x01(\tR\x0ffinishUrlPrefix\"\x8a\b\n" +
+	"\x11finish_url_prefix\x18\x02 \x01(\tR\x0ffinishUrlPrefix\"\xbc\b\n" +
 	"\vAuthSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -1337,7 +1350,8 @@ const file_latchkey_v1_auth_session_proto_rawDesc = "" +
 	"\x12last_validate_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\x10lastValidateTime\x12F\n" +
 	"\x11next_refresh_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextRefreshTime\x12\x12\n" +
 	"\x04etag\x18\x12 \x01(\x04R\x04etag\x126\n" +
-	"\x04vars\x18\x13 \x03(\v2\".latchkey.v1.AuthSession.VarsEntryR\x04vars\x1a9\n" +
+	"\x04vars\x18\x13 \x03(\v2\".latchkey.v1.AuthSession.VarsEntryR\x04vars\x120\n" +
+	"\x14can_login_unattended\x18\x14 \x01(\bR\x12canLoginUnattended\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a7\n" +

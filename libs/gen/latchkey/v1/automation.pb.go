@@ -82,9 +82,12 @@ type Automation struct {
 	// For example "auth-sessions/create", "auth-sessions/check" or "list-invoices".
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// The bundle file that defines it.
-	File          string `protobuf:"bytes,2,opt,name=file,proto3" json:"file,omitempty"`
-	Description   string `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
-	StepCount     int32  `protobuf:"varint,4,opt,name=step_count,json=stepCount,proto3" json:"step_count,omitempty"`
+	File        string `protobuf:"bytes,2,opt,name=file,proto3" json:"file,omitempty"`
+	Description string `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	StepCount   int32  `protobuf:"varint,4,opt,name=step_count,json=stepCount,proto3" json:"step_count,omitempty"`
+	// The recipe has an ask step without a when: it stops for the caller every time it
+	// runs (for the create recipe, every login needs a person).
+	AlwaysAsks    bool `protobuf:"varint,5,opt,name=always_asks,json=alwaysAsks,proto3" json:"always_asks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -145,6 +148,13 @@ func (x *Automation) GetStepCount() int32 {
 		return x.StepCount
 	}
 	return 0
+}
+
+func (x *Automation) GetAlwaysAsks() bool {
+	if x != nil {
+		return x.AlwaysAsks
+	}
+	return false
 }
 
 // Bundle is one deployed version.
@@ -612,14 +622,16 @@ const file_latchkey_v1_automation_proto_rawDesc = "" +
 	"\n" +
 	"BundleFile\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x18\n" +
-	"\acontent\x18\x02 \x01(\fR\acontent\"u\n" +
+	"\acontent\x18\x02 \x01(\fR\acontent\"\x96\x01\n" +
 	"\n" +
 	"Automation\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04file\x18\x02 \x01(\tR\x04file\x12 \n" +
 	"\vdescription\x18\x03 \x01(\tR\vdescription\x12\x1d\n" +
 	"\n" +
-	"step_count\x18\x04 \x01(\x05R\tstepCount\"\x80\x02\n" +
+	"step_count\x18\x04 \x01(\x05R\tstepCount\x12\x1f\n" +
+	"\valways_asks\x18\x05 \x01(\bR\n" +
+	"alwaysAsks\"\x80\x02\n" +
 	"\x06Bundle\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12\x18\n" +

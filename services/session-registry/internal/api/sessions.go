@@ -70,7 +70,13 @@ func (a AuthSessions) create(ctx context.Context, st *store.Store, req *latchkey
 	}
 	st.PublishCreated(ctx, sess, runID)
 	a.d.Log.InfoContext(ctx, "auth session created", "project_id", project, "auth_session_id", id, "type", req.GetType().String(), "run_id", runID)
-	return &latchkeyv1.CreateAuthSessionResponse{AuthSession: sess.Public(), CreateRunId: runID}, nil
+	out := sess.Public()
+	// The session exists and its login has started: a bundle that cannot be read
+	// now leaves the flag unset rather than failing the call.
+	if err := st.MarkUnattended(ctx, project, out); err != nil {
+		a.d.Log.WarnContext(ctx, "could not tell whether the session logs in unattended", "auth_session_id", id, "error", err)
+	}
+	return &latchkeyv1.CreateAuthSessionResponse{AuthSession: out, CreateRunId: runID}, nil
 }
 
 // requireAuthAPIs refuses a session the project's newest bundle cannot log in or check.
@@ -168,7 +174,11 @@ func (a AuthSessions) GetAuthSession(ctx context.Context, req *latchkeyv1.GetAut
 		if err != nil {
 			return nil, err
 		}
-		return &latchkeyv1.GetAuthSessionResponse{AuthSession: sess.Public()}, nil
+		out := sess.Public()
+		if err := st.MarkUnattended(ctx, project, out); err != nil {
+			return nil, err
+		}
+		return &latchkeyv1.GetAuthSessionResponse{AuthSession: out}, nil
 	})
 }
 
@@ -184,7 +194,13 @@ func (a AuthSessions) ListAuthSessions(ctx context.Context, req *latchkeyv1.List
 		}
 		f := store.Filter{States: req.GetStates(), Labels: req.GetLabelSelector().GetMatchLabels()}
 		list, next, err := st.ListSessions(ctx, project, f, store.Page{Size: int(req.GetPageSize()), Token: req.GetPageToken()})
-		return &latchkeyv1.ListAuthSessionsResponse{AuthSessions: list, PageInfo: &latchkeyv1.PageInfo{NextPageToken: next}}, err
+		if err != nil {
+			return nil, err
+		}
+		if err := st.MarkUnattended(ctx, project, list...); err != nil {
+			return nil, err
+		}
+		return &latchkeyv1.ListAuthSessionsResponse{AuthSessions: list, PageInfo: &latchkeyv1.PageInfo{NextPageToken: next}}, nil
 	})
 }
 

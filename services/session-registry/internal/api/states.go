@@ -61,7 +61,11 @@ func (a AuthSessions) importState(ctx context.Context, st *store.Store, req *lat
 			return nil, err
 		}
 		a.d.Log.InfoContext(ctx, "storage state imported", "project_id", project, "auth_session_id", id, "revision", sess.Rec.GetSession().GetStateRevision())
-		return &latchkeyv1.ImportStorageStateResponse{AuthSession: sess.Public()}, nil
+		out := sess.Public()
+		if err := st.MarkUnattended(ctx, project, out); err != nil {
+			return nil, err
+		}
+		return &latchkeyv1.ImportStorageStateResponse{AuthSession: out}, nil
 	}
 }
 

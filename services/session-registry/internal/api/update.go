@@ -44,7 +44,11 @@ func (a AuthSessions) update(ctx context.Context, st *store.Store, req *latchkey
 		return nil, err
 	}
 	st.PublishUpdated(ctx, sess)
-	return &latchkeyv1.UpdateAuthSessionResponse{AuthSession: sess.Public()}, nil
+	out := sess.Public()
+	if err := st.MarkUnattended(ctx, project, out); err != nil {
+		return nil, err
+	}
+	return &latchkeyv1.UpdateAuthSessionResponse{AuthSession: out}, nil
 }
 
 func checkUpdate(in *latchkeyv1.AuthSession, paths []string) ([]string, error) {

@@ -154,6 +154,7 @@ func automationsOf(b *recipe.Bundle) []*latchkeyv1.Automation {
 	for _, api := range b.APIs {
 		out = append(out, &latchkeyv1.Automation{
 			Name: api.Name, File: api.File, Description: strings.TrimSpace(api.Description), StepCount: int32(len(api.Steps)),
+			AlwaysAsks: slices.ContainsFunc(api.Steps, func(s *recipe.Step) bool { return s.Kind == recipe.Ask && s.When == nil }),
 		})
 	}
 	slices.SortFunc(out, func(x, y *latchkeyv1.Automation) int { return strings.Compare(x.GetName(), y.GetName()) })
@@ -253,4 +254,25 @@ func (s *Store) ListBundles(ctx context.Context, projectID string, page Page) ([
 		out = append(out, b)
 	}
 	return out, "", nil
+}
+
+// MarkUnattended sets can_login_unattended on sessions of project read through the
+// public API: false for RECORDER sessions and, when the newest bundle's create recipe
+// always asks the caller, for every session; true otherwise (no bundle yet counts as
+// unattended: nothing says otherwise).
+func (s *Store) MarkUnattended(ctx context.Context, project string, sessions ...*latchkeyv1.AuthSession) error {
+	always := false
+	if b, err := s.GetBundle(ctx, project, 0); err == nil {
+		for _, a := range b.GetAutomations() {
+			if a.GetName() == recipe.CreateAPI {
+				always = a.GetAlwaysAsks()
+			}
+		}
+	} else if !errors.Is(err, errs.ErrNotFound) {
+		return err
+	}
+	for _, a := range sessions {
+		a.CanLoginUnattended = a.GetType() != latchkeyv1.SessionType_SESSION_TYPE_RECORDER && !always
+	}
+	return nil
 }
