@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -121,8 +122,12 @@ func TestRegistryCLI(t *testing.T) {
 	if out := run("sessions", "update", "rec", "-name", "Renamed"); !strings.Contains(out, "Renamed") {
 		t.Fatalf("sessions update:\n%s", out)
 	}
-	if out := run("sessions", "get", "rec"); !strings.Contains(out, "READY") || !strings.Contains(out, "team=a") {
-		t.Fatalf("sessions get:\n%s", out)
+	if out := run("sessions", "get", "rec"); !strings.Contains(out, "READY") || !strings.Contains(out, "team=a") ||
+		!strings.Contains(out, "no: a person logs a RECORDER session in through the recorder") {
+		t.Fatalf("sessions get (want READY, the label and why it cannot log in unattended):\n%s", out)
+	}
+	if out := run("sessions", "list"); !strings.Contains(out, "UNATTENDED") || !regexp.MustCompile(`(?m)^rec\s+RECORDER\s+READY\s+\d+\s+no\b`).MatchString(out) {
+		t.Fatalf("sessions list (want an UNATTENDED column saying no for the RECORDER session):\n%s", out)
 	}
 	if out := run("audit", "rec"); !strings.Contains(out, "export") {
 		t.Fatalf("audit:\n%s", out)
