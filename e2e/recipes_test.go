@@ -9,6 +9,7 @@ import (
 	"github.com/latchkey/latchkey/examples/portal"
 	"github.com/latchkey/latchkey/internal/stack/stacktest"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
+	"github.com/latchkey/latchkey/libs/testkit"
 )
 
 // Recipes for the patterns of real sites (issue 14), through the whole stack.
@@ -161,10 +162,7 @@ func TestSingleUseTOTPTwoLoginsInOneStep(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, stacktest.Options{})
 	// Room in this step for the first login and the start of the second.
-	if rem := 30 - time.Now().Unix()%30; rem < 20 {
-		time.Sleep(time.Duration(rem)*time.Second + 200*time.Millisecond)
-	}
-	step := time.Now().Unix() / 30
+	step := testkit.FreshTOTPStep(t, 20*time.Second)
 	sess, runID := w.createSession(t, latchkeyv1.SessionType_SESSION_TYPE_CREDENTIALS, map[string]string{
 		"username": portal.ErinUsername, "password": portal.ErinPassword, "totp_secret": portal.ErinTOTPSecret,
 	})

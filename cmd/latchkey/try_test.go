@@ -79,9 +79,7 @@ func TestTryShowsWhatTheNewStepsFound(t *testing.T) {
 	vars := `{"baseURL":"` + base + `"}`
 	// Erin's codes work once, and she has just used this step's code elsewhere (with
 	// a few seconds of the step left, so Latchkey's first code is of the same step).
-	if rem := 30 - time.Now().Unix()%30; rem < 8 {
-		time.Sleep(time.Duration(rem)*time.Second + 200*time.Millisecond)
-	}
+	testkit.FreshTOTPStep(t, 8*time.Second)
 	portaltest.Login(t, base, portal.User{Username: portal.ErinUsername, Password: portal.ErinPassword, TOTPSecret: portal.ErinTOTPSecret})
 
 	var out, errOut bytes.Buffer

@@ -189,26 +189,34 @@ func TestAskAnsweredOverNATS(t *testing.T) {
 	}
 }
 
-// TestRedeliveredWhenRunnerDies: a runner dies mid-task without acking; after AckWait
-// another runner of the pool gets the task and completes it.
-func TestRedeliveredWhenRunnerDies(t *testing.T) {
-	t.Parallel()
+// runnerDiesMidTask starts runner a (AckWait 2 s) on its own NATS server, gives it a
+// 2-second task and kills it mid-task: its connection drops and the task stops,
+// unacked, for JetStream to deliver again. It returns the server's URL, a JetStream
+// client, the backend and the task.
+func runnerDiesMidTask(t *testing.T) (string, jetstream.JetStream, *testBackend, *runnerv1.RunnerTask) {
+	t.Helper()
 	url, _, js := testkit.NATS(t)
 	b := newTestBackend(t, []recipe.File{slowFile})
-	connect := func(name string) jetstream.JetStream { return connectTo(t, url, name) }
-	jsA := connect("runner-a")
+	jsA := connectTo(t, url, "runner-a")
 	a := newTestRunner(t, Config{ID: "a", AckWait: 2 * time.Second}, b, Deps{JS: jsA})
 	startRunner(t, a)
 	tk := task(runnerv1.TaskKind_TASK_KIND_API, "slow-2s", project, "", 0, nil)
-	next := resultsOf(t, js, tk.GetRunId())
 	publishTask(t, js, tk)
 	waitRunning(t, a, tk.GetRunId())
-	// Runner a dies: its connection drops and its task stops, unacked.
 	jsA.Conn().Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_ = a.Stop(ctx)
-	bRunner := newTestRunner(t, Config{ID: "b", AckWait: 2 * time.Second}, b, Deps{JS: connect("runner-b")})
+	return url, js, b, tk
+}
+
+// TestRedeliveredWhenRunnerDies: a runner dies mid-task without acking; after AckWait
+// another runner of the pool gets the task and completes it.
+func TestRedeliveredWhenRunnerDies(t *testing.T) {
+	t.Parallel()
+	url, js, b, tk := runnerDiesMidTask(t)
+	next := resultsOf(t, js, tk.GetRunId())
+	bRunner := newTestRunner(t, Config{ID: "b", AckWait: 2 * time.Second}, b, Deps{JS: connectTo(t, url, "runner-b")})
 	startRunner(t, bRunner)
 	res := next(20 * time.Second)
 	if res.GetStatus() != statusSucceeded || res.GetRunnerId() != "b" || res.GetDelivery() != 2 {
@@ -333,19 +341,8 @@ func connectTo(t *testing.T, url, name string) jetstream.JetStream {
 // the site does not see the API twice for one attempt.
 func TestRedeliveredTaskAlreadyAnsweredIsNotRunAgain(t *testing.T) {
 	t.Parallel()
-	url, _, js := testkit.NATS(t)
-	b := newTestBackend(t, []recipe.File{slowFile})
-	jsA := connectTo(t, url, "runner-a")
-	a := newTestRunner(t, Config{ID: "a", AckWait: 2 * time.Second}, b, Deps{JS: jsA})
-	startRunner(t, a)
-	tk := task(runnerv1.TaskKind_TASK_KIND_API, "slow-2s", project, "", 0, nil)
+	url, js, b, tk := runnerDiesMidTask(t)
 	next := resultsOfB(t, js, tk.GetRunId())
-	publishTask(t, js, tk)
-	waitRunning(t, a, tk.GetRunId())
-	jsA.Conn().Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	_ = a.Stop(ctx)
 	// Meanwhile the scheduler moved the Run on to another task.
 	runs, err := js.KeyValue(t.Context(), bus.BucketRuns)
 	if err != nil {

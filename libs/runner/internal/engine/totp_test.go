@@ -86,16 +86,10 @@ func TestTOTPStepsAreSharedByRunners(t *testing.T) {
 	}
 }
 
-// freshTOTPStep waits, if need be, until at least left remains of the current 30 s
-// time step, and returns the step.
+// freshTOTPStep is testkit.FreshTOTPStep as the runner counts steps.
 func freshTOTPStep(t *testing.T, left time.Duration) uint64 {
 	t.Helper()
-	now := time.Now()
-	if rem := 30*time.Second - time.Duration(now.UnixNano()%int64(30*time.Second)); rem < left {
-		t.Logf("waiting %s for a new TOTP time step", rem.Round(time.Millisecond))
-		time.Sleep(rem + 200*time.Millisecond)
-	}
-	return uint64(time.Now().Unix() / 30)
+	return uint64(testkit.FreshTOTPStep(t, left))
 }
 
 func erinCreds() map[string]string {
