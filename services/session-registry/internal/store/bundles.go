@@ -80,7 +80,7 @@ func (s *Store) storeNextVersion(ctx context.Context, b *latchkeyv1.Bundle) erro
 		}
 		overtaken := false
 		for range bus.DefaultUpdateAttempts {
-			moved, err := s.moveHead(ctx, headKey, b.GetVersion(), rev)
+			moved, err := s.moveHead(ctx, headKey, &registryv1.BundleHead{Version: b.GetVersion(), CreateAlwaysAsks: createAlwaysAsks(b)}, rev)
 			if err != nil || moved {
 				if err != nil {
 					_ = s.bundles.Purge(context.WithoutCancel(ctx), vkey)
@@ -125,9 +125,9 @@ func (s *Store) createVersion(ctx context.Context, b *latchkeyv1.Bundle, v int64
 	}
 }
 
-// moveHead sets the head to version if it is still at revision rev (0: absent).
-func (s *Store) moveHead(ctx context.Context, headKey string, version int64, rev uint64) (bool, error) {
-	hb, err := marshal(&registryv1.BundleHead{Version: version})
+// moveHead sets the head to next if it is still at revision rev (0: absent).
+func (s *Store) moveHead(ctx context.Context, headKey string, next *registryv1.BundleHead, rev uint64) (bool, error) {
+	hb, err := marshal(next)
 	if err != nil {
 		return false, err
 	}
@@ -261,18 +261,22 @@ func (s *Store) ListBundles(ctx context.Context, projectID string, page Page) ([
 // always asks the caller, for every session; true otherwise (no bundle yet counts as
 // unattended: nothing says otherwise).
 func (s *Store) MarkUnattended(ctx context.Context, project string, sessions ...*latchkeyv1.AuthSession) error {
-	always := false
-	if b, err := s.GetBundle(ctx, project, 0); err == nil {
-		for _, a := range b.GetAutomations() {
-			if a.GetName() == recipe.CreateAPI {
-				always = a.GetAlwaysAsks()
-			}
-		}
-	} else if !errors.Is(err, errs.ErrNotFound) {
-		return err
+	head := &registryv1.BundleHead{}
+	if _, err := getProto(ctx, s.bundles, project+".head", head); err != nil && !isNotFound(err) {
+		return fmt.Errorf("reading bundle head: %w", err)
 	}
 	for _, a := range sessions {
-		a.CanLoginUnattended = a.GetType() != latchkeyv1.SessionType_SESSION_TYPE_RECORDER && !always
+		a.CanLoginUnattended = a.GetType() != latchkeyv1.SessionType_SESSION_TYPE_RECORDER && !head.GetCreateAlwaysAsks()
 	}
 	return nil
+}
+
+// createAlwaysAsks reports whether b's create recipe asks the caller at every login.
+func createAlwaysAsks(b *latchkeyv1.Bundle) bool {
+	for _, a := range b.GetAutomations() {
+		if a.GetName() == recipe.CreateAPI {
+			return a.GetAlwaysAsks()
+		}
+	}
+	return false
 }

@@ -135,10 +135,13 @@ func (x *ApiKeyRecord) GetHash() []byte {
 
 // BundleHead is the LK_AUTOMATIONS value <project>.head: the newest deployed version.
 type BundleHead struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Version       int64                  `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Version int64                  `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	// The head version's create recipe has an ask without a when, so every session's
+	// can_login_unattended is false; kept here so reading a session needs no bundle.
+	CreateAlwaysAsks bool `protobuf:"varint,2,opt,name=create_always_asks,json=createAlwaysAsks,proto3" json:"create_always_asks,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *BundleHead) Reset() {
@@ -176,6 +179,13 @@ func (x *BundleHead) GetVersion() int64 {
 		return x.Version
 	}
 	return 0
+}
+
+func (x *BundleHead) GetCreateAlwaysAsks() bool {
+	if x != nil {
+		return x.CreateAlwaysAsks
+	}
+	return false
 }
 
 // StateRef names one stored storage-state revision of a session.
@@ -379,10 +389,11 @@ const file_latchkey_registry_v1_records_proto_rawDesc = "" +
 	"\bdeleting\x18\x02 \x01(\bR\bdeleting\"P\n" +
 	"\fApiKeyRecord\x12,\n" +
 	"\aapi_key\x18\x01 \x01(\v2\x13.latchkey.v1.ApiKeyR\x06apiKey\x12\x12\n" +
-	"\x04hash\x18\x02 \x01(\fR\x04hash\"&\n" +
+	"\x04hash\x18\x02 \x01(\fR\x04hash\"T\n" +
 	"\n" +
 	"BundleHead\x12\x18\n" +
-	"\aversion\x18\x01 \x01(\x03R\aversion\"\xba\x01\n" +
+	"\aversion\x18\x01 \x01(\x03R\aversion\x12,\n" +
+	"\x12create_always_asks\x18\x02 \x01(\bR\x10createAlwaysAsks\"\xba\x01\n" +
 	"\bStateRef\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x19\n" +
 	"\bblob_key\x18\x02 \x01(\tR\ablobKey\x12\x12\n" +
