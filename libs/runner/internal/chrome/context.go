@@ -35,44 +35,68 @@ func (p *Proxy) String() string {
 	return p.Server
 }
 
-// Context is one isolated browser context (Target.createBrowserContext) with one tab.
-// It belongs to one session for its whole life (or to no session, for sessionless API
-// tasks, and is then closed after its task).
-type Context struct {
-	b       *Browser
-	tab     context.Context
-	cancel  context.CancelFunc
+// Jar is one isolated browser context (Target.createBrowserContext): the cookies and
+// storage that its tabs share. It belongs to one session for its whole life (or to no
+// session, for sessionless API tasks, and is then closed after its task). Concurrent
+// tasks of a session on one runner run in tabs of the same jar, as a person's tabs
+// share one profile: the site's rotating cookies never leave one jar behind another.
+//
+// Its state fields are the tasks' to keep; a task holds Lock while it restores into,
+// captures from, or writes back the jar's state.
+type Jar struct {
 	bcID    cdp.BrowserContextID
 	session string
 	proxy   string
+	b       *Browser
+	// owner is the first tab's chromedp context, which disposes of the browser
+	// context when canceled: it is canceled after the jar's last tab closes.
+	owner       context.CancelFunc
+	ownerClosed bool // the owner tab was given back while other tabs stayed open
+	tabs, busy  int  // open tabs, and tabs lent to tasks; guarded by the pool's mu
 
-	// What the context holds, owned by the task that has it: the state revision it
-	// holds (0: unknown), the digest of the sealed state its contents match, and the
-	// state itself.
+	mu sync.Mutex
+	// What the jar holds: the state revision (0: unknown), the digest of the sealed
+	// state its contents match, and the state itself.
 	Revision int64
 	Digest   [32]byte
 	State    *latchkeyv1.StorageState
 	// Stored is what the session's revision holds when it is not State: after this
-	// context's write-back merged in another writer's cookies, the context keeps its
-	// own (another context's session token is not its own), and its next write-back
-	// merges Stored back in, so the other writer's cookies are not dropped. Nil when
-	// the revision holds State.
+	// jar's write-back merged in another writer's cookies, the jar keeps its own
+	// (another jar's session token is not its own), and its next write-back merges
+	// Stored back in, so the other writer's cookies are not dropped. Nil when the
+	// revision holds State.
 	Stored *latchkeyv1.StorageState
-	// storageOrigins are the origins whose localStorage the context was given or saw.
+	// storageOrigins are the origins whose localStorage the jar was given or saw.
 	storageOrigins map[string]bool
+}
+
+// Lock serializes the state work of the tasks in the jar's tabs.
+func (j *Jar) Lock() { j.mu.Lock() }
+
+// Unlock ends Lock.
+func (j *Jar) Unlock() { j.mu.Unlock() }
+
+// Session is the session the jar belongs to ("<project>/<session>"), or "".
+func (j *Jar) Session() string { return j.session }
+
+// Proxy names the proxy the jar uses ("none" without one), never its password.
+func (j *Jar) Proxy() string { return j.proxy }
+
+// Context is one tab of a Jar, lent to one task at a time. Its Jar's fields read as
+// its own.
+type Context struct {
+	*Jar
+	b      *Browser
+	tab    context.Context
+	cancel context.CancelFunc
+	owner  bool // the jar's first tab
 
 	mu      sync.Mutex
 	visited map[string]bool // origins navigated to since reset
 }
 
-// Session is the session the context belongs to ("<project>/<session>"), or "".
-func (bc *Context) Session() string { return bc.session }
-
-// Proxy names the proxy the context uses ("none" without one), never its password.
-func (bc *Context) Proxy() string { return bc.proxy }
-
-// Tab is the chromedp context of the context's one tab. It ends when the context
-// closes or its browser exits, never with a task.
+// Tab is the chromedp context of the tab. It ends when the tab closes or its browser
+// exits, never with a task.
 func (bc *Context) Tab() context.Context { return bc.tab }
 
 // Browser is the browser hosting the context.
@@ -85,8 +109,23 @@ func (bc *Context) Usable() bool { return bc.Alive() && !bc.b.draining }
 // BrowserGone reports whether the context's browser exited.
 func (bc *Context) BrowserGone() bool { return bc.b.dead.Load() || !bc.b.alive() }
 
-// NewContext opens a new isolated browser context with one tab on a pool browser,
-// intercepting the runner's synthetic documents and answering proxy credentials.
+// Open reports whether the jar still has a tab.
+func (j *Jar) Open(p *Pool) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return j.tabs > 0
+}
+
+// Siblings is how many other tabs of its jar are lent to tasks now.
+func (bc *Context) Siblings(p *Pool) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return bc.Jar.busy - 1
+}
+
+// NewContext opens a new jar (an isolated browser context) with one tab on a pool
+// browser, intercepting the runner's synthetic documents and answering proxy
+// credentials. The tab is lent: give it back with Return or CloseContext.
 func (p *Pool) NewContext(ctx context.Context, session string, proxy *Proxy) (*Context, error) {
 	b, err := p.browser(ctx)
 	if err != nil {
@@ -102,10 +141,8 @@ func (p *Pool) NewContext(ctx context.Context, session string, proxy *Proxy) (*C
 		})
 	}
 	tab, cancel := chromedp.NewContext(b.ctx, chromedp.WithNewBrowserContext(opts...))
-	bc := &Context{
-		b: b, tab: tab, cancel: cancel, session: session,
-		proxy: proxy.String(), storageOrigins: map[string]bool{}, visited: map[string]bool{},
-	}
+	jar := &Jar{b: b, session: session, proxy: proxy.String(), owner: cancel, tabs: 1, busy: 1, storageOrigins: map[string]bool{}}
+	bc := &Context{Jar: jar, b: b, tab: tab, cancel: cancel, owner: true, visited: map[string]bool{}}
 	if err := bc.open(ctx, proxy); err != nil {
 		bc.cancel()
 		p.released(b)
@@ -114,7 +151,49 @@ func (p *Pool) NewContext(ctx context.Context, session string, proxy *Proxy) (*C
 		}
 		return nil, sdk.Infra("opening a browser context: %w", err)
 	}
+	jar.bcID = chromedp.FromContext(tab).BrowserContextID
 	return bc, nil
+}
+
+// SiblingTab opens a new tab in jar when it is still open with the same proxy and its
+// browser takes new tabs; false when it does not. A task of a session whose warm tabs
+// are all busy takes one: it shares their cookies instead of restoring the state into
+// a jar of its own.
+func (p *Pool) SiblingTab(ctx context.Context, jar *Jar, proxy *Proxy) (*Context, bool, error) {
+	p.mu.Lock()
+	if jar.tabs == 0 || jar.proxy != proxy.String() || jar.b.draining || !jar.b.alive() || p.closed {
+		p.mu.Unlock()
+		return nil, false, nil
+	}
+	// Counted as a context of its browser from now, so the jar cannot close under it.
+	p.count(jar.b)
+	jar.tabs++
+	jar.busy++
+	p.mu.Unlock()
+	tab, cancel := chromedp.NewContext(jar.b.ctx, chromedp.WithExistingBrowserContext(jar.bcID))
+	bc := &Context{Jar: jar, b: jar.b, tab: tab, cancel: cancel, visited: map[string]bool{}}
+	if err := bc.open(ctx, proxy); err != nil {
+		p.closeTab(bc)
+		if jar.b.dead.Load() || !jar.b.alive() {
+			return nil, false, sdk.Infra("opening a tab: %s exited", jar.b)
+		}
+		return nil, false, sdk.Infra("opening a tab: %w", err)
+	}
+	return bc, true, nil
+}
+
+// Lend counts bc, taken from the warm set, as lent to a task.
+func (p *Pool) Lend(bc *Context) {
+	p.mu.Lock()
+	bc.Jar.busy++
+	p.mu.Unlock()
+}
+
+// Return counts bc, kept warm, as no longer lent.
+func (p *Pool) Return(bc *Context) {
+	p.mu.Lock()
+	bc.Jar.busy--
+	p.mu.Unlock()
 }
 
 // open creates the target and sets up interception and origin tracking. The target is
@@ -131,7 +210,6 @@ func (bc *Context) open(ctx context.Context, proxy *Proxy) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	bc.bcID = chromedp.FromContext(bc.tab).BrowserContextID
 	if err := bc.b.identity.apply(bc.tab); err != nil {
 		return err
 	}
@@ -226,10 +304,42 @@ func (bc *Context) TakeVisited() []string {
 // Alive reports whether the context's browser and tab still run.
 func (bc *Context) Alive() bool { return bc.tab.Err() == nil && bc.b.alive() }
 
-// CloseContext closes the tab and disposes of the browser context, in the background.
+// CloseContext closes a lent tab, in the background; the jar's browser context is
+// disposed of with its last tab.
 func (p *Pool) CloseContext(bc *Context) {
+	p.mu.Lock()
+	bc.Jar.busy--
+	p.mu.Unlock()
+	p.closeTab(bc)
+}
+
+// CloseIdle closes a tab that is not lent (one the warm set evicts).
+func (p *Pool) CloseIdle(bc *Context) { p.closeTab(bc) }
+
+// closeTab closes bc's tab and, with the jar's last tab, the jar. The owner tab stays
+// open while other tabs do: canceling it disposes of the whole browser context.
+func (p *Pool) closeTab(bc *Context) {
+	jar := bc.Jar
+	p.mu.Lock()
+	jar.tabs--
+	last := jar.tabs == 0
+	cancelOwner := last && (bc.owner || jar.ownerClosed)
+	keepOwner := bc.owner && !last
+	if keepOwner {
+		jar.ownerClosed = true
+	}
+	p.mu.Unlock()
 	p.bg.Go(func() {
-		bc.cancel()
+		switch {
+		case keepOwner:
+		case bc.owner:
+			bc.cancel()
+		default:
+			bc.cancel()
+			if cancelOwner {
+				jar.owner()
+			}
+		}
 		p.released(bc.b)
 	})
 }

@@ -10,8 +10,9 @@ import (
 	"github.com/latchkey/latchkey/libs/runner/internal/sdk"
 )
 
-// acquire takes the session's warm context, or opens a new one: always for a create
-// (which logs in from nothing), for fresh_context tasks and for sessionless APIs.
+// acquire takes the session's warm tab, or a new tab in the session's jar when its
+// tabs are all busy, or opens a new jar: always for a create (which logs in from
+// nothing), for fresh_context tasks and for sessionless APIs.
 func (e *execution) acquire() error {
 	t := e.task
 	session := ""
@@ -22,9 +23,24 @@ func (e *execution) acquire() error {
 	fresh := session == "" || t.GetFreshContext() || t.GetKind() == runnerv1.TaskKind_TASK_KIND_CREATE
 	if !fresh {
 		if bc, ok := e.r.warmSet.Take(session, proxy.String()); ok {
+			e.r.pool.Lend(bc)
 			e.bc, e.warm = bc, true
 			e.res.WarmContext = true
 			return nil
+		}
+		if jar := e.r.jarOf(session); jar != nil {
+			ctx, span := e.r.tracer.Start(e.base, "open tab")
+			bc, ok, err := e.r.pool.SiblingTab(ctx, jar, proxy)
+			span.End()
+			if err != nil {
+				return err
+			}
+			if ok {
+				e.bc, e.warm = bc, true
+				e.res.WarmContext = true
+				bc.TakeVisited()
+				return nil
+			}
 		}
 	}
 	if proxy != nil && proxy.Username != "" && e.r.deps.Vault != nil {
@@ -46,7 +62,40 @@ func (e *execution) acquire() error {
 	}
 	e.bc = bc
 	bc.TakeVisited()
+	if session != "" {
+		e.r.setJar(session, bc.Jar)
+	}
 	return nil
+}
+
+// jarOf returns the session's newest jar on this runner while it is open.
+func (r *Runner) jarOf(session string) *chrome.Jar {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	jar := r.jars[session]
+	if jar != nil && !jar.Open(r.pool) {
+		delete(r.jars, session)
+		return nil
+	}
+	return jar
+}
+
+// pruneJars forgets the sessions' jars that closed.
+func (r *Runner) pruneJars() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for s, jar := range r.jars {
+		if !jar.Open(r.pool) {
+			delete(r.jars, s)
+		}
+	}
+}
+
+// setJar makes jar the one the session's next tabs open in.
+func (r *Runner) setJar(session string, jar *chrome.Jar) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.jars[session] = jar
 }
 
 func proxyOf(p *latchkeyv1.Proxy) *chrome.Proxy {

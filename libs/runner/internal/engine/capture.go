@@ -25,6 +25,17 @@ func (e *execution) captureState(tab context.Context) error {
 	}
 	ctx, span := e.r.tracer.Start(tab, "capture state")
 	defer span.End()
+	// One capture and write-back at a time per jar, each from what the jar holds now:
+	// a sibling tab may have written back since this task began, and the jar's cookies
+	// (rotated by the site) are newer than that revision's.
+	bc.Lock()
+	defer bc.Unlock()
+	if bc.Revision > e.res.GetBaseStateRevision() {
+		e.res.BaseStateRevision = bc.Revision
+	}
+	if bc.State != nil {
+		e.state = bc.State
+	}
 	visited := bc.TakeVisited()
 	slices.Sort(visited)
 	e.res.Origins = visited

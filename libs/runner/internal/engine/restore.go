@@ -16,10 +16,12 @@ import (
 )
 
 // prepareState puts the state the task starts from into the context: the candidate of
-// a verifying check, or the session's revision — skipped when a warm context already
-// holds it, refreshed in place when the warm context holds an older one.
+// a verifying check, or the session's revision — skipped when a warm jar already
+// holds it or a newer one, refreshed in place when the warm jar holds an older one.
 func (e *execution) prepareState(tab context.Context) error {
 	t, bc := e.task, e.bc
+	bc.Lock()
+	defer bc.Unlock()
 	e.state = bc.State
 	if t.GetKind() == runnerv1.TaskKind_TASK_KIND_CREATE || bc.Session() == "" {
 		return nil
@@ -35,7 +37,9 @@ func (e *execution) prepareState(tab context.Context) error {
 			return nil
 		}
 		return e.restore(tab, &latchkeyv1.StorageState{}, [32]byte{}, 0)
-	case e.warm && bc.Revision == rev:
+	case e.warm && bc.Revision >= rev:
+		// The jar holds the revision, or a newer one a sibling tab wrote back.
+		e.res.BaseStateRevision = bc.Revision
 		return nil
 	default:
 		if e.r.deps.States == nil {
@@ -78,7 +82,11 @@ func (e *execution) restore(tab context.Context, st *latchkeyv1.StorageState, di
 	defer span.End()
 	span.SetAttributes(attribute.Bool("latchkey.warm_context", e.warm), attribute.Int("latchkey.cookies", len(st.GetCookies())),
 		attribute.Int("latchkey.origins", len(st.GetOrigins())))
-	if err := e.bc.Restore(ctx, st, e.warm); err != nil {
+	// A warm jar is cleared first, unless another of its tabs is at work: then the
+	// state is laid over what it holds, so that task keeps its cookies.
+	clear := e.warm && e.bc.Siblings(e.r.pool) == 0
+	span.SetAttributes(attribute.Bool("latchkey.cleared", clear))
+	if err := e.bc.Restore(ctx, st, clear); err != nil {
 		span.SetStatus(codes.Error, "restore failed")
 		return e.BrowserError(tab, err)
 	}

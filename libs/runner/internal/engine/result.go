@@ -60,6 +60,7 @@ func (e *execution) release(err error) {
 		e.res.CheckOutcome != outcomeInvalid && !(e.task.GetKind() == runnerv1.TaskKind_TASK_KIND_CREATE && err != nil) &&
 		!(err != nil && (sdk.IsInfra(err) || errors.Is(err, sdk.ErrDeadline)))
 	if keep {
+		e.r.pool.Return(bc)
 		e.r.warmSet.Put(bc)
 		return
 	}

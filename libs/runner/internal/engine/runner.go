@@ -52,9 +52,12 @@ type Runner struct {
 	mu       sync.Mutex
 	handlers map[string]sdk.Handler
 	running  map[string]*execution // by run id (and check run id)
-	waiting  map[string]chan []byte
-	bundles  *bundleCache
-	vars     *varsCache
+	// jars is each session's newest browser context here: a task of the session that
+	// finds no idle warm tab opens a tab in it (acquire.go).
+	jars    map[string]*chrome.Jar
+	waiting map[string]chan []byte
+	bundles *bundleCache
+	vars    *varsCache
 
 	nc       *nats.Conn
 	subs     []*nats.Subscription
@@ -87,7 +90,7 @@ func New(cfg Config, deps Deps) (*Runner, error) {
 		slots:  make(chan struct{}, cfg.Contexts), loginSlots: make(chan struct{}, cfg.LoginContexts),
 		stale:    newStaleStates(),
 		totp:     newTOTPSteps(deps.JS, deps.Logger),
-		handlers: map[string]sdk.Handler{}, running: map[string]*execution{}, waiting: map[string]chan []byte{},
+		handlers: map[string]sdk.Handler{}, running: map[string]*execution{}, jars: map[string]*chrome.Jar{}, waiting: map[string]chan []byte{},
 		offers:  map[string]*nats.Subscription{},
 		bundles: newBundleCache(deps.Bundles, cfg.BundleCacheTTL),
 		vars:    newVarsCache(deps.States, cfg.BundleCacheTTL),
@@ -103,7 +106,7 @@ func (r *Runner) attach(p *chrome.Pool, own bool) {
 	r.pool, r.ownPool = p, own
 	r.warmSet = warm.NewSet(warm.Limits{
 		Max: r.cfg.WarmMax, PerSession: r.cfg.Contexts, Memory: r.cfg.WarmMemory, PerContext: r.cfg.ContextMemory, Idle: r.cfg.WarmIdle,
-	}, p.CloseContext, r.advertise)
+	}, p.CloseIdle, r.advertise)
 	if own {
 		p.OnCrash = func(b *chrome.Browser) {
 			r.warmSet.Drop(func(bc *chrome.Context) bool { return bc.Browser() == b })
@@ -206,6 +209,7 @@ func (r *Runner) reapLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			r.warmSet.Reap()
+			r.pruneJars()
 		}
 	}
 }

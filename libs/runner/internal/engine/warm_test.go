@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/recipe"
+	"github.com/latchkey/latchkey/libs/runner/internal/sdk"
 )
 
 // whoamiFile is a bundle file whose API reports what the context holds: the user the
@@ -229,5 +231,127 @@ func TestVaultDown(t *testing.T) {
 	}
 	if n := r.WarmContexts(); n != 0 {
 		t.Errorf("%d warm contexts kept, want the unsaved one closed", n)
+	}
+}
+
+// meetFile has two APIs that end only when both run at the same moment in tabs that
+// share their storage: a BroadcastChannel reaches only the same origin's documents in
+// the same browser context, so tasks in separate jars would wait out their deadline.
+var meetFile = recipe.File{Path: "meet.yaml", Content: []byte(`
+apis:
+  wait-for-peer:
+    steps:
+      - goto: "{{ .Vars.baseURL }}/invoices"
+      - evaluate:
+          as: met
+          script: |
+            new Promise(done => {
+              const ch = new BroadcastChannel("latchkey-meet");
+              ch.onmessage = ev => { if (ev.data === "hello") { ch.postMessage("ack"); done(true) } };
+            })
+  greet-peer:
+    steps:
+      - goto: "{{ .Vars.baseURL }}/invoices"
+      - evaluate:
+          as: met
+          script: |
+            new Promise(done => {
+              const ch = new BroadcastChannel("latchkey-meet");
+              const t = setInterval(() => ch.postMessage("hello"), 20);
+              ch.onmessage = ev => { if (ev.data === "ack") { clearInterval(t); done(true) } };
+            })
+`)}
+
+// writingBackend lets the runner write states back itself, with compare-and-swap on
+// the revision as the registry does, and counts the conflicts.
+type writingBackend struct {
+	*testBackend
+	conflicts int
+}
+
+func (w *writingBackend) PutStorageState(_ context.Context, project, session string, sealed []byte, base int64) (int64, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	revs := w.states[project+"/"+session]
+	newest := int64(0)
+	for r := range revs {
+		newest = max(newest, r)
+	}
+	if newest != base {
+		w.conflicts++
+		return 0, sdk.ErrStateConflict
+	}
+	revs[base+1] = sealed
+	return base + 1, nil
+}
+
+// newest is the session's newest revision, the one the scheduler sends tasks with.
+func (w *writingBackend) newest(session string) int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := int64(0)
+	for r := range w.states[project+"/"+session] {
+		n = max(n, r)
+	}
+	return n
+}
+
+// TestConcurrentTasksShareTheSessionsJar runs two tasks of one session at once on a
+// runner that holds one warm tab of it: the second opens a tab in the same browser
+// context (they meet through a BroadcastChannel, which separate contexts cannot do),
+// neither decrypts nor restores the stored state, their write-backs never conflict,
+// and the next tasks find the jar holding the newest revision.
+func TestConcurrentTasksShareTheSessionsJar(t *testing.T) {
+	t.Parallel()
+	_, base := portaltest.Start(t, portal.Config{}) // the session cookie rotates on every request
+	b := newTestBackend(t, portalBundle(t, whoamiFile, meetFile))
+	w := &writingBackend{testBackend: b}
+	b.vars[project+"/sa"] = map[string]string{"baseURL": base}
+	b.putState(t, project, "sa", 1, loggedInState(t, base, portal.User{Username: "alice", Password: portal.AlicePassword}))
+	r := newTestRunner(t, Config{Contexts: 2}, nil, Deps{States: w, Vault: b, Bundles: b})
+	if res := r.Execute(t.Context(), task(runnerv1.TaskKind_TASK_KIND_API, "whoami", project, "sa", 1, nil)); res.GetStatus() != statusSucceeded {
+		t.Fatalf("warm-up: %s %s", res.GetStatus(), res.GetFailureMessage())
+	}
+	b.mu.Lock()
+	opens := len(b.opens)
+	b.mu.Unlock()
+
+	results := make([]*runnerv1.TaskResult, 2)
+	var wg sync.WaitGroup
+	rev := w.newest("sa")
+	for i, api := range []string{"wait-for-peer", "greet-peer"} {
+		wg.Go(func() {
+			tk := task(runnerv1.TaskKind_TASK_KIND_API, api, project, "sa", rev, nil)
+			tk.CheckFirst = true
+			results[i] = r.Execute(t.Context(), tk)
+		})
+	}
+	wg.Wait()
+	for _, res := range results {
+		if res.GetStatus() != statusSucceeded || !res.GetWarmContext() {
+			t.Fatalf("%s: %s warm=%v %s", res.GetRunId(), res.GetStatus(), res.GetWarmContext(), res.GetFailureMessage())
+		}
+	}
+	// Both tabs are warm now; two more tasks at once take them, still with no restore.
+	rev = w.newest("sa")
+	for range 2 {
+		wg.Go(func() {
+			res := r.Execute(t.Context(), task(runnerv1.TaskKind_TASK_KIND_API, "whoami", project, "sa", rev, nil))
+			if me := res.GetOutput().GetStructValue().GetFields()["me"].GetStructValue().GetFields()["username"].GetStringValue(); res.GetStatus() != statusSucceeded || me != "alice" {
+				t.Errorf("whoami after: %s, user %q: %s", res.GetStatus(), me, res.GetFailureMessage())
+			}
+		})
+	}
+	wg.Wait()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.opens) != opens {
+		t.Errorf("the concurrent tasks opened %v; want nothing: they share the warm jar's cookies", b.opens[opens:])
+	}
+	if w.conflicts != 0 {
+		t.Errorf("%d write-back conflicts; want none: one jar writes its revisions in turn", w.conflicts)
+	}
+	if n := r.WarmContexts(); n != 2 {
+		t.Errorf("%d warm tabs, want the two that ran at once", n)
 	}
 }
