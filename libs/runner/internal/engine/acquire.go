@@ -91,11 +91,24 @@ func (r *Runner) pruneJars() {
 	}
 }
 
-// setJar makes jar the one the session's next tabs open in.
+// setJar makes jar the one the session's next tabs open in. The idle tabs of the jar
+// it replaces close (a login's context, once its state was verified in a fresh one):
+// two jars of one session would each restore the revisions the other writes back.
 func (r *Runner) setJar(session string, jar *chrome.Jar) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	old := r.jars[session]
 	r.jars[session] = jar
+	r.mu.Unlock()
+	if old != nil && old != jar {
+		r.warmSet.Drop(func(bc *chrome.Context) bool { return bc.Jar == old })
+	}
+}
+
+// currentJar reports whether jar is the one the session's tabs open in.
+func (r *Runner) currentJar(session string, jar *chrome.Jar) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.jars[session] == jar
 }
 
 func proxyOf(p *latchkeyv1.Proxy) *chrome.Proxy {

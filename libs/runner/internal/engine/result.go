@@ -56,7 +56,7 @@ func (e *execution) release(err error) {
 		return
 	}
 	e.bc = nil
-	keep := bc.Session() != "" && bc.Alive() && !e.discard && !errors.Is(err, sdk.ErrCanceled) &&
+	keep := bc.Session() != "" && bc.Alive() && !e.discard && !errors.Is(err, sdk.ErrCanceled) && e.r.currentJar(bc.Session(), bc.Jar) &&
 		e.res.CheckOutcome != outcomeInvalid && !(e.task.GetKind() == runnerv1.TaskKind_TASK_KIND_CREATE && err != nil) &&
 		!(err != nil && (sdk.IsInfra(err) || errors.Is(err, sdk.ErrDeadline)))
 	if keep {

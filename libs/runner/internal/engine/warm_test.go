@@ -355,3 +355,30 @@ func TestConcurrentTasksShareTheSessionsJar(t *testing.T) {
 		t.Errorf("%d warm tabs, want the two that ran at once", n)
 	}
 }
+
+// TestLoginAndItsVerificationLeaveOneJar: a login's context and the fresh context that
+// verifies the state it captured are two jars of one session; only the newer stays
+// warm, so the session's next Runs share one cookie jar instead of two that keep
+// restoring each other's write-backs.
+func TestLoginAndItsVerificationLeaveOneJar(t *testing.T) {
+	t.Parallel()
+	_, base := portaltest.Start(t, portal.Config{})
+	b := newTestBackend(t, portalBundle(t, whoamiFile))
+	b.vars[project+"/sl"] = map[string]string{"baseURL": base}
+	b.secrets[project+"/session-sl"] = map[string]string{"username": "alice", "password": portal.AlicePassword}
+	r := newTestRunner(t, Config{Contexts: 2}, b, Deps{})
+	create := task(runnerv1.TaskKind_TASK_KIND_CREATE, recipe.CreateAPI, project, "sl", 0, nil)
+	create.Credentials = &runnerv1.CredentialsRef{Source: &runnerv1.CredentialsRef_SecretId{SecretId: "session-sl"}}
+	res := r.Execute(t.Context(), create)
+	if res.GetStatus() != statusSucceeded || len(res.GetCapturedStateCiphertext()) == 0 {
+		t.Fatalf("login: %s %s", res.GetStatus(), res.GetFailureMessage())
+	}
+	verify := task(runnerv1.TaskKind_TASK_KIND_CHECK, recipe.CheckAPI, project, "sl", 0, nil)
+	verify.FreshContext, verify.CandidateStateCiphertext = true, res.GetCapturedStateCiphertext()
+	if res := r.Execute(t.Context(), verify); res.GetStatus() != statusSucceeded || res.GetCheckOutcome() != outcomeValid || res.GetWarmContext() {
+		t.Fatalf("verification: %s %s warm=%v %s", res.GetStatus(), res.GetCheckOutcome(), res.GetWarmContext(), res.GetFailureMessage())
+	}
+	if n := r.WarmContexts(); n != 1 {
+		t.Errorf("%d warm contexts after the login and its verification, want 1", n)
+	}
+}
