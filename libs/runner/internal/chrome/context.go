@@ -93,6 +93,9 @@ type Context struct {
 
 	mu      sync.Mutex
 	visited map[string]bool // origins navigated to since reset
+	// shown is the origin of the document the tab's main frame shows, as its last
+	// navigation committed ("" before the first), so OnOrigin costs no round trip.
+	shown string
 }
 
 // Tab is the chromedp context of the tab. It ends when the tab closes or its browser
@@ -275,10 +278,14 @@ func (bc *Context) onEvent(ev any) {
 	if !ok || nav.Frame == nil {
 		return
 	}
-	if o := OriginOf(nav.Frame.URL); o != "" && !strings.HasSuffix(nav.Frame.URL, SyntheticPath) {
-		bc.mu.Lock()
+	o := OriginOf(nav.Frame.URL)
+	bc.mu.Lock()
+	defer bc.mu.Unlock()
+	if nav.Frame.ParentID == "" {
+		bc.shown = o
+	}
+	if o != "" && !strings.HasSuffix(nav.Frame.URL, SyntheticPath) {
 		bc.visited[o] = true
-		bc.mu.Unlock()
 	}
 }
 

@@ -86,8 +86,10 @@ func (bc *Context) writeLocalStorage(ctx context.Context, origin string, items [
 // OnOrigin makes sure the tab shows a document of origin, loading the runner's empty
 // synthetic document (answered by the runner, never by the site) when it does not.
 func (bc *Context) OnOrigin(ctx context.Context, origin string) error {
-	cur, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.origin`))
-	if err == nil && cur == origin {
+	bc.mu.Lock()
+	shown := bc.shown
+	bc.mu.Unlock()
+	if shown == origin {
 		return nil
 	}
 	return chromedp.Do(ctx, chromedp.Navigate(origin+SyntheticPath))
