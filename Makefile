@@ -17,7 +17,7 @@ deps: ## Install system packages the tests need (chromium, redis-server, nats-se
 	bash scripts/install-deps.sh
 
 .PHONY: tools
-tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/grpcurl $(BIN)/grpc-health-probe $(BIN)/nats-server ## Install pinned tools into .tmp/bin
+tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/grpcurl $(BIN)/grpc-health-probe $(BIN)/nats-server $(BIN)/nats ## Install pinned tools into .tmp/bin
 
 $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/grpcurl $(BIN)/grpc-health-probe: $(TOOLS_MOD)/go.mod $(TOOLS_MOD)/go.sum
 	@mkdir -p $(BIN)
@@ -34,6 +34,13 @@ $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/grpcurl $(BIN)/
 $(BIN)/nats-server: $(TOOLS_MOD)/go.mod $(TOOLS_MOD)/go.sum
 	@mkdir -p $(BIN)
 	cd $(TOOLS_MOD) && GOBIN=$(BIN) $(GO) install github.com/nats-io/nats-server/v2
+	@touch $@
+
+# The plain nats CLI, for the tests (and docs/clients.md) that publish run requests as
+# any NATS client would.
+$(BIN)/nats: $(TOOLS_MOD)/go.mod $(TOOLS_MOD)/go.sum
+	@mkdir -p $(BIN)
+	cd $(TOOLS_MOD) && GOBIN=$(BIN) $(GO) install github.com/nats-io/natscli/nats
 	@touch $@
 
 .PHONY: build
@@ -61,7 +68,7 @@ lint: tools ## buf lint, gofmt, go vet, docker-compose.yml against the Compose s
 	$(GO) vet -tags chaos ./chaos/
 
 .PHONY: test
-test: deps ## Run every test against real NATS, Redis, Chromium and the demo portal
+test: deps $(BIN)/nats ## Run every test against real NATS, Redis, Chromium and the demo portal
 	$(GO) test $(TEST_FLAGS) ./...
 
 .PHONY: chaos

@@ -79,6 +79,14 @@ const (
 const (
 	// HeaderMsgID is JetStream's de-duplication header.
 	HeaderMsgID = "Nats-Msg-Id"
+	// HeaderContentType says how a public message is encoded: ContentTypeJSON
+	// (protojson) or ContentTypeProtobuf, the default.
+	HeaderContentType = "Content-Type"
+	// HeaderAccept on a run request asks for the Run's events in ContentTypeJSON too.
+	HeaderAccept = "Accept"
+
+	ContentTypeJSON     = "application/json"
+	ContentTypeProtobuf = "application/protobuf"
 )
 
 // ValidToken reports whether s can be used as one token of a subject or as
@@ -179,6 +187,12 @@ func SessionEventsOfProject(project string) (string, error) {
 // RunEventSubject is the LK_EVENTS subject for state changes of a Run.
 func RunEventSubject(project, run string) (string, error) {
 	return join("run event", "lk.events.run", part{"project", project}, part{"run", run})
+}
+
+// RunEventJSONSubject is the LK_EVENTS subject on which the events of a Run asked for
+// in JSON are mirrored as protojson (latchkey.events.v1.RunEvent).
+func RunEventJSONSubject(project, run string) (string, error) {
+	return join("run event (JSON)", "lk.events.json.run", part{"project", project}, part{"run", run})
 }
 
 // JobEventSubject is the LK_EVENTS subject for state changes of a Job.

@@ -62,6 +62,7 @@ func TestSubjects(t *testing.T) {
 		{"session event", two(bus.SessionEventSubject), "lk.events.session.A.B"},
 		{"session events of project", one(bus.SessionEventsOfProject), "lk.events.session.A.*"},
 		{"run event", two(bus.RunEventSubject), "lk.events.run.A.B"},
+		{"run event (JSON)", two(bus.RunEventJSONSubject), "lk.events.json.run.A.B"},
 		{"job event", two(bus.JobEventSubject), "lk.events.job.A.B"},
 		{"audit", one(bus.AuditSubject), "lk.audit.A"},
 		{"cancel", one(bus.CancelSubject), "lk.cancel.A"},

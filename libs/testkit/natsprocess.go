@@ -136,3 +136,14 @@ func greets(addr string) bool {
 	line, err := bufio.NewReader(conn).ReadString('\n')
 	return err == nil && strings.HasPrefix(line, "INFO ")
 }
+
+// Tool is the path of a command-line tool `make tools` builds into .tmp/bin (which
+// make puts on PATH), such as grpcurl. It fails the test when there is none.
+func Tool(t testing.TB, name string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	t.Fatalf("testkit: %s is not on PATH: run `make tools` (it builds .tmp/bin/%s), or run the tests through make", name, name)
+	return ""
+}

@@ -1,12 +1,17 @@
 package scheduler
 
 import (
+	"bytes"
+	"cmp"
 	"context"
+	stdjson "encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/latchkey/latchkey/libs/bus"
@@ -72,13 +77,16 @@ func (s *Service) onRunRequest(ctx context.Context, msg jetstream.Msg) error {
 		return fmt.Errorf("%w: run request on %s: not a run request subject", consume.ErrTerminal, msg.Subject())
 	}
 	req := &latchkeyv1.RunRequest{}
-	if err := proto.Unmarshal(msg.Data(), req); err != nil {
+	json, err := decodeRunRequest(msg, req)
+	if err != nil {
+		// A JSON publisher that named its run id learns why on that Run's events.
+		s.orch.EmitRejected(ctx, project, runIDOf(msg.Data(), json), "", "undecodable run request: "+err.Error(), json)
 		return fmt.Errorf("%w: undecodable run request: %v", consume.ErrTerminal, err)
 	}
 	runID := req.GetRunId()
 	reject := func(err error) error {
 		why := err.Error()
-		s.orch.EmitRejected(ctx, project, runID, req.GetRequest().GetApi(), why)
+		s.orch.EmitRejected(ctx, project, runID, req.GetRequest().GetApi(), why, json)
 		return fmt.Errorf("%w: run request on %s: %s: %s", consume.ErrTerminal, msg.Subject(), status.Code(err), why)
 	}
 	auth, err := s.deps.Registry.AuthenticateApiKey(ctx, &registryv1.AuthenticateApiKeyRequest{ApiKey: req.GetApiKey()})
@@ -104,9 +112,59 @@ func (s *Service) onRunRequest(ctx context.Context, msg jetstream.Msg) error {
 	if runID == "" {
 		runID = orch.NewID("run")
 	}
-	_, err = s.orch.Start(ctx, project, r, orch.StartOptions{RunID: runID})
+	_, err = s.orch.Start(ctx, project, r, orch.StartOptions{RunID: runID, EventsJSON: json})
 	if orch.Refused(err) {
 		return reject(err)
 	}
 	return err
+}
+
+// decodeRunRequest decodes a run request as its Content-Type header says: protobuf
+// (the default) or protojson. It reports whether the publisher asked for the Run's
+// events in JSON: a JSON request, or an Accept header naming JSON.
+func decodeRunRequest(msg jetstream.Msg, req *latchkeyv1.RunRequest) (json bool, err error) {
+	h := msg.Headers()
+	ct := mediaType(h.Get(bus.HeaderContentType))
+	json = ct == bus.ContentTypeJSON || mediaType(h.Get(bus.HeaderAccept)) == bus.ContentTypeJSON
+	switch ct {
+	case bus.ContentTypeJSON:
+		if err := protojson.Unmarshal(msg.Data(), req); err != nil {
+			return json, fmt.Errorf("not a latchkey.v1.RunRequest in JSON: %v", err)
+		}
+	case "", bus.ContentTypeProtobuf, "application/x-protobuf":
+		if err := proto.Unmarshal(msg.Data(), req); err != nil {
+			hint := ""
+			if d := bytes.TrimSpace(msg.Data()); len(d) > 0 && d[0] == '{' {
+				hint = " (it looks like JSON: send it with the header Content-Type: application/json)"
+			}
+			return json, fmt.Errorf("not a latchkey.v1.RunRequest in protobuf: %v%s", err, hint)
+		}
+	default:
+		return json, fmt.Errorf("Content-Type %q is neither %s nor %s", ct, bus.ContentTypeJSON, bus.ContentTypeProtobuf)
+	}
+	return json, nil
+}
+
+// mediaType is a Content-Type's media type, without parameters, in lower case.
+func mediaType(v string) string {
+	if i := strings.IndexByte(v, ';'); i >= 0 {
+		v = v[:i]
+	}
+	return strings.ToLower(strings.TrimSpace(v))
+}
+
+// runIDOf reads the run id of a JSON run request that did not decode as a whole (an
+// unknown field, a wrong type elsewhere); "" when it has none.
+func runIDOf(data []byte, isJSON bool) string {
+	if !isJSON {
+		return ""
+	}
+	var probe struct {
+		RunID  string `json:"runId"`
+		RunID2 string `json:"run_id"`
+	}
+	if stdjson.Unmarshal(data, &probe) != nil {
+		return ""
+	}
+	return cmp.Or(probe.RunID, probe.RunID2)
 }

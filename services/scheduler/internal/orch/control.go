@@ -92,7 +92,7 @@ func (o *Orchestrator) Resume(ctx context.Context, project, runID string, answer
 	if err := o.NC.PublishMsg(bus.NewMsg(ctx, o.prop, subj, b, "")); err != nil {
 		return nil, fmt.Errorf("sending answers: %w", err)
 	}
-	o.emit(ctx, rec.GetRun(), "resumed")
+	o.emit(ctx, rec, "resumed")
 	return rec.GetRun(), nil
 }
 

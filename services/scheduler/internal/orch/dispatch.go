@@ -150,7 +150,7 @@ func (o *Orchestrator) sendAPITask(ctx context.Context, rec *schedulerv1.RunReco
 			task.Credentials = creds
 		}
 	}
-	o.emit(ctx, updated.GetRun(), "running")
+	o.emit(ctx, updated, "running")
 	return o.publishTask(ctx, task)
 }
 
@@ -186,7 +186,7 @@ func (o *Orchestrator) wait(ctx context.Context, rec *schedulerv1.RunRecord, fro
 	if err := o.Store.AddWaiter(ctx, run.GetProjectId(), run.GetAuthSessionId(), run.GetId()); err != nil {
 		return err
 	}
-	o.emit(ctx, run, "waiting_for_login")
+	o.emit(ctx, rec, "waiting_for_login")
 	now, err := o.session(ctx, run.GetProjectId(), run.GetAuthSessionId())
 	if err != nil {
 		return nil // the event will wake it, or the sweep

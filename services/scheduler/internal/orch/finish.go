@@ -47,7 +47,7 @@ func (o *Orchestrator) finish(ctx context.Context, project, runID string, state 
 	if rec.GetRuntimeCredentialsCached() {
 		o.forgetRuntimeCredentials(ctx, runID)
 	}
-	o.emit(ctx, rec.GetRun(), eventName(state))
+	o.emit(ctx, rec, eventName(state))
 	if rec.GetRun().GetState() == latchkeyv1.RunState_RUN_STATE_CANCELED {
 		if subj, err := bus.CancelSubject(runID); err == nil {
 			_ = o.NC.Publish(subj, nil)

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -147,23 +148,44 @@ func (o *Orchestrator) runContext(ctx context.Context, rec *schedulerv1.RunRecor
 // record in KV is the truth, and they leave on the same connection before the task
 // whose result could end the Run, so they stay in order). That saves two
 // acknowledged round trips on every Run's path.
-func (o *Orchestrator) emit(ctx context.Context, run *latchkeyv1.Run, event string) {
+func (o *Orchestrator) emit(ctx context.Context, rec *schedulerv1.RunRecord, event string) {
+	run := rec.GetRun()
 	subj, err := bus.RunEventSubject(run.GetProjectId(), run.GetId())
 	if err != nil {
 		return
 	}
-	b, err := proto.Marshal(&eventsv1.RunEvent{Run: run, Event: event, Time: timestamppb.New(o.now())})
+	ev := &eventsv1.RunEvent{Run: run, Event: event, Time: timestamppb.New(o.now())}
+	b, err := proto.Marshal(ev)
 	if err != nil {
 		return
 	}
+	o.publishEvent(ctx, bus.NewMsg(ctx, o.prop, subj, b, ""), run)
+	if !rec.GetEventsJson() {
+		return
+	}
+	// The mirror for a publisher that speaks JSON only.
+	if subj, err = bus.RunEventJSONSubject(run.GetProjectId(), run.GetId()); err != nil {
+		return
+	}
+	if b, err = protojson.Marshal(ev); err != nil {
+		return
+	}
 	msg := bus.NewMsg(ctx, o.prop, subj, b, "")
+	msg.Header.Set(bus.HeaderContentType, bus.ContentTypeJSON)
+	o.publishEvent(ctx, msg, run)
+}
+
+// publishEvent publishes a run event: asynchronously while the Run goes on, waiting
+// for the stream's acknowledgement when it ended.
+func (o *Orchestrator) publishEvent(ctx context.Context, msg *nats.Msg, run *latchkeyv1.Run) {
+	var err error
 	if !domain.RunEnded(run.GetState()) {
 		_, err = o.JS.PublishMsgAsync(msg)
 	} else {
 		_, err = o.JS.PublishMsg(ctx, msg)
 	}
 	if err != nil {
-		o.Log.WarnContext(ctx, "publishing run event failed", "run_id", run.GetId(), "event", event, "error", err)
+		o.Log.WarnContext(ctx, "publishing run event failed", "run_id", run.GetId(), "subject", msg.Subject, "error", err)
 	}
 }
 

@@ -68,7 +68,7 @@ func (o *Orchestrator) platformFault(ctx context.Context, rec *schedulerv1.RunRe
 	}
 	o.Log.WarnContext(ctx, "task failed in the platform; sending it again after a back-off", "run_id", id, "task_id", res.GetTaskId(),
 		"runner_id", res.GetRunnerId(), "platform_retry", updated.GetRun().GetPlatformRetries(), "delay", delay)
-	o.emit(ctx, updated.GetRun(), "platform_retry")
+	o.emit(ctx, updated, "platform_retry")
 	return true, res, &RetryAfter{Delay: delay}
 }
 
@@ -138,6 +138,6 @@ func (o *Orchestrator) taskNotSent(ctx context.Context, t *runnerv1.RunnerTask, 
 	}
 	o.Log.WarnContext(ctx, "could not queue a task; sending it again after a back-off", "run_id", t.GetRunId(), "task_id", t.GetTaskId(),
 		"platform_retry", updated.GetRun().GetPlatformRetries(), "error", cause)
-	o.emit(ctx, updated.GetRun(), "platform_retry")
+	o.emit(ctx, updated, "platform_retry")
 	return true
 }

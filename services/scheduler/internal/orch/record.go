@@ -71,7 +71,7 @@ func (o *Orchestrator) dispatchRecord(ctx context.Context, rec *schedulerv1.RunR
 	if err != nil {
 		return err
 	}
-	o.emit(ctx, updated.GetRun(), "recording")
+	o.emit(ctx, updated, "recording")
 	ref := sessionRef(sess)
 	ref.StateRevision = 0 // the person logs in from an empty browser state
 	return o.publishTask(ctx, &runnerv1.RunnerTask{

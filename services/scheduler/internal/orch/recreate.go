@@ -84,7 +84,7 @@ func (o *Orchestrator) startRecreate(ctx context.Context, apiRec *schedulerv1.Ru
 	}); err != nil {
 		return err
 	}
-	o.emit(ctx, create.GetRun(), "queued")
+	o.emit(ctx, create, "queued")
 	return o.dispatchCreate(ctx, api.GetProjectId(), createID, schedulerv1.Stage_STAGE_UNSPECIFIED)
 }
 
@@ -140,7 +140,7 @@ func (o *Orchestrator) dispatchCreate(ctx context.Context, project, runID string
 	if err != nil {
 		return err
 	}
-	o.emit(ctx, updated.GetRun(), "logging_in")
+	o.emit(ctx, updated, "logging_in")
 	ref := sessionRef(sess)
 	ref.StateRevision = 0 // a login starts from an empty browser state
 	return o.publishTask(ctx, &runnerv1.RunnerTask{
@@ -289,7 +289,7 @@ func (o *Orchestrator) sendVerify(ctx context.Context, rec *schedulerv1.RunRecor
 	if err != nil {
 		return err
 	}
-	o.emit(ctx, updated.GetRun(), "verifying")
+	o.emit(ctx, updated, "verifying")
 	return o.publishTask(ctx, &runnerv1.RunnerTask{
 		TaskId: taskID, RunId: run.GetId(), ProjectId: run.GetProjectId(), Kind: runnerv1.TaskKind_TASK_KIND_CHECK,
 		Api: recipe.CheckAPI, Session: &runnerv1.SessionRef{AuthSessionId: run.GetAuthSessionId()},

@@ -74,7 +74,7 @@ func (o *Orchestrator) refreshOne(ctx context.Context, sess *latchkeyv1.AuthSess
 	if err := o.Store.Create(ctx, rec); err != nil {
 		return err
 	}
-	o.emit(ctx, rec.GetRun(), "refreshing")
+	o.emit(ctx, rec, "refreshing")
 	return o.publishTask(ctx, &runnerv1.RunnerTask{
 		TaskId: taskID, RunId: id, ProjectId: sess.GetProjectId(), Kind: runnerv1.TaskKind_TASK_KIND_CHECK,
 		Api: recipe.CheckAPI, Session: sessionRef(sess),

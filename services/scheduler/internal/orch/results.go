@@ -126,7 +126,7 @@ func (o *Orchestrator) askCaller(ctx context.Context, rec *schedulerv1.RunRecord
 	if err != nil {
 		return err
 	}
-	o.emit(ctx, updated.GetRun(), "requested_more_info")
+	o.emit(ctx, updated, "requested_more_info")
 	return nil
 }
 

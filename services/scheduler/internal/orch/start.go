@@ -47,6 +47,8 @@ type StartOptions struct {
 	RunID string
 	// JobRunID marks the Run as a child of that JobRun.
 	JobRunID string
+	// EventsJSON mirrors the Run's events in JSON (a NATS request that asked for it).
+	EventsJSON bool
 }
 
 // Start validates a Run and queues it: the request's limits, the AuthSession rules
@@ -120,6 +122,7 @@ func (o *Orchestrator) Start(ctx context.Context, project string, req *latchkeyv
 	rec := &schedulerv1.RunRecord{
 		Deadline:     timestamppb.New(now.Add(timeout)),
 		TraceContext: o.traceContext(ctx),
+		EventsJson:   opt.EventsJSON,
 		Run: &latchkeyv1.Run{
 			Id: runID, ProjectId: project, Kind: kind, State: latchkeyv1.RunState_RUN_STATE_QUEUED, Api: req.GetApi(),
 			Params: req.GetParams(), AuthSessionId: req.GetAuthSessionId(), Options: req.GetOptions(),
@@ -138,7 +141,7 @@ func (o *Orchestrator) Start(ctx context.Context, project string, req *latchkeyv
 		o.releaseKey(ctx, project, req)
 		return nil, fmt.Errorf("storing run: %w", err)
 	}
-	o.emit(ctx, rec.GetRun(), "queued")
+	o.emit(ctx, rec, "queued")
 	if err := o.Begin(ctx, rec, sess); err != nil && !ErrStale(err) {
 		// The Run is stored; the sweep dispatches it again.
 		o.Log.WarnContext(ctx, "dispatching run failed; the sweep will retry", "run_id", runID, "error", err)
@@ -255,8 +258,8 @@ func (o *Orchestrator) StartChild(ctx context.Context, project string, req *latc
 	if errors.Is(err, ErrSessionExpired) {
 		run.State, run.FailureReason = latchkeyv1.RunState_RUN_STATE_CANCELED, latchkeyv1.FailureReason_FAILURE_REASON_AUTH_SESSION_EXPIRED
 	}
-	if cerr := o.Store.Create(ctx, &schedulerv1.RunRecord{Run: run, Stage: schedulerv1.Stage_STAGE_DONE}); cerr == nil {
-		o.emit(ctx, run, "rejected")
+	if rec := (&schedulerv1.RunRecord{Run: run, Stage: schedulerv1.Stage_STAGE_DONE}); o.Store.Create(ctx, rec) == nil {
+		o.emit(ctx, rec, "rejected")
 	}
 	return err
 }
@@ -288,14 +291,14 @@ func (o *Orchestrator) Get(ctx context.Context, project, runID string) (*schedul
 
 // EmitRejected tells a NATS publisher that named its Run why the request was dropped:
 // a FAILED Run event on the Run's subject (no record is stored).
-func (o *Orchestrator) EmitRejected(ctx context.Context, project, runID, api, why string) {
+func (o *Orchestrator) EmitRejected(ctx context.Context, project, runID, api, why string, json bool) {
 	if runID == "" || !bus.ValidToken(runID) {
 		return
 	}
-	o.emit(ctx, &latchkeyv1.Run{
+	o.emit(ctx, &schedulerv1.RunRecord{EventsJson: json, Run: &latchkeyv1.Run{
 		Id: runID, ProjectId: project, State: latchkeyv1.RunState_RUN_STATE_FAILED, Api: api,
 		FailureMessage: why, EndTime: timestamppb.New(o.now()),
-	}, "rejected")
+	}}, "rejected")
 }
 
 // CheckSession refuses work on a session the project does not have

@@ -136,8 +136,12 @@ type RunRecord struct {
 	// The Run passed RUNTIME credentials, sealed in the cache under its id: only then
 	// does a dispatch look them up and the Run's end delete them.
 	RuntimeCredentialsCached bool `protobuf:"varint,18,opt,name=runtime_credentials_cached,json=runtimeCredentialsCached,proto3" json:"runtime_credentials_cached,omitempty"`
-	unknownFields            protoimpl.UnknownFields
-	sizeCache                protoimpl.SizeCache
+	// The Run was asked for over NATS with JSON (Content-Type or Accept
+	// application/json): its events are also published, as protojson, on
+	// lk.events.json.run.<project>.<run>.
+	EventsJson    bool `protobuf:"varint,19,opt,name=events_json,json=eventsJson,proto3" json:"events_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunRecord) Reset() {
@@ -296,11 +300,18 @@ func (x *RunRecord) GetRuntimeCredentialsCached() bool {
 	return false
 }
 
+func (x *RunRecord) GetEventsJson() bool {
+	if x != nil {
+		return x.EventsJson
+	}
+	return false
+}
+
 var File_latchkey_scheduler_v1_record_proto protoreflect.FileDescriptor
 
 const file_latchkey_scheduler_v1_record_proto_rawDesc = "" +
 	"\n" +
-	"\"latchkey/scheduler/v1/record.proto\x12\x15latchkey.scheduler.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15latchkey/v1/run.proto\"\x9d\a\n" +
+	"\"latchkey/scheduler/v1/record.proto\x12\x15latchkey.scheduler.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15latchkey/v1/run.proto\"\xbe\a\n" +
 	"\tRunRecord\x12\"\n" +
 	"\x03run\x18\x01 \x01(\v2\x10.latchkey.v1.RunR\x03run\x122\n" +
 	"\x05stage\x18\x02 \x01(\x0e2\x1c.latchkey.scheduler.v1.StageR\x05stage\x12\x17\n" +
@@ -324,7 +335,9 @@ const file_latchkey_scheduler_v1_record_proto_rawDesc = "" +
 	"\vretry_stage\x18\x10 \x01(\x0e2\x1c.latchkey.scheduler.v1.StageR\n" +
 	"retryStage\x12-\n" +
 	"\x12redelivery_counted\x18\x11 \x01(\tR\x11redeliveryCounted\x12<\n" +
-	"\x1aruntime_credentials_cached\x18\x12 \x01(\bR\x18runtimeCredentialsCached\x1a?\n" +
+	"\x1aruntime_credentials_cached\x18\x12 \x01(\bR\x18runtimeCredentialsCached\x12\x1f\n" +
+	"\vevents_json\x18\x13 \x01(\bR\n" +
+	"eventsJson\x1a?\n" +
 	"\x11TraceContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xa5\x01\n" +
