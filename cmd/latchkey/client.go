@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/latchkey/latchkey/libs/client"
 	"github.com/latchkey/latchkey/libs/config"
 	"github.com/latchkey/latchkey/libs/server"
 )
@@ -105,8 +106,26 @@ func (c *cli) dial() (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.conn, err = server.Dial(c.addr, server.DialOptions{Token: key})
-	return c.conn, err
+	return c.connect(key, "")
+}
+
+// connect dials the API through libs/client with token (an API key, the admin key or
+// the internal token) and the name the CLI calls internal services by; the connection
+// is reused and closed by close.
+func (c *cli) connect(token, service string) (*grpc.ClientConn, error) {
+	if c.conn != nil {
+		return c.conn, nil
+	}
+	var header map[string]string
+	if service != "" {
+		header = map[string]string{server.ServiceHeader: service}
+	}
+	cl, err := client.Dial(c.addr, client.Options{APIKey: token, Header: header})
+	if err != nil {
+		return nil, err
+	}
+	c.conn = cl.Conn()
+	return c.conn, nil
 }
 
 func (c *cli) close() {

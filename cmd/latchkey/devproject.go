@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/latchkey/latchkey/libs/client"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/server"
 )
@@ -31,12 +32,12 @@ func ensureDevProject(ctx context.Context, addr, adminKey, dataDir string) (bool
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return false, fmt.Errorf("reading %s: %w", path, err)
 	}
-	cc, err := server.Dial(addr, server.DialOptions{Token: adminKey, Service: "latchkey-dev"})
+	cl, err := client.Dial(addr, client.Options{APIKey: adminKey, Header: map[string]string{server.ServiceHeader: "latchkey-dev"}})
 	if err != nil {
 		return false, err
 	}
-	defer cc.Close()
-	pc := latchkeyv1.NewProjectServiceClient(cc)
+	defer cl.Close()
+	pc := cl.Projects
 	var secret string
 	resp, err := pc.CreateProject(ctx, &latchkeyv1.CreateProjectRequest{ProjectId: DevProject, DisplayName: "Default project"})
 	switch status.Code(err) {
@@ -63,12 +64,12 @@ func keyWorks(ctx context.Context, addr, key string) (bool, error) {
 	if key == "" {
 		return false, nil
 	}
-	cc, err := server.Dial(addr, server.DialOptions{Token: key, Service: "latchkey-dev"})
+	cl, err := client.Dial(addr, client.Options{APIKey: key, Header: map[string]string{server.ServiceHeader: "latchkey-dev"}})
 	if err != nil {
 		return false, err
 	}
-	defer cc.Close()
-	_, err = latchkeyv1.NewProjectServiceClient(cc).GetProject(ctx, &latchkeyv1.GetProjectRequest{})
+	defer cl.Close()
+	_, err = cl.Projects.GetProject(ctx, &latchkeyv1.GetProjectRequest{})
 	switch status.Code(err) {
 	case codes.OK:
 		return true, nil

@@ -10,7 +10,6 @@ import (
 	"text/tabwriter"
 
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
-	"github.com/latchkey/latchkey/libs/server"
 )
 
 const projectsUsage = `usage: latchkey projects COMMAND
@@ -198,14 +197,11 @@ func (c *cli) projectsAsAdmin() (latchkeyv1.ProjectServiceClient, error) {
 		}
 		key = strings.TrimSpace(string(b))
 	}
-	if c.conn == nil {
-		cc, err := server.Dial(c.addr, server.DialOptions{Token: key, Service: "latchkey-cli"})
-		if err != nil {
-			return nil, err
-		}
-		c.conn = cc
+	cc, err := c.connect(key, "latchkey-cli")
+	if err != nil {
+		return nil, err
 	}
-	return latchkeyv1.NewProjectServiceClient(c.conn), nil
+	return latchkeyv1.NewProjectServiceClient(cc), nil
 }
 
 // dataDir is $LATCHKEY_DATA_DIR, or ~/.latchkey.

@@ -13,7 +13,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	vaultv1 "github.com/latchkey/latchkey/libs/gen/latchkey/vault/v1"
-	"github.com/latchkey/latchkey/libs/server"
 )
 
 const vaultUsage = `usage: latchkey vault COMMAND
@@ -127,12 +126,9 @@ func (c *cli) vaultClient() (vaultv1.VaultServiceClient, error) {
 		}
 		token = strings.TrimSpace(string(b))
 	}
-	if c.conn == nil {
-		conn, err := server.Dial(c.addr, server.DialOptions{Token: token, Service: "latchkey-cli"})
-		if err != nil {
-			return nil, err
-		}
-		c.conn = conn
+	conn, err := c.connect(token, "latchkey-cli")
+	if err != nil {
+		return nil, err
 	}
-	return vaultv1.NewVaultServiceClient(c.conn), nil
+	return vaultv1.NewVaultServiceClient(conn), nil
 }
