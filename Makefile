@@ -58,11 +58,12 @@ checkgenerate: generate ## Fail when the committed generated code is stale
 	@test -z "$$(git status --porcelain -- libs/gen)" || { echo "libs/gen is stale: run 'make generate' and commit"; git status --porcelain -- libs/gen; exit 1; }
 
 .PHONY: lint
-lint: tools ## buf lint, gofmt, go vet, docker-compose.yml against the Compose spec, deploy/ against the Kubernetes API
+lint: tools ## buf lint, gofmt, go vet, docker-compose.yml against the Compose spec, deploy/ against the Kubernetes API, alert rules and dashboard against the exported metrics
 	buf lint
 	LATCHKEY_INTERNAL_TOKEN=lint-only $(GO) run ./scripts/tools/composecheck docker-compose.yml
 	$(GO) run ./scripts/tools/deploycheck deploy/kubernetes/overlays/example
 	$(GO) test -count=1 ./scripts/tools/deploycheck
+	$(GO) run ./scripts/tools/metricscheck -metrics deploy/prometheus/latchkey-metrics.txt -rules deploy/prometheus/latchkey-alerts.yaml -dashboard deploy/grafana/latchkey-dashboard.json
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^libs/gen/'))" || { echo "gofmt:"; gofmt -l $$(git ls-files '*.go' | grep -v '^libs/gen/'); exit 1; }
 	$(GO) vet ./... ./scripts/tools/...
 	$(GO) vet -tags chaos ./chaos/

@@ -241,7 +241,7 @@ func (st *Stack) newService(ctx context.Context, name string, env config.Env) (s
 		if err != nil {
 			return nil, err
 		}
-		return vault.New(vault.Config{Keys: keys}, vault.Deps{Logger: log, Tracer: tp, JS: st.js})
+		return vault.New(vault.Config{Keys: keys}, vault.Deps{Logger: log, Tracer: tp, JS: st.js, Meter: st.metrics.Provider})
 	}
 	// Every other service talks to its peers; gRPC clients connect lazily, so a peer
 	// a service never calls costs nothing.
@@ -271,7 +271,7 @@ func (st *Stack) newService(ctx context.Context, name string, env config.Env) (s
 			SessionLoginBudget: cfg.SessionLoginBudget, OriginLoginBudget: cfg.OriginLoginBudget,
 		}, scheduler.Deps{
 			Logger: log, Tracer: tp, NC: st.nc, JS: st.js, Cache: st.cache,
-			Registry: registryClient, Vault: vaultClient,
+			Registry: registryClient, Vault: vaultClient, Meter: st.metrics.Provider,
 		})
 	default: // runner
 		return runner.New(runner.Config{
@@ -279,7 +279,7 @@ func (st *Stack) newService(ctx context.Context, name string, env config.Env) (s
 			LiveKey: bus.DeriveKey(cfg.InternalToken, bus.LiveKeyPurpose),
 		}, runner.Deps{
 			Logger: log, Tracer: tp, JS: st.js,
-			Registry: registryClient, Vault: vaultClient,
+			Registry: registryClient, Vault: vaultClient, Meter: st.metrics.Provider,
 		})
 	}
 }

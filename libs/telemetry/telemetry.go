@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -98,4 +100,13 @@ func NewMetrics(serviceName string) (*Metrics, error) {
 	}
 	res := resource.NewSchemaless(semconv.ServiceName(serviceName))
 	return &Metrics{Provider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp), sdkmetric.WithResource(res)), Registry: reg}, nil
+}
+
+// Meter returns the named meter of mp, or a meter that records nothing when mp is nil
+// (tests and tools that export no metrics).
+func Meter(mp metric.MeterProvider, name string) metric.Meter {
+	if mp == nil {
+		return noop.NewMeterProvider().Meter(name)
+	}
+	return mp.Meter(name)
 }

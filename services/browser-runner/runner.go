@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel/metric"
 	"log/slog"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -46,6 +47,8 @@ type Deps struct {
 	JS       jetstream.JetStream
 	Registry registryv1.SessionStateServiceClient
 	Vault    vaultv1.VaultServiceClient
+	// Meter receives the runner's metrics; nil: none.
+	Meter metric.MeterProvider
 }
 
 // Service is the browser runner.
@@ -66,7 +69,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	backend := sdk.GRPC{Registry: deps.Registry, Vault: deps.Vault}
 	r, err := sdk.New(sdk.Config{Pool: cfg.Pool, Contexts: cfg.Contexts, LoginContexts: cfg.LoginContexts, ChromiumPath: cfg.ChromiumPath, LiveKey: cfg.LiveKey}, sdk.Deps{
-		Logger: deps.Logger, Tracer: deps.Tracer, JS: deps.JS, States: backend, Vault: backend, Bundles: backend,
+		Logger: deps.Logger, Tracer: deps.Tracer, JS: deps.JS, States: backend, Vault: backend, Bundles: backend, Meter: deps.Meter,
 	})
 	if err != nil {
 		return nil, err

@@ -9,8 +9,12 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"github.com/latchkey/latchkey/libs/telemetry"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -51,6 +55,8 @@ type Deps struct {
 	Logger *slog.Logger
 	Tracer trace.TracerProvider
 	JS     jetstream.JetStream
+	// Meter receives the vault's metrics; nil: none.
+	Meter metric.MeterProvider
 }
 
 // Service is the credential vault.
@@ -60,7 +66,9 @@ type Service struct {
 	roots keyring.Roots
 	api   *api.Server
 	keys  *keyring.Keeper
-	srv   *server.Server
+	// opened is keys once Start opened them, for the metrics' scrapes.
+	opened atomic.Pointer[keyring.Keeper]
+	srv    *server.Server
 }
 
 // New checks the configuration and returns the vault service; Start opens its key
@@ -96,8 +104,34 @@ func (s *Service) Register(srv *server.Server) {
 		Now:    s.cfg.Now,
 		Tracer: tracer,
 		Logger: s.deps.Logger,
+		Count:  s.metrics(),
 	})
 	srv.Register(&vaultv1.VaultService_ServiceDesc, s.api, server.PolicyInternal, s.deps.Tracer)
+}
+
+// metrics registers the vault's instruments: operations by kind of blob, and the key
+// version new blobs are sealed with. It returns the operation counter.
+func (s *Service) metrics() func(ctx context.Context, op, kind string) {
+	m := telemetry.Meter(s.deps.Meter, "github.com/latchkey/latchkey/services/credential-vault")
+	ops, err := m.Int64Counter("latchkey.vault.operations", metric.WithUnit("{operation}"),
+		metric.WithDescription("Vault operations that succeeded: encrypt, decrypt (each audited), by kind of blob"))
+	if err != nil {
+		s.deps.Logger.Warn("vault metrics unavailable", "error", err)
+		return nil
+	}
+	if _, err := m.Int64ObservableGauge("latchkey.vault.key_version", metric.WithUnit("{version}"),
+		metric.WithDescription("The data-key version new blobs are sealed with"),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			if k := s.opened.Load(); k != nil {
+				o.Observe(int64(k.State().Current))
+			}
+			return nil
+		})); err != nil {
+		s.deps.Logger.Warn("vault metrics unavailable", "error", err)
+	}
+	return func(ctx context.Context, op, kind string) {
+		ops.Add(ctx, 1, metric.WithAttributes(attribute.String("operation", op), attribute.String("kind", kind)))
+	}
 }
 
 // Start checks the vault's storage, opens the key ring (creating it on first start)
@@ -115,6 +149,7 @@ func (s *Service) Start(ctx context.Context) error {
 		return fmt.Errorf("starting vault: %w", err)
 	}
 	s.api.Open(s.keys, store.New(kv, s.cfg.Rand, s.cfg.Now))
+	s.opened.Store(s.keys)
 	st := s.keys.State()
 	s.deps.Logger.InfoContext(ctx, "vault ready", "current_version", st.Current, "min_decryption_version", st.Min, "root_versions", s.roots.Versions())
 	s.srv.SetServing(vaultv1.VaultService_ServiceDesc.ServiceName, true)

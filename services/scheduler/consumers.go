@@ -51,6 +51,7 @@ func (s *Service) onResult(ctx context.Context, msg jetstream.Msg) error {
 	if err := proto.Unmarshal(msg.Data(), res); err != nil {
 		return fmt.Errorf("%w: undecodable task result: %v", consume.ErrTerminal, err)
 	}
+	s.metrics.result(ctx, res)
 	return settle(s.orch.HandleResult(ctx, res))
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
@@ -60,6 +61,8 @@ type Deps struct {
 	Cache    cache.Cache
 	Registry registryv1.SessionStateServiceClient
 	Vault    vaultv1.VaultServiceClient
+	// Meter receives the domain metrics (metrics.go); nil: none.
+	Meter metric.MeterProvider
 }
 
 // Service is the scheduler.
@@ -68,6 +71,7 @@ type Service struct {
 	deps      Deps
 	srv       *server.Server
 	runs      *api.Runs // the gRPC APIs
+	metrics   *metrics
 	jobsAPI   *api.Jobs
 	jobs      *jobs.Engine
 	orch      *orch.Orchestrator
@@ -148,11 +152,17 @@ func (s *Service) Start(ctx context.Context) error {
 		policy.OriginBudget = s.cfg.OriginLoginBudget
 	}
 	tracer := s.deps.Tracer.Tracer("github.com/latchkey/latchkey/services/scheduler")
+	if s.metrics, err = newMetrics(s.deps.Meter); err != nil {
+		return fmt.Errorf("starting scheduler: %w", err)
+	}
 	st := store.New(runsKV)
 	s.orch = orch.New(orch.Deps{
 		Store: st, JS: s.deps.JS, NC: s.deps.NC, Leases: leases, Registry: s.deps.Registry, Vault: s.deps.Vault,
 		Cache: s.deps.Cache, Tracer: tracer, Log: s.deps.Logger, Pool: s.cfg.Pool, Policy: policy,
-		RunEnded:   func(ctx context.Context, run *latchkeyv1.Run) { s.jobs.RunEnded(ctx, run) },
+		RunEnded: func(ctx context.Context, run *latchkeyv1.Run) {
+			s.metrics.runEnded(ctx, run)
+			s.jobs.RunEnded(ctx, run)
+		},
 		RefreshDue: s.refreshDue,
 	})
 	s.runs.SetOrchestrator(s.orch)

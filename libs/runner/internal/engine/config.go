@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel/metric"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -147,4 +148,6 @@ type Deps struct {
 	States  sdk.StateStore
 	Vault   sdk.Vault
 	Bundles sdk.BundleStore
+	// Meter receives the runner's metrics (metrics.go); nil: none.
+	Meter metric.MeterProvider
 }

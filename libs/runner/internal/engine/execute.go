@@ -81,6 +81,8 @@ func (r *Runner) Execute(ctx context.Context, task *runnerv1.RunnerTask) *runner
 func (r *Runner) execute(ctx context.Context, task *runnerv1.RunnerTask, interim func(context.Context, *runnerv1.TaskResult) error) *runnerv1.TaskResult {
 	e := r.newExecution(ctx, task)
 	e.interim = interim
+	r.metrics.taskStarted(ctx)
+	defer func() { r.metrics.taskEnded(ctx, task, e.res) }()
 	defer e.cancel(nil)
 	defer e.deadline.stop()
 	r.track(e, true)

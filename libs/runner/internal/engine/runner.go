@@ -52,6 +52,7 @@ type Runner struct {
 	mu       sync.Mutex
 	handlers map[string]sdk.Handler
 	running  map[string]*execution // by run id (and check run id)
+	metrics  *metrics
 	// jars is each session's newest browser context here: a task of the session that
 	// finds no idle warm tab opens a tab in it (acquire.go).
 	jars    map[string]*chrome.Jar
@@ -96,6 +97,9 @@ func New(cfg Config, deps Deps) (*Runner, error) {
 		vars:    newVarsCache(deps.States, cfg.BundleCacheTTL),
 	}
 	r.attach(chrome.NewPool(cfg.ChromiumPath, cfg.Browsers, cfg.RecycleAfter, r.log), true)
+	if err := r.newMetrics(deps.Meter); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 

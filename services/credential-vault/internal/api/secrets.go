@@ -155,6 +155,7 @@ func (s *Server) Encrypt(ctx context.Context, req *vaultv1.EncryptRequest) (*vau
 	if err != nil {
 		return nil, s.toStatus(ctx, "Encrypt", err)
 	}
+	s.count(ctx, "encrypt", c.Kind)
 	return &vaultv1.EncryptResponse{Ciphertext: ct, KeyVersion: v}, nil
 }
 
@@ -164,6 +165,7 @@ func (s *Server) Decrypt(ctx context.Context, req *vaultv1.DecryptRequest) (*vau
 	if err != nil {
 		return nil, s.toStatus(ctx, "Decrypt", err)
 	}
+	s.count(ctx, "decrypt", req.GetContext().GetKind())
 	return &vaultv1.DecryptResponse{Plaintext: pt}, nil
 }
 
@@ -187,4 +189,10 @@ func (s *Server) decrypt(ctx context.Context, req *vaultv1.DecryptRequest) ([]by
 		return nil, err
 	}
 	return pt, nil
+}
+
+func (s *Server) count(ctx context.Context, op, kind string) {
+	if s.d.Count != nil {
+		s.d.Count(ctx, op, kind)
+	}
 }

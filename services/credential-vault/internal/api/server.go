@@ -33,6 +33,9 @@ type Deps struct {
 	Now    func() time.Time
 	Tracer trace.Tracer
 	Logger *slog.Logger
+	// Count, if set, counts an operation that succeeded ("encrypt", "decrypt",
+	// "get_secret") on a kind of blob; never a project or id.
+	Count func(ctx context.Context, op, kind string)
 }
 
 // Server is the VaultService implementation.
