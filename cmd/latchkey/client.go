@@ -54,7 +54,35 @@ type cli struct {
 	conn   *grpc.ClientConn
 }
 
-// newCLI reads the global client flags (-addr, -api-key, -o) from the front of args and
+// globalFlags are the client flags accepted anywhere on the line, as in the nats,
+// temporal and kubectl CLIs: `latchkey projects create x -o json` works as well as
+// `latchkey projects -o json create x`.
+var globalFlags = map[string]bool{"addr": true, "api-key": true, "o": true}
+
+// splitGlobal takes the global flags (-name value, -name=value, with one or two
+// dashes) out of args, wherever they are, and returns them apart from the rest. It
+// stops at "--".
+func splitGlobal(args []string) (global, rest []string) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return global, append(rest, args[i:]...)
+		}
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || !globalFlags[name] {
+			rest = append(rest, a)
+			continue
+		}
+		global = append(global, a)
+		if !hasValue && i+1 < len(args) {
+			global = append(global, args[i+1])
+			i++
+		}
+	}
+	return global, rest
+}
+
+// newCLI reads the global client flags (-addr, -api-key, -o) from anywhere in args and
 // returns the rest.
 func newCLI(env config.Env, stdout, stderr io.Writer, args []string) (*cli, []string, error) {
 	c := &cli{env: env, stdout: stdout, stderr: stderr}
@@ -63,13 +91,14 @@ func newCLI(env config.Env, stdout, stderr io.Writer, args []string) (*cli, []st
 	fs.StringVar(&c.addr, "addr", envOr(env, "LATCHKEY_ADDR", "127.0.0.1:7400"), "Latchkey gRPC address ($LATCHKEY_ADDR)")
 	fs.StringVar(&c.apiKey, "api-key", envOr(env, "LATCHKEY_API_KEY", ""), "project API key ($LATCHKEY_API_KEY; default: the dev key in the data dir)")
 	fs.StringVar(&c.output, "o", "table", "output: table or json")
-	if err := fs.Parse(args); err != nil {
-		return nil, nil, err
+	global, rest := splitGlobal(args)
+	if err := fs.Parse(global); err != nil {
+		return nil, nil, usageError{err}
 	}
 	if c.output != "table" && c.output != "json" {
-		return nil, nil, fmt.Errorf("-o must be table or json, got %q", c.output)
+		return nil, nil, usageError{fmt.Errorf("-o must be table or json, got %q", c.output)}
 	}
-	return c, fs.Args(), nil
+	return c, rest, nil
 }
 
 func envOr(env config.Env, key, def string) string {

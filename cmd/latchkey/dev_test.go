@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"os"
@@ -244,6 +245,29 @@ func TestServeOneServiceAgainstExternalNATS(t *testing.T) {
 	}
 	if err := p.stop(t); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestHelpAndExitCodes: `latchkey GROUP -h` lists the group's commands, and the exit
+// code tells a mistake on the command line (2) from other errors (1).
+func TestHelpAndExitCodes(t *testing.T) {
+	out := &testkit.SyncBuffer{}
+	if err := run(t.Context(), []string{"runs", "-h"}, config.MapEnv(nil), out, out); err != nil {
+		t.Fatalf("runs -h: %v", err)
+	}
+	for _, sub := range []string{"start API", "watch ID", "cancel ID"} {
+		if !strings.Contains(out.String(), sub) {
+			t.Errorf("runs -h does not list %q:\n%s", sub, out)
+		}
+	}
+	for _, args := range [][]string{{"frobnicate"}, {"runs", "frobnicate"}, {"runs", "list", "-no-such-flag"}, {"runs", "-o", "yaml", "list"}} {
+		err := run(t.Context(), args, config.MapEnv(map[string]string{"LATCHKEY_API_KEY": "lk_x", "LATCHKEY_ADDR": "127.0.0.1:1"}), &testkit.SyncBuffer{}, &testkit.SyncBuffer{})
+		if err == nil || exitCode(err) != exitUsage {
+			t.Errorf("latchkey %s: %v (exit %d), want a usage error (exit %d)", strings.Join(args, " "), err, exitCode(err), exitUsage)
+		}
+	}
+	if got := describe(errors.New("listing: rpc error: code = PermissionDenied desc = not yours")); got != "listing: PermissionDenied: not yours" {
+		t.Errorf("describe = %q", got)
 	}
 }
 

@@ -17,7 +17,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], config.OSEnv, os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "latchkey:", err)
-		os.Exit(1)
+		fmt.Fprintln(os.Stderr, "latchkey:", describe(err))
+		os.Exit(exitCode(err))
 	}
 }

@@ -81,6 +81,17 @@ func TestRegistryCLI(t *testing.T) {
 	fails("-yes", "projects", "delete", "acme")
 	run("projects", "delete", "acme", "-yes")
 
+	// Global flags go anywhere on the line, as with kubectl or nats.
+	out, err := cliRun(t, dataDir, "projects", "create", "acme2", "-addr", addr, "-o", "json")
+	if err != nil || !json.Valid([]byte(out)) || !strings.Contains(out, `"apiKeySecret"`) {
+		t.Fatalf("projects create acme2 -o json: %v\n%s", err, out)
+	}
+	// A missing object: the code as a word, no grpc-go wrapping, exit code 4.
+	_, err = cliRun(t, dataDir, "sessions", "get", "no-such-session", "-addr", addr)
+	if err == nil || exitCode(err) != exitNotFound || !strings.Contains(describe(err), "NotFound: ") || strings.Contains(describe(err), "rpc error") {
+		t.Fatalf("sessions get of a missing session: %q (exit %d), want \"NotFound: ...\" and exit %d", describe(err), exitCode(err), exitNotFound)
+	}
+
 	bundle := filepath.Join("..", "..", "examples", "portal", "automations")
 	if out := run("automations", "deploy", bundle); !strings.Contains(out, "deployed version 1") || !strings.Contains(out, "auth-sessions/check") {
 		t.Fatalf("automations deploy:\n%s", out)
