@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -51,13 +52,15 @@ type cli struct {
 	addr   string
 	apiKey string
 	output string
-	conn   *grpc.ClientConn
+	// caFile, certFile and keyFile turn TLS on (-ca, -cert, -key).
+	caFile, certFile, keyFile string
+	conn                      *grpc.ClientConn
 }
 
 // globalFlags are the client flags accepted anywhere on the line, as in the nats,
 // temporal and kubectl CLIs: `latchkey projects create x -o json` works as well as
 // `latchkey projects -o json create x`.
-var globalFlags = map[string]bool{"addr": true, "api-key": true, "o": true}
+var globalFlags = map[string]bool{"addr": true, "api-key": true, "o": true, "ca": true, "cert": true, "key": true}
 
 // splitGlobal takes the global flags (-name value, -name=value, with one or two
 // dashes) out of args, wherever they are, and returns them apart from the rest. It
@@ -91,6 +94,9 @@ func newCLI(env config.Env, stdout, stderr io.Writer, args []string) (*cli, []st
 	fs.StringVar(&c.addr, "addr", envOr(env, "LATCHKEY_ADDR", "127.0.0.1:7400"), "Latchkey gRPC address ($LATCHKEY_ADDR)")
 	fs.StringVar(&c.apiKey, "api-key", envOr(env, "LATCHKEY_API_KEY", ""), "project API key ($LATCHKEY_API_KEY; default: the dev key in the data dir)")
 	fs.StringVar(&c.output, "o", "table", "output: table or json")
+	fs.StringVar(&c.caFile, "ca", envOr(env, "LATCHKEY_CA_FILE", ""), "PEM file of the CA that signs the server's certificate: dial with TLS ($LATCHKEY_CA_FILE)")
+	fs.StringVar(&c.certFile, "cert", envOr(env, "LATCHKEY_CERT_FILE", ""), "client certificate (PEM) for servers that verify clients ($LATCHKEY_CERT_FILE)")
+	fs.StringVar(&c.keyFile, "key", envOr(env, "LATCHKEY_KEY_FILE", ""), "key (PEM) of -cert ($LATCHKEY_KEY_FILE)")
 	global, rest := splitGlobal(args)
 	if err := fs.Parse(global); err != nil {
 		return nil, nil, usageError{err}
@@ -149,7 +155,14 @@ func (c *cli) connect(token, service string) (*grpc.ClientConn, error) {
 	if service != "" {
 		header = map[string]string{server.ServiceHeader: service}
 	}
-	cl, err := client.Dial(c.addr, client.Options{APIKey: token, Header: header})
+	var tlsCfg *tls.Config
+	if c.caFile != "" || c.certFile != "" {
+		var err error
+		if tlsCfg, err = server.ClientTLSConfig(c.caFile, c.certFile, c.keyFile); err != nil {
+			return nil, err
+		}
+	}
+	cl, err := client.Dial(c.addr, client.Options{APIKey: token, Header: header, TLS: tlsCfg})
 	if err != nil {
 		return nil, err
 	}

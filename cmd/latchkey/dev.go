@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"github.com/latchkey/latchkey/internal/stack"
 	"github.com/latchkey/latchkey/libs/config"
 	"github.com/latchkey/latchkey/libs/logging"
+	"github.com/latchkey/latchkey/libs/server"
 )
 
 // runDev runs every service in one process until ctx ends (Ctrl-C). It keeps its
@@ -41,12 +43,25 @@ func runDev(ctx context.Context, cfg *config.Config, env config.Env, stdout, std
 		}
 		cfg.AdminKey = key
 	}
+	var clientTLS *tls.Config
+	if cfg.DevTLS && cfg.TLSCert == "" {
+		pki, err := server.GenerateDevPKI(filepath.Join(cfg.DataDir, "tls"), "latchkey", "client")
+		if err != nil {
+			return fmt.Errorf("generating the dev CA and certificates: %w", err)
+		}
+		cfg.TLSCert, cfg.TLSKey, cfg.TLSCA = pki.Cert("latchkey"), pki.Key("latchkey"), pki.CA()
+	}
+	if cfg.TLSCert != "" {
+		if clientTLS, err = server.ClientTLSConfig(cfg.TLSCA, cfg.TLSCert, cfg.TLSKey); err != nil {
+			return err
+		}
+	}
 	log.Debug("configuration", "config", *cfg)
 	st, err := stack.Start(ctx, cfg, stack.ServiceNames, stack.Options{Env: env, Logger: log})
 	if err != nil {
 		return err
 	}
-	if created, err := ensureDevProject(ctx, st.GRPCAddr(), cfg.AdminKey, cfg.DataDir); err != nil {
+	if created, err := ensureDevProject(ctx, st.GRPCAddr(), cfg.AdminKey, cfg.DataDir, clientTLS); err != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 		defer cancel()
 		st.Shutdown(sctx)
@@ -58,15 +73,22 @@ func runDev(ctx context.Context, cfg *config.Config, env config.Env, stdout, std
 	if cfg.NATSURL != "" {
 		natsURL = cfg.NATSURL
 	}
+	scheme, tlsLine := "http", ""
+	if clientTLS != nil {
+		dir := filepath.Dir(cfg.TLSCA)
+		scheme = "https"
+		tlsLine = fmt.Sprintf("  TLS      gRPC and HTTP; the CLI: -ca %s -cert %s -key %s\n", cfg.TLSCA,
+			filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem"))
+	}
 	fmt.Fprintf(stdout, `latchkey dev is up (%s)
   gRPC     %s   every public API, plus health and reflection
-  HTTP     http://%s   /healthz  /metrics
+  HTTP     %s://%s   /healthz  /metrics
   NATS     %s   JetStream
   data     %s
   admin    key in %s
-Ctrl-C stops it.
-`, time.Since(began).Round(time.Millisecond), st.GRPCAddr(), st.HTTPAddr(), natsURL,
-		cfg.DataDir, filepath.Join(cfg.DataDir, adminKeyFile))
+%sCtrl-C stops it.
+`, time.Since(began).Round(time.Millisecond), st.GRPCAddr(), scheme, st.HTTPAddr(), natsURL,
+		cfg.DataDir, filepath.Join(cfg.DataDir, adminKeyFile), tlsLine)
 
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "stopping...")

@@ -81,7 +81,7 @@ func (p *proc) stop(t *testing.T) error {
 	}
 }
 
-var upRE = regexp.MustCompile(`gRPC\s+(\S+).*\n\s+HTTP\s+http://(\S+)`)
+var upRE = regexp.MustCompile(`gRPC\s+(\S+).*\n\s+HTTP\s+https?://(\S+)`)
 
 func devArgs(dataDir string) []string {
 	return []string{"dev", "-data-dir", dataDir, "-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-embedded-nats-addr", "127.0.0.1:-1"}

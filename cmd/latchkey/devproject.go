@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -23,16 +24,16 @@ const DevProject = "default"
 // ensureDevProject makes sure the dev project exists and that DevAPIKeyFile in dataDir
 // holds a working key for it, through the public API with the admin key. It returns
 // true when it wrote a new key.
-func ensureDevProject(ctx context.Context, addr, adminKey, dataDir string) (bool, error) {
+func ensureDevProject(ctx context.Context, addr, adminKey, dataDir string, tlsCfg *tls.Config) (bool, error) {
 	path := filepath.Join(dataDir, DevAPIKeyFile)
 	if b, err := os.ReadFile(path); err == nil {
-		if ok, err := keyWorks(ctx, addr, strings.TrimSpace(string(b))); ok || err != nil {
+		if ok, err := keyWorks(ctx, addr, strings.TrimSpace(string(b)), tlsCfg); ok || err != nil {
 			return false, err
 		}
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return false, fmt.Errorf("reading %s: %w", path, err)
 	}
-	cl, err := client.Dial(addr, client.Options{APIKey: adminKey, Header: map[string]string{server.ServiceHeader: "latchkey-dev"}})
+	cl, err := client.Dial(addr, client.Options{APIKey: adminKey, TLS: tlsCfg, Header: map[string]string{server.ServiceHeader: "latchkey-dev"}})
 	if err != nil {
 		return false, err
 	}
@@ -60,11 +61,11 @@ func ensureDevProject(ctx context.Context, addr, adminKey, dataDir string) (bool
 
 // keyWorks reports whether key is accepted by the API; false (and no error) when it is
 // unknown, revoked or empty.
-func keyWorks(ctx context.Context, addr, key string) (bool, error) {
+func keyWorks(ctx context.Context, addr, key string, tlsCfg *tls.Config) (bool, error) {
 	if key == "" {
 		return false, nil
 	}
-	cl, err := client.Dial(addr, client.Options{APIKey: key, Header: map[string]string{server.ServiceHeader: "latchkey-dev"}})
+	cl, err := client.Dial(addr, client.Options{APIKey: key, TLS: tlsCfg, Header: map[string]string{server.ServiceHeader: "latchkey-dev"}})
 	if err != nil {
 		return false, err
 	}

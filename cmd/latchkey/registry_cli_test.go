@@ -192,3 +192,23 @@ func writeJSON(t *testing.T, content string) string {
 	}
 	return p
 }
+
+// TestDevWithTLS: `latchkey dev -dev-tls` makes a local CA and certificates and serves
+// TLS only; the CLI reaches it with -ca (anywhere on the line) and is refused without.
+func TestDevWithTLS(t *testing.T) {
+	dataDir := t.TempDir()
+	p := start(t, nil, append(devArgs(dataDir), "-dev-tls")...)
+	addr := p.waitFor(t, upRE)[1]
+	ca := filepath.Join(dataDir, "tls", "ca.pem")
+	out, err := cliRun(t, dataDir, "projects", "keys", "list", "-addr", addr, "-ca", ca)
+	if err != nil || !strings.Contains(out, "default") {
+		t.Fatalf("keys list over TLS: %v\n%s", err, out)
+	}
+	_, err = cliRun(t, dataDir, "projects", "keys", "list", "-addr", addr)
+	if err == nil || !strings.Contains(describe(err), "Unavailable") {
+		t.Fatalf("keys list in plaintext to a TLS listener: %v, want Unavailable", err)
+	}
+	if !strings.Contains(p.stdout.String(), "-ca "+ca) {
+		t.Errorf("latchkey dev does not say how the CLI reaches it:\n%s", p.stdout.String())
+	}
+}

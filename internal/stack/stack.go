@@ -6,6 +6,7 @@ package stack
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -59,7 +60,10 @@ type Stack struct {
 	conns    []*grpc.ClientConn
 	exporter sdktrace.SpanExporter
 	srv      *server.Server
-	services []service // in start order
+	// serverTLS and peerTLS are the listeners' TLS and how peers are dialled; nil
+	// without -tls-cert.
+	serverTLS, peerTLS *tls.Config
+	services           []service // in start order
 	// localKeys verifies project API keys with the registry's own key store when the
 	// registry runs in this process; nil otherwise.
 	localKeys server.KeyVerifier
@@ -97,8 +101,24 @@ func Start(ctx context.Context, cfg *config.Config, names []string, opts Options
 	}
 	// go-redis logs through a package variable; route it to our logger once.
 	redis.SetLogger(cache.RedisLogger{Logger: log})
-	if st.cache, err = cache.Open(ctx, cache.Config{URL: cfg.RedisURL, Logger: log}); err != nil {
+	ccfg := cache.Config{URL: cfg.RedisURL, Logger: log}
+	if cfg.RedisTLSCA != "" {
+		if ccfg.RootCAs, err = server.LoadCAPool(cfg.RedisTLSCA); err != nil {
+			return st, fmt.Errorf("redis TLS: %w", err)
+		}
+	}
+	if st.cache, err = cache.Open(ctx, ccfg); err != nil {
 		return st, fmt.Errorf("opening cache: %w", err)
+	}
+	if cfg.TLSCert != "" {
+		files := server.TLSFiles{Cert: cfg.TLSCert, Key: cfg.TLSKey, CA: cfg.TLSCA}
+		if st.serverTLS, err = server.ServerTLSConfig(files); err != nil {
+			return st, err
+		}
+		// Peers are dialled with TLS, verified with the CA, presenting our certificate.
+		if st.peerTLS, err = server.ClientTLSConfig(cfg.TLSCA, cfg.TLSCert, cfg.TLSKey); err != nil {
+			return st, err
+		}
 	}
 	if st.metrics, err = telemetry.NewMetrics("latchkey"); err != nil {
 		return st, err
@@ -107,6 +127,7 @@ func Start(ctx context.Context, cfg *config.Config, names []string, opts Options
 	st.srv, err = server.New(server.Options{
 		GRPCAddr: cfg.GRPCAddr, HTTPAddr: cfg.HTTPAddr, Logger: log, Auth: auth,
 		MeterProvider: st.metrics.Provider, Metrics: st.metrics.Registry, Propagator: telemetry.Propagator(),
+		TLS: st.serverTLS,
 	})
 	if err != nil {
 		return st, err
@@ -200,6 +221,7 @@ func (st *Stack) tracer(ctx context.Context, serviceName string, env config.Env)
 func (st *Stack) dial(addr, from string, tp *sdktrace.TracerProvider) (*grpc.ClientConn, error) {
 	cc, err := server.Dial(addr, server.DialOptions{
 		Token: st.cfg.InternalToken, Service: from, TracerProvider: tp, Propagator: telemetry.Propagator(),
+		TLS: st.peerTLS,
 	})
 	if err != nil {
 		return nil, err
@@ -296,7 +318,7 @@ func (st *Stack) setKeyVerifier(auth *server.Authenticator) error {
 	if addr == "" {
 		addr = st.srv.GRPCAddr()
 	}
-	cc, err := server.Dial(addr, server.DialOptions{Token: st.cfg.InternalToken, Service: "latchkey-auth"})
+	cc, err := server.Dial(addr, server.DialOptions{Token: st.cfg.InternalToken, Service: "latchkey-auth", TLS: st.peerTLS})
 	if err != nil {
 		return fmt.Errorf("dialing the registry to verify api keys: %w", err)
 	}

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,6 +40,8 @@ type EmbeddedConfig struct {
 	Logger *slog.Logger
 	// ReadyTimeout bounds the wait for the server; 0 means DefaultReadyTimeout.
 	ReadyTimeout time.Duration
+	// TLS, when set, makes the server speak TLS only (clients dial tls://).
+	TLS *tls.Config
 }
 
 // Embedded is an in-process nats-server with JetStream on disk.
@@ -80,6 +83,10 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 		StoreDir:   cfg.StoreDir,
 		NoSigs:     true,
 		// The server's own HTTP monitoring, cluster and leaf ports stay off.
+	}
+	if cfg.TLS != nil {
+		opts.TLSConfig, opts.TLS = cfg.TLS, true
+		opts.TLSTimeout = 5
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {

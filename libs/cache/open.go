@@ -2,6 +2,8 @@ package cache
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -40,6 +42,8 @@ type Config struct {
 	Logger *slog.Logger
 	// TracerProvider traces Redis calls; nil means they are not traced.
 	TracerProvider trace.TracerProvider
+	// RootCAs verify Redis's certificate for a rediss:// URL; nil: the system's.
+	RootCAs *x509.CertPool
 }
 
 // Open returns the configured cache wrapped in Resilient: Memory when
@@ -60,6 +64,10 @@ func Open(ctx context.Context, cfg Config) (*Resilient, error) {
 	opt, err := parseURL(cfg.URL)
 	if err != nil {
 		return nil, err
+	}
+	if opt.TLSConfig != nil {
+		opt.TLSConfig.MinVersion = tls.VersionTLS12
+		opt.TLSConfig.RootCAs = cfg.RootCAs
 	}
 	client := redis.NewClient(opt)
 	if cfg.TracerProvider != nil {

@@ -61,7 +61,20 @@ type Config struct {
 	NATSTLSCert string
 	NATSTLSKey  string
 	// RedisURL is the Redis server for caches; empty uses an in-process cache.
+	// rediss:// connects with TLS.
 	RedisURL string
+	// RedisTLSCA is the PEM file of the CAs that sign Redis's certificate (rediss://);
+	// empty: the system's roots.
+	RedisTLSCA string
+	// TLSCert and TLSKey are the service's certificate and key: with them the gRPC and
+	// HTTP listeners speak TLS only, and the service presents the certificate to its
+	// peers (mTLS). TLSCA signs the peers' certificates.
+	TLSCert string
+	TLSKey  string
+	TLSCA   string
+	// DevTLS makes `latchkey dev` generate a local CA and certificates in its data
+	// directory and serve TLS with them, so TLS can be tried on one machine.
+	DevTLS bool
 	// DataDir holds the embedded NATS store, generated keys and the dev API key.
 	DataDir string
 	// GRPCAddr is where the gRPC API listens.
@@ -139,6 +152,9 @@ func (c Config) LogValue() slog.Value {
 		slog.String("nats_tls_cert", c.NATSTLSCert),
 		slog.String("nats_tls_key", c.NATSTLSKey),
 		slog.String("redis_url", redactURL(c.RedisURL)),
+		slog.String("redis_tls_ca", c.RedisTLSCA),
+		slog.String("tls_cert", c.TLSCert),
+		slog.String("tls_ca", c.TLSCA),
 		slog.String("data_dir", c.DataDir),
 		slog.String("grpc_addr", c.GRPCAddr),
 		slog.String("http_addr", c.HTTPAddr),
@@ -236,7 +252,12 @@ func Register(fs *flag.FlagSet, env Env) *Config {
 	str(&c.NATSTLSCA, "nats-tls-ca", "LATCHKEY_NATS_TLS_CA", "", "PEM file of the CAs that sign the NATS servers' certificates (turns TLS on)")
 	str(&c.NATSTLSCert, "nats-tls-cert", "LATCHKEY_NATS_TLS_CERT", "", "client certificate (PEM) for NATS servers that verify clients")
 	str(&c.NATSTLSKey, "nats-tls-key", "LATCHKEY_NATS_TLS_KEY", "", "key (PEM) of -nats-tls-cert")
-	str(&c.RedisURL, "redis-url", "LATCHKEY_REDIS_URL", "", "Redis URL for caches; empty uses an in-process cache")
+	str(&c.RedisURL, "redis-url", "LATCHKEY_REDIS_URL", "", "Redis URL for caches (rediss:// for TLS, redis://user:password@ for ACL users); empty uses an in-process cache")
+	str(&c.RedisTLSCA, "redis-tls-ca", "LATCHKEY_REDIS_TLS_CA", "", "PEM file of the CAs that sign Redis's certificate (rediss://; default: the system's)")
+	str(&c.TLSCert, "tls-cert", "LATCHKEY_TLS_CERT", "", "certificate (PEM) of the gRPC and HTTP listeners, also presented to peer services (mTLS); reloaded when the file changes")
+	str(&c.TLSKey, "tls-key", "LATCHKEY_TLS_KEY", "", "key (PEM) of -tls-cert")
+	fs.BoolVar(&c.DevTLS, "dev-tls", false, "latchkey dev: generate a local CA and certificates in <data-dir>/tls and serve TLS with them")
+	str(&c.TLSCA, "tls-ca", "LATCHKEY_TLS_CA", "", "PEM file of the CAs that sign the services' certificates: peers are verified with it, and client certificates when presented")
 	str(&c.DataDir, "data-dir", "LATCHKEY_DATA_DIR", defaultDataDir(env), "data directory (embedded NATS store, dev keys)")
 	str(&c.GRPCAddr, "grpc-addr", "LATCHKEY_GRPC_ADDR", DefaultGRPCAddr, "gRPC listen address")
 	str(&c.HTTPAddr, "http-addr", "LATCHKEY_HTTP_ADDR", DefaultHTTPAddr, "HTTP listen address (health, metrics, recorder)")
@@ -322,6 +343,9 @@ func defaultDataDir(env Env) string {
 // Validate reports every problem with c at once, each naming the flag to fix.
 func (c *Config) Validate() error {
 	errs := c.validateNATS()
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("-tls-cert and -tls-key go together: set both (LATCHKEY_TLS_CERT, LATCHKEY_TLS_KEY) or neither"))
+	}
 	if c.GRPCAddr == "" {
 		errs = append(errs, errors.New("-grpc-addr is empty"))
 	}

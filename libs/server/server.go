@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -45,6 +47,8 @@ type Options struct {
 	MeterProvider metric.MeterProvider
 	Metrics       *prometheus.Registry
 	Propagator    propagation.TextMapPropagator
+	// TLS, when set, serves gRPC and HTTP over TLS only (ServerTLSConfig).
+	TLS *tls.Config
 }
 
 // Server is a gRPC server and an HTTP server with health and metrics.
@@ -85,6 +89,12 @@ func New(opts Options) (*Server, error) {
 	if opts.Auth == nil {
 		opts.Auth = NewAuthenticator("", "", nil)
 	}
+	var grpcOpts []grpc.ServerOption
+	if opts.TLS != nil {
+		// A plaintext client gets a failed handshake, never an answer.
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(opts.TLS)))
+		hl = tls.NewListener(hl, opts.TLS)
+	}
 	s := &Server{
 		opts:     opts,
 		log:      opts.Logger,
@@ -97,12 +107,12 @@ func New(opts Options) (*Server, error) {
 		httpLis:  hl,
 		done:     make(chan struct{}),
 	}
-	s.grpc = grpc.NewServer(
+	s.grpc = grpc.NewServer(append(grpcOpts,
 		grpc.StatsHandler(s.dispatch),
 		// errs maps the handlers' domain errors to statuses, once for every service.
 		grpc.ChainUnaryInterceptor(s.recoverUnary, s.authUnary, errs.UnaryServerInterceptor(s.log)),
 		grpc.ChainStreamInterceptor(s.recoverStream, s.authStream, errs.StreamServerInterceptor(s.log)),
-	)
+	)...)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	s.mux.HandleFunc("GET /healthz", s.serveHealthz)

@@ -2,6 +2,8 @@ package testkit
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -28,11 +30,40 @@ type RedisServer struct {
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when the process has exited
 	once   sync.Once
+	// tls and password are set for a server started by RedisTLS.
+	tls      *tls.Config
+	password string
 }
 
-// URL is the server's redis:// URL, for cache.Config.URL.
+// URL is the server's redis:// URL (rediss:// with its password for one started by
+// RedisTLS), for cache.Config.URL.
 func (s *RedisServer) URL() string {
+	if s.tls != nil {
+		return "rediss://:" + s.password + "@" + s.Addr
+	}
 	return "redis://" + s.Addr
+}
+
+// RedisTLSOptions configure a redis-server that speaks TLS only.
+type RedisTLSOptions struct {
+	// Cert and Key are the server's certificate and key, CA the CA that signed it.
+	Cert, Key, CA string
+	// Password is required of clients (requirepass).
+	Password string
+}
+
+// RedisTLS starts a private redis-server that listens with TLS only (no plaintext
+// port) and requires o.Password, as a production Redis reached across machines.
+func RedisTLS(t testing.TB, o RedisTLSOptions) *RedisServer {
+	t.Helper()
+	pool := x509.NewCertPool()
+	if b, err := os.ReadFile(o.CA); err != nil || !pool.AppendCertsFromPEM(b) {
+		t.Fatalf("testkit: reading the CA %s: %v", o.CA, err)
+	}
+	return startRedisTries(t, func(port int) []string {
+		return []string{"--port", "0", "--tls-port", strconv.Itoa(port), "--tls-cert-file", o.Cert, "--tls-key-file", o.Key,
+			"--tls-ca-cert-file", o.CA, "--tls-auth-clients", "no", "--requirepass", o.Password}
+	}, &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, o.Password)
 }
 
 // Stop kills the server and waits until it has exited, so a test can see
@@ -50,6 +81,11 @@ func (s *RedisServer) Stop() {
 // It fails the test if redis-server is not installed.
 func Redis(t testing.TB) *RedisServer {
 	t.Helper()
+	return startRedisTries(t, func(port int) []string { return []string{"--port", strconv.Itoa(port)} }, nil, "")
+}
+
+func startRedisTries(t testing.TB, listen func(port int) []string, tlsCfg *tls.Config, password string) *RedisServer {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("testkit: redis-server not found on PATH: %s", installHint)
@@ -59,7 +95,7 @@ func Redis(t testing.TB) *RedisServer {
 	// Another process may take the free port between our probe and
 	// redis-server's bind; try again on a new port then.
 	for try := range redisStartTries {
-		srv, err := startRedis(bin, dir, try)
+		srv, err := startRedis(bin, dir, try, listen, tlsCfg, password)
 		if err == nil {
 			t.Cleanup(srv.Stop)
 			return srv
@@ -70,7 +106,7 @@ func Redis(t testing.TB) *RedisServer {
 	return nil
 }
 
-func startRedis(bin, dir string, try int) (*RedisServer, error) {
+func startRedis(bin, dir string, try int, listen func(port int) []string, tlsCfg *tls.Config, password string) (*RedisServer, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -82,14 +118,13 @@ func startRedis(bin, dir string, try int) (*RedisServer, error) {
 	}
 	defer logFile.Close()
 
-	cmd := exec.Command(bin,
-		"--port", strconv.Itoa(port),
+	cmd := exec.Command(bin, append(listen(port),
 		"--bind", "127.0.0.1",
 		"--save", "",
 		"--appendonly", "no",
 		"--dir", dir,
 		"--daemonize", "no",
-	)
+	)...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("running %s: %w", bin, err)
@@ -98,6 +133,7 @@ func startRedis(bin, dir string, try int) (*RedisServer, error) {
 		Addr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 		cmd:    cmd,
 		exited: make(chan struct{}),
+		tls:    tlsCfg, password: password,
 	}
 	go func() {
 		_ = cmd.Wait()
@@ -123,18 +159,35 @@ wait:
 	return nil, fmt.Errorf("redis-server on %s %s; its log:\n%s", srv.Addr, why, strings.TrimSpace(string(out)))
 }
 
-// ping sends PING and expects +PONG.
+// ping sends PING (after AUTH, over TLS, as the server wants) and expects +PONG.
 func (s *RedisServer) ping() error {
-	conn, err := net.DialTimeout("tcp", s.Addr, 200*time.Millisecond)
+	d := &net.Dialer{Timeout: 200 * time.Millisecond}
+	var conn net.Conn
+	var err error
+	if s.tls != nil {
+		conn, err = tls.DialWithDialer(d, "tcp", s.Addr, s.tls)
+	} else {
+		conn, err = d.Dial("tcp", s.Addr)
+	}
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(time.Second))
-	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+	cmd := "PING\r\n"
+	if s.password != "" {
+		cmd = "AUTH " + s.password + "\r\n" + cmd
+	}
+	if _, err := conn.Write([]byte(cmd)); err != nil {
 		return err
 	}
-	line, err := bufio.NewReader(conn).ReadString('\n')
+	r := bufio.NewReader(conn)
+	if s.password != "" {
+		if ok, err := r.ReadString('\n'); err != nil || strings.TrimSpace(ok) != "+OK" {
+			return fmt.Errorf("AUTH: %q %v", ok, err)
+		}
+	}
+	line, err := r.ReadString('\n')
 	if err != nil {
 		return err
 	}
