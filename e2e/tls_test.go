@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -237,28 +236,11 @@ func freeAddr(t *testing.T) string {
 }
 
 // recording is every byte its relays passed, both ways.
-type recording struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+type recording struct{ testkit.SyncBuffer }
 
-func (r *recording) Write(p []byte) (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.buf.Write(p)
-}
+func (r *recording) contains(s string) bool { return s != "" && strings.Contains(r.String(), s) }
 
-func (r *recording) contains(s string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return s != "" && bytes.Contains(r.buf.Bytes(), []byte(s))
-}
-
-func (r *recording) len() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.buf.Len()
-}
+func (r *recording) len() int { return len(r.String()) }
 
 // relay listens on a new 127.0.0.1 port and passes every connection to target,
 // recording what crosses it; it stops when the test ends.

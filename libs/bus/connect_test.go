@@ -129,7 +129,7 @@ func TestConnectAuthenticates(t *testing.T) {
 func TestConnectOverTLS(t *testing.T) {
 	t.Parallel()
 	ca := testkit.NewCA(t)
-	serverCert, serverKey := ca.Issue(t, "nats", "127.0.0.1")
+	serverCert, serverKey := ca.Issue(t, "nats")
 	clientCert, clientKey := ca.Issue(t, "latchkey")
 	tlsConfig, err := server.GenTLSConfig(&server.TLSConfigOpts{
 		CertFile: serverCert, KeyFile: serverKey, CaFile: ca.CertFile, Verify: true,
