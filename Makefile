@@ -53,6 +53,13 @@ generate: tools ## Regenerate Go code from proto/ (offline, local plugins)
 	rm -rf libs/gen
 	buf generate
 
+.PHONY: ts-client
+ts-client: tools ## Regenerate the TypeScript client from proto/latchkey/v1 and build it (npm ci, buf, tsc)
+	cd clients/typescript && npm ci --no-audit --no-fund
+	rm -rf clients/typescript/src/gen
+	buf generate --template buf.gen.ts.yaml --path proto/latchkey/v1
+	cd clients/typescript && npm run build
+
 .PHONY: checkgenerate
 checkgenerate: generate ## Fail when the committed generated code is stale
 	@test -z "$$(git status --porcelain -- libs/gen)" || { echo "libs/gen is stale: run 'make generate' and commit"; git status --porcelain -- libs/gen; exit 1; }
