@@ -15,12 +15,16 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/latchkey/latchkey/examples/portal"
 	"github.com/latchkey/latchkey/examples/portal/portaltest"
 	"github.com/latchkey/latchkey/internal/stack/stacktest"
 	"github.com/latchkey/latchkey/libs/bus"
 	"github.com/latchkey/latchkey/libs/client"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
+	vaultv1 "github.com/latchkey/latchkey/libs/gen/latchkey/vault/v1"
 	"github.com/latchkey/latchkey/libs/server"
 	"github.com/latchkey/latchkey/libs/testkit"
 )
@@ -146,6 +150,27 @@ func TestTLSEverywhere(t *testing.T) {
 		t.Fatalf("the relays recorded only %d bytes: the traffic did not pass them", wire.len())
 	}
 
+	t.Run("a service's certificate calls only what that service needs", func(t *testing.T) {
+		asRunner, err := server.ClientTLSConfig(pki.CA(), pki.Cert("runner"), pki.Key("runner"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc, err := server.Dial(relayed["vault"], server.DialOptions{Token: stacks["vault"].InternalToken, Service: "runner", TLS: asRunner})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		vc := vaultv1.NewVaultServiceClient(cc)
+		// The runner seals states: allowed.
+		if _, err := vc.Encrypt(t.Context(), &vaultv1.EncryptRequest{Context: &vaultv1.CryptoContext{ProjectId: "acme", Kind: "storage_state", Id: session}, Plaintext: []byte("{}")}); err != nil {
+			t.Fatalf("Encrypt with the runner's certificate: %v", err)
+		}
+		// It never stores secrets, even holding the internal token.
+		_, err = vc.PutSecret(t.Context(), &vaultv1.PutSecretRequest{ProjectId: "acme", SecretId: "planted", Fields: map[string]string{"password": "x"}})
+		if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "runner") || !strings.Contains(err.Error(), "PutSecret") {
+			t.Fatalf("PutSecret with the runner's certificate: %v, want PermissionDenied naming the runner and the RPC", err)
+		}
+	})
 	t.Run("a client without the CA is refused, naming the certificate", func(t *testing.T) {
 		c, err := client.Dial(relayed["scheduler"], client.Options{APIKey: project.GetApiKeySecret(), TLS: &tlsConfigNoCA, MaxAttempts: 1})
 		if err != nil {

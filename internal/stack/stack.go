@@ -5,6 +5,7 @@
 package stack
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -277,7 +278,7 @@ func (st *Stack) newService(ctx context.Context, name string, env config.Env) (s
 	switch name {
 	case "registry":
 		r, err := registry.New(registry.Config{
-			AdminKey: cfg.AdminKey, InternalToken: cfg.InternalToken, PublicURL: cfg.PublicURL, RecorderTTL: cfg.RecorderTTL,
+			AdminKey: cfg.AdminKey, InternalToken: cfg.InternalToken, RecorderSecret: cfg.RecorderSecret, PublicURL: cfg.PublicURL, RecorderTTL: cfg.RecorderTTL,
 		}, registry.Deps{
 			Logger: log, Tracer: tp, JS: st.js, NC: st.nc, Cache: st.cache,
 			Vault: vaultClient, Runs: latchkeyv1.NewRunServiceClient(p[2]),
@@ -298,7 +299,7 @@ func (st *Stack) newService(ctx context.Context, name string, env config.Env) (s
 	default: // runner
 		return runner.New(runner.Config{
 			Pool: cfg.RunnerPool, Contexts: cfg.RunnerContexts, LoginContexts: cfg.RunnerLoginContexts, ChromiumPath: cfg.ChromiumPath,
-			LiveKey: bus.DeriveKey(cfg.InternalToken, bus.LiveKeyPurpose),
+			LiveKey: bus.DeriveKey(cmp.Or(cfg.RecorderSecret, cfg.InternalToken), bus.LiveKeyPurpose),
 		}, runner.Deps{
 			Logger: log, Tracer: tp, JS: st.js,
 			Registry: registryClient, Vault: vaultClient, Meter: st.metrics.Provider,

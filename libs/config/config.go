@@ -121,6 +121,9 @@ type Config struct {
 	// PublicURL is the base of the recorder URLs the registry hands out, as a person's
 	// browser reaches the HTTP listener; empty: http://<HTTPAddr>.
 	PublicURL string
+	// RecorderSecret keys the recorder's URLs and live view (secret); empty: derived
+	// from InternalToken.
+	RecorderSecret string
 	// RecorderTTL is how long a recorder URL (and the browser it holds) lives.
 	RecorderTTL time.Duration
 
@@ -161,6 +164,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("vault_keys", mask(c.VaultKeys)),
 		slog.String("vault_key_file", c.VaultKeyFile),
 		slog.String("internal_token", mask(c.InternalToken)),
+		slog.String("recorder_secret", mask(c.RecorderSecret)),
 		slog.String("admin_key", mask(c.AdminKey)),
 		slog.String("chromium_path", c.ChromiumPath),
 		slog.Int("runner_contexts", c.RunnerContexts),
@@ -273,6 +277,7 @@ func Register(fs *flag.FlagSet, env Env) *Config {
 	str(&c.SchedulerAddr, "scheduler-addr", "LATCHKEY_SCHEDULER_ADDR", "", "scheduler gRPC address (default: grpc-addr)")
 	str(&c.LogLevel, "log-level", "LATCHKEY_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	str(&c.LogFormat, "log-format", "LATCHKEY_LOG_FORMAT", "text", "log format: text or json")
+	str(&c.RecorderSecret, "recorder-secret", "LATCHKEY_RECORDER_SECRET", "", "secret that signs recorder URLs and live-view frames (registry and runners; default: derived from the internal token)")
 	str(&c.PublicURL, "public-url", "LATCHKEY_PUBLIC_URL", "", "base URL of recorder links as people reach the HTTP listener (default: http://<http-addr>)")
 
 	replicas := DefaultNATSReplicas

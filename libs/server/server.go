@@ -300,9 +300,15 @@ func serviceOf(fullMethod string) string {
 }
 
 func (s *Server) authUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	p, err := s.opts.Auth.authenticate(ctx, s.policyFor(info.FullMethod))
+	policy := s.policyFor(info.FullMethod)
+	p, err := s.opts.Auth.authenticate(ctx, policy)
 	if err != nil {
 		return nil, err
+	}
+	if policy == PolicyInternal {
+		if err := checkServiceCert(ctx, info.FullMethod); err != nil {
+			return nil, err
+		}
 	}
 	return handler(WithPrincipal(ctx, p), req)
 }
@@ -315,9 +321,15 @@ type wrappedStream struct {
 func (w wrappedStream) Context() context.Context { return w.ctx }
 
 func (s *Server) authStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	p, err := s.opts.Auth.authenticate(ss.Context(), s.policyFor(info.FullMethod))
+	policy := s.policyFor(info.FullMethod)
+	p, err := s.opts.Auth.authenticate(ss.Context(), policy)
 	if err != nil {
 		return err
+	}
+	if policy == PolicyInternal {
+		if err := checkServiceCert(ss.Context(), info.FullMethod); err != nil {
+			return err
+		}
 	}
 	return handler(srv, wrappedStream{ServerStream: ss, ctx: WithPrincipal(ss.Context(), p)})
 }

@@ -5,6 +5,7 @@
 package registry
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -37,6 +38,10 @@ type Config struct {
 	// InternalToken is the secret the services share: the recorder's URL-signing and
 	// live-view keys are derived from it.
 	InternalToken string
+	// RecorderSecret, when set, keys the recorder's URLs and live view instead of
+	// InternalToken, so a deployment authenticating its services with mTLS keeps a
+	// secret of its own for them. Every registry and runner needs the same one.
+	RecorderSecret string
 	// PublicURL is the base of recorder URLs; empty: http://<the HTTP listener>.
 	PublicURL string
 	// RecorderTTL is how long a recorder URL lives; zero: 10 minutes.
@@ -94,7 +99,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		deps.Cache = cache.NewResilient(cache.NewMemory(cache.MemoryOptions{}), deps.Logger)
 	}
 	s := &Service{cfg: cfg, deps: deps}
-	rec, err := recorder.New(recorder.Config{Secret: cfg.InternalToken, PublicURL: cfg.PublicURL, TTL: cfg.RecorderTTL},
+	rec, err := recorder.New(recorder.Config{Secret: cmp.Or(cfg.RecorderSecret, cfg.InternalToken), PublicURL: cfg.PublicURL, TTL: cfg.RecorderTTL},
 		recorder.Deps{Log: deps.Logger, NC: deps.NC, Runs: deps.Runs, ListenAddr: func() string { return s.srv.HTTPAddr() }})
 	if err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
