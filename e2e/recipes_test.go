@@ -190,3 +190,21 @@ func TestSingleUseTOTPTwoLoginsInOneStep(t *testing.T) {
 		t.Error("the TOTP secret appears in the logs")
 	}
 }
+
+// TestLoginStoresTheStateItsVerificationLeft: a site that rotates its session cookie
+// on every request and refuses a replaced value at once. The fresh-context check that
+// verifies a login's state rotates the cookie; the session must keep the rotated one,
+// so the first Run after the login needs no second login.
+func TestLoginStoresTheStateItsVerificationLeft(t *testing.T) {
+	t.Parallel()
+	w := newWorldWith(t, portal.Config{RotationGrace: time.Nanosecond}, stacktest.Options{})
+	sess := w.readySession(t)
+	for range 2 {
+		if run := w.wait(t, w.start(t, "list-invoices", sess.GetId(), nil).GetId()); run.GetState() != latchkeyv1.RunState_RUN_STATE_SUCCEEDED {
+			t.Fatalf("run = %s %s", run.GetState(), run.GetFailureMessage())
+		}
+	}
+	if n := w.portal.Counters().Logins; n != 1 {
+		t.Errorf("%d logins, want 1: the Runs found the state the login's verification rotated", n)
+	}
+}

@@ -304,7 +304,15 @@ func (o *Orchestrator) verifyResult(ctx context.Context, rec *schedulerv1.RunRec
 	}
 	run := rec.GetRun()
 	project := run.GetProjectId()
-	rev, err := o.storeCandidate(ctx, project, run.GetAuthSessionId(), rec.GetCandidateState())
+	// The check ran with the candidate and the site may have rotated its cookies for
+	// it: what the check's context ended with is the newest state, and the one the
+	// runner's warm context holds. Storing the candidate would leave the session on a
+	// cookie the site already replaced (and, once the site's grace ends, logged out).
+	accepted := rec.GetCandidateState()
+	if c := res.GetCapturedStateCiphertext(); len(c) > 0 {
+		accepted = c
+	}
+	rev, err := o.storeCandidate(ctx, project, run.GetAuthSessionId(), accepted)
 	if err != nil {
 		return err
 	}
