@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Latchkey's tests start for real (STYLE.md rule 15): a
-# redis-server binary, a Chromium, and the distribution's nats-server (Debian
+# redis-server binary, a Chromium, Node.js with npm (the TypeScript client's
+# test), and the distribution's nats-server (Debian
 # 12 ships 2.9, older than Latchkey needs: the tests of the start-up version
 # check run it; every other test uses the embedded nats-server go.mod pins).
 # Idempotent: does nothing when all are already there. Debian/Ubuntu (apt-get)
@@ -59,6 +60,14 @@ if have_nats_server; then
 else
 	log "nats-server missing: will install package nats-server"
 	packages+=(nats-server)
+fi
+
+# Node.js and npm build and run the TypeScript client's test (clients/typescript).
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+	log "node present: $(node --version)"
+else
+	log "node or npm missing: will install packages nodejs npm"
+	packages+=(nodejs npm)
 fi
 
 if [[ ${#packages[@]} -eq 0 ]]; then
