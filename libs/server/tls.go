@@ -23,7 +23,7 @@ type TLSFiles struct {
 func (f TLSFiles) Enabled() bool { return f.Cert != "" || f.Key != "" }
 
 // reloadInterval bounds how often a certificate's files are looked at for a change.
-const reloadInterval = 10 * time.Second
+var reloadInterval = 10 * time.Second
 
 // certSource serves a certificate from its files and reloads it when they change, so
 // a rotated certificate is taken up without a restart (cert-manager, a renewal job).
