@@ -27,13 +27,15 @@ const runsUsage = `usage: latchkey runs COMMAND
   watch ID                      follow a Run until it ends
   cancel ID                     cancel a Run
   resume ID FIELD=VALUE...      answer a Run that asked for more information
+  trace ID [-jaeger URL]        the Run's trace as a waterfall: from Jaeger (-jaeger or
+                                $LATCHKEY_JAEGER_URL), else from the Run's own records
 `
 
 // runsCommand runs `latchkey runs ...`.
 func runsCommand(ctx context.Context, c *cli, args []string) error {
 	type r = sub[latchkeyv1.RunServiceClient]
 	return dispatch(ctx, c, args, "runs", runsUsage, latchkeyv1.NewRunServiceClient,
-		r{"start", runsStart}, r{"get", runsGet}, r{"list", runsList}, r{"watch", runsWatch}, r{"cancel", runsCancel}, r{"resume", runsResume})
+		r{"start", runsStart}, r{"get", runsGet}, r{"list", runsList}, r{"watch", runsWatch}, r{"cancel", runsCancel}, r{"resume", runsResume}, r{"trace", runsTrace})
 }
 
 func runsStart(ctx context.Context, c *cli, rc latchkeyv1.RunServiceClient, args []string) error {

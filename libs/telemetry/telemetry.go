@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -57,8 +58,8 @@ func NewTracerProvider(ctx context.Context, cfg TraceConfig) (*sdktrace.TracerPr
 		return nil, fmt.Errorf("building resource: %w", err)
 	}
 	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample()))}
-	if otlpEnabled(cfg.Env) {
-		exp, err := otlptracegrpc.New(ctx)
+	if endpoint, ok := otlpEndpoint(cfg.Env); ok {
+		exp, err := otlptracegrpc.New(ctx, otlptracegrpc.WithEndpointURL(endpoint))
 		if err != nil {
 			return nil, fmt.Errorf("starting OTLP trace exporter: %w", err)
 		}
@@ -70,16 +71,22 @@ func NewTracerProvider(ctx context.Context, cfg TraceConfig) (*sdktrace.TracerPr
 	return sdktrace.NewTracerProvider(opts...), nil
 }
 
-func otlpEnabled(env func(string) (string, bool)) bool {
+// otlpEndpoint is the OTLP/gRPC endpoint URL from the service's environment (not only
+// the process's: `latchkey dev` and tests pass their own), traces-specific first. An
+// http:// URL exports in plaintext, https:// over TLS, as the OpenTelemetry spec says.
+func otlpEndpoint(env func(string) (string, bool)) (string, bool) {
 	if env == nil {
-		return false
+		return "", false
 	}
-	for _, k := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"} {
+	for _, k := range []string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"} {
 		if v, ok := env(k); ok && v != "" {
-			return true
+			if !strings.Contains(v, "://") {
+				v = "http://" + v
+			}
+			return v, true
 		}
 	}
-	return false
+	return "", false
 }
 
 // Metrics is a meter provider whose instruments are served from Registry.
