@@ -2,7 +2,9 @@
 # The demo, on one machine: start `latchkey dev` and the demo portal, deploy the portal's
 # recipe bundle, create an AuthSession, run list-invoices, expire every portal session,
 # run again (Latchkey logs in again by itself), and count the logins the portal saw.
-# DEMO_KEEP=1 leaves both running afterwards.
+# DEMO_KEEP=1 leaves both running afterwards. DEMO_JAEGER=1 also starts Jaeger
+# (.tmp/bin/jaeger, memory storage; OTLP on 127.0.0.1:4317, query on 127.0.0.1:16686),
+# exports every service's spans to it and shows the recreated Run's trace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$PWD/.tmp/bin
@@ -14,7 +16,11 @@ export LATCHKEY_ADDR=$GRPC
 mkdir -p "$LATCHKEY_DATA_DIR"
 LOG=$LATCHKEY_DATA_DIR/dev.log
 
-for addr in "$GRPC" "$HTTP" 127.0.0.1:4223 "$PORTAL"; do
+JAEGER_OTLP=127.0.0.1:4317
+JAEGER_QUERY=127.0.0.1:16686
+ports=("$GRPC" "$HTTP" 127.0.0.1:4223 "$PORTAL")
+if [ "${DEMO_JAEGER:-0}" = 1 ]; then ports+=("$JAEGER_OTLP" "$JAEGER_QUERY"); fi
+for addr in "${ports[@]}"; do
   if (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null; then
     echo "demo: $addr is already in use (another latchkey dev or portal?). Stop it first." >&2
     exit 1
@@ -26,10 +32,42 @@ lk() { "$BIN/latchkey" "$@"; }
 
 pids=()
 stop() {
-  for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # Newest first, each to its end: latchkey dev flushes its spans before Jaeger stops.
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill -INT "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
+  done
 }
 if [ "${DEMO_KEEP:-0}" != 1 ]; then trap stop EXIT; fi
+
+if [ "${DEMO_JAEGER:-0}" = 1 ]; then
+  step "starting Jaeger (OTLP $JAEGER_OTLP, query http://$JAEGER_QUERY)"
+  cat >"$LATCHKEY_DATA_DIR/jaeger.yaml" <<YAML
+service:
+  extensions: [jaeger_storage, jaeger_query]
+  pipelines:
+    traces: {receivers: [otlp], processors: [batch], exporters: [jaeger_storage_exporter]}
+  telemetry: {metrics: {level: none}, logs: {level: warn}}
+extensions:
+  jaeger_query:
+    storage: {traces: mem}
+    http: {endpoint: $JAEGER_QUERY}
+    grpc: {endpoint: 127.0.0.1:16685}
+  jaeger_storage:
+    backends: {mem: {memory: {max_traces: 100000}}}
+receivers:
+  otlp: {protocols: {grpc: {endpoint: $JAEGER_OTLP}}}
+processors:
+  batch: {timeout: 200ms}
+exporters:
+  jaeger_storage_exporter: {trace_storage: mem}
+YAML
+  "$BIN/jaeger" --config "$LATCHKEY_DATA_DIR/jaeger.yaml" >"$LATCHKEY_DATA_DIR/jaeger.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do curl -fsS "http://$JAEGER_QUERY/api/services" >/dev/null 2>&1 && break; sleep 0.1; done
+  # Spans leave each service in batches; every half second here rather than every 5 s.
+  export OTEL_EXPORTER_OTLP_ENDPOINT=http://$JAEGER_OTLP LATCHKEY_JAEGER_URL=http://$JAEGER_QUERY OTEL_BSP_SCHEDULE_DELAY=500
+fi
 
 step "starting the demo portal on http://$PORTAL and latchkey dev (log: $LOG)"
 "$BIN/portal" -addr "$PORTAL" >"$LATCHKEY_DATA_DIR/portal.log" 2>&1 &
@@ -39,7 +77,7 @@ start=$(date +%s%N)
 pids+=($!)
 for _ in $(seq 1 150); do
   if curl -fsS "http://$HTTP/healthz" >/dev/null 2>&1 && [ -s "$LATCHKEY_DATA_DIR/dev-api-key" ]; then break; fi
-  if ! kill -0 "${pids[1]}" 2>/dev/null; then echo "latchkey dev exited:"; cat "$LOG"; exit 1; fi
+  if ! kill -0 "${pids[-1]}" 2>/dev/null; then echo "latchkey dev exited:"; cat "$LOG"; exit 1; fi
   sleep 0.1
 done
 echo "every service healthy after $(( ($(date +%s%N) - start) / 1000000 )) ms:"
@@ -77,6 +115,20 @@ step "what happened"
 echo "logins the portal has seen: $(logins) (one for the create, one for the recreate)"
 echo "portal counters: $(counters)"
 lk runs list -session "$id"
+if [ "${DEMO_JAEGER:-0}" = 1 ]; then
+  step "the recreated Run as one trace in Jaeger (latchkey runs trace)"
+  run_id=$(lk runs list -session "$id" -api list-invoices -limit 1 -o json | grep -o '"id": *"run-[a-z0-9]*"' | head -1 | grep -o 'run-[a-z0-9]*')
+  # Wait until the trace is whole: its span count stops growing.
+  last=-1
+  for _ in $(seq 1 30); do
+    n=$(lk runs trace "$run_id" 2>/dev/null | head -1 | grep -o '[0-9]* spans' || true)
+    if [ -n "$n" ] && [ "$n" = "$last" ]; then break; fi
+    last=$n; sleep 1
+  done
+  lk runs trace "$run_id"
+  trace=$(lk runs get "$run_id" -o json | grep -o '"traceId": *"[0-9a-f]*"' | grep -o '[0-9a-f]\{32\}')
+  echo "the trace in Jaeger's API: http://$JAEGER_QUERY/api/traces/$trace"
+fi
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
   echo; echo "still running: latchkey dev and the portal (pids ${pids[*]}); stop them with: kill -INT ${pids[*]}"
 fi

@@ -72,13 +72,28 @@ func TestRunIsOneTraceInJaeger(t *testing.T) {
 		}
 	}
 
+	// Every log line of the Run names it, its session and its project.
+	lines := 0
+	for _, line := range strings.Split(p.stderr.String(), "\n") {
+		if !strings.Contains(line, "trace_id="+started.TraceID) {
+			continue
+		}
+		lines++
+		for _, want := range []string{"run_id=run-", "session_id=traced", "project_id=default"} {
+			if !strings.Contains(line, want) {
+				t.Errorf("a log line of the Run lacks %s: %s", want, line)
+			}
+		}
+	}
+	if lines == 0 {
+		t.Errorf("no log line of the Run:\n%s", p.stderr.String())
+	}
 	out := cli(map[string]string{"LATCHKEY_JAEGER_URL": jaeger.Query}, "runs", "trace", started.ID)
 	for _, want := range []string{"from Jaeger", "SERVICE", "scheduler", "browser-runner", "credential-vault", "session-registry", "goto", "extract", "█"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("runs trace from Jaeger lacks %q:\n%s", want, out)
 		}
 	}
-	t.Logf("latchkey runs trace (Jaeger):\n%s", out)
 	out = cli(map[string]string{}, "runs", "trace", started.ID)
 	for _, want := range []string{"from the Run's records", "api list-invoices (succeeded)", "validate auth-sessions/check", "create auth-sessions/create", "queued"} {
 		if !strings.Contains(out, want) {

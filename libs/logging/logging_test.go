@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"testing"
 
+	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
@@ -51,5 +52,33 @@ func TestBadOptions(t *testing.T) {
 	}
 	if _, err := New(&bytes.Buffer{}, "json", "loud"); err == nil {
 		t.Error("loud level accepted")
+	}
+}
+
+// TestRunIDsFollowTheWork: the Run's ids set once reach every line logged with the
+// context, including on the far side of a propagator (as another service receives
+// them over gRPC or NATS), without repeating a key the line already has.
+func TestRunIDsFollowTheWork(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	log, _ := New(&buf, "json", "info")
+	ctx := WithRun(t.Context(), "run-1", "sess-1", "")
+	carrier := propagation.MapCarrier{}
+	propagation.Baggage{}.Inject(ctx, carrier)
+	remote := propagation.Baggage{}.Extract(context.Background(), carrier)
+	log.InfoContext(remote, "far side", "run_id", "run-1")
+
+	var rec map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &rec); err != nil {
+		t.Fatalf("not JSON: %q", buf.String())
+	}
+	if rec["run_id"] != "run-1" || rec["session_id"] != "sess-1" {
+		t.Fatalf("run ids missing: %v", rec)
+	}
+	if _, ok := rec["project_id"]; ok {
+		t.Errorf("an empty project id was logged: %v", rec)
+	}
+	if n := bytes.Count(buf.Bytes(), []byte(`"run_id"`)); n != 1 {
+		t.Errorf("run_id appears %d times: %s", n, buf.String())
 	}
 }

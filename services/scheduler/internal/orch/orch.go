@@ -33,6 +33,7 @@ import (
 	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	vaultv1 "github.com/latchkey/latchkey/libs/gen/latchkey/vault/v1"
+	"github.com/latchkey/latchkey/libs/logging"
 	"github.com/latchkey/latchkey/services/scheduler/internal/store"
 )
 
@@ -135,12 +136,14 @@ func (o *Orchestrator) traceContext(ctx context.Context) map[string]string {
 }
 
 // runContext returns ctx carrying the Run's own trace as parent, so work resumed from
-// another message stays in the Run's trace.
+// another message stays in the Run's trace, and the Run's ids for every log line of it
+// (in this service and the ones its tasks reach).
 func (o *Orchestrator) runContext(ctx context.Context, rec *schedulerv1.RunRecord) context.Context {
-	if len(rec.GetTraceContext()) == 0 {
-		return ctx
+	if len(rec.GetTraceContext()) > 0 {
+		ctx = o.prop.Extract(ctx, propagation.MapCarrier(rec.GetTraceContext()))
 	}
-	return o.prop.Extract(ctx, propagation.MapCarrier(rec.GetTraceContext()))
+	r := rec.GetRun()
+	return logging.WithRun(ctx, r.GetId(), r.GetAuthSessionId(), r.GetProjectId())
 }
 
 // emit publishes a RunEvent for the Run's new state on lk.events.run.<project>.<run>.

@@ -16,6 +16,7 @@ import (
 	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
 	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
+	"github.com/latchkey/latchkey/libs/logging"
 	"github.com/latchkey/latchkey/services/scheduler/internal/store"
 )
 
@@ -66,6 +67,7 @@ func (o *Orchestrator) Start(ctx context.Context, project string, req *latchkeyv
 	} else if err := bus.CheckToken(runID); err != nil {
 		return nil, invalid("run_id: %v", err)
 	}
+	ctx = logging.WithRun(ctx, runID, req.GetAuthSessionId(), project)
 	var sess *latchkeyv1.AuthSession
 	if id := req.GetAuthSessionId(); id != "" {
 		var err error
