@@ -19,14 +19,15 @@ Usage:
   latchkey serve SERVICE [flags]       run one service: registry, vault, runner or scheduler
   latchkey try API --bundle DIR [...]  run one recipe in a local browser, printing each step
   latchkey version                     print the version
+  latchkey completion bash|zsh         shell completion: source <(latchkey completion bash)
 
 Client commands (talk to $LATCHKEY_ADDR with $LATCHKEY_API_KEY or the dev key; the
-flags -addr, -api-key and -o table|json follow the command name, as in
-"latchkey sessions -o json list"):
+flags -addr, -api-key, -o table|json and -ca/-cert/-key go anywhere on the line, as in
+"latchkey sessions list -o json"; "latchkey GROUP -h" lists a group's commands):
   latchkey projects create|list|delete|keys ...
   latchkey sessions create|get|list|update|update-credentials|delete|import|export ...
   latchkey automations deploy DIR|list|bundles
-  latchkey runs start API -session ID [-params JSON] [-wait]|get|list|watch|cancel|resume ...
+  latchkey runs start API -session ID [-params JSON] [-wait]|get|list|watch|cancel|resume|trace ...
   latchkey jobs create -api API -session ID [-cron|-every|-at] [-payloads JSON]|get|list|
                 update|delete|pause|resume|trigger|runs ...
   latchkey audit [SESSION_OR_SECRET_ID]
@@ -62,6 +63,8 @@ func run(ctx context.Context, args []string, env config.Env, stdout, stderr io.W
 		return runServe(ctx, rest[0], cfg, env, stdout, stderr)
 	case "try":
 		return runTry(ctx, rest, env, stdout, stderr)
+	case "completion":
+		return runCompletion(rest, stdout)
 	case "version":
 		fmt.Fprintln(stdout, "latchkey", version)
 		return nil
