@@ -59,6 +59,14 @@ func TestDomainMetrics(t *testing.T) {
 		{"latchkey_logins_total", map[string]string{"outcome": "failed", "reason": "INVALID_CREDENTIALS"}, 1},
 		{"latchkey_run_duration_seconds", map[string]string{"kind": "API"}, 1 + burst}, // the histogram's count
 		{"latchkey_runner_tasks_in_flight", nil, 0},
+		{"latchkey_session_recreate_duration_seconds", nil, 1}, // the burst's one recreate
+		{"latchkey_sessions", map[string]string{"state": "READY"}, 1},
+		{"latchkey_sessions", map[string]string{"state": "EXPIRED"}, 1},
+		{"latchkey_sessions", map[string]string{"state": "RECREATING"}, 0},
+		{"latchkey_login_budget_exhausted_total", nil, 0},
+		{"latchkey_circuit_opened_total", nil, 0},
+		{"latchkey_job_events_total", nil, 0},
+		{"latchkey_jetstream_consumer_pending", map[string]string{"consumer": "scheduler-results"}, 0},
 	}
 	for _, c := range exactly {
 		if got := sum(m, c.name, c.labels); got != c.want {
@@ -77,6 +85,10 @@ func TestDomainMetrics(t *testing.T) {
 		{"latchkey_runner_tasks_total", map[string]string{"kind": "API", "status": "SUCCEEDED", "warm": "true"}, 1},
 		{"latchkey_runner_warm_contexts", nil, 1},
 		{"latchkey_runner_browsers", nil, 1},
+		{"latchkey_runner_contexts", nil, 1},
+		{"latchkey_runner_renderer_memory_bytes", nil, 1 << 20}, // a renderer holds megabytes
+		{"latchkey_jetstream_consumer_pending", map[string]string{"consumer": "runner-default"}, 0},
+		{"latchkey_jetstream_consumer_ack_pending", map[string]string{"consumer": "runner-default-login"}, 0},
 		{"latchkey_vault_operations_total", map[string]string{"operation": "encrypt", "kind": "storage_state"}, 2},
 		{"latchkey_vault_operations_total", map[string]string{"operation": "decrypt"}, 1},
 		{"latchkey_vault_key_version", nil, 1},

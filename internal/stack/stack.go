@@ -281,7 +281,7 @@ func (st *Stack) newService(ctx context.Context, name string, env config.Env) (s
 			AdminKey: cfg.AdminKey, InternalToken: cfg.InternalToken, RecorderSecret: cfg.RecorderSecret, PublicURL: cfg.PublicURL, RecorderTTL: cfg.RecorderTTL,
 		}, registry.Deps{
 			Logger: log, Tracer: tp, JS: st.js, NC: st.nc, Cache: st.cache,
-			Vault: vaultClient, Runs: latchkeyv1.NewRunServiceClient(p[2]),
+			Vault: vaultClient, Runs: latchkeyv1.NewRunServiceClient(p[2]), Meter: st.metrics.Provider,
 		})
 		if err != nil {
 			return nil, err

@@ -20,6 +20,10 @@ type metrics struct {
 	queueWait   metric.Float64Histogram
 	logins      metric.Int64Counter
 	checks      metric.Int64Counter
+	recreate    metric.Float64Histogram
+	budgets     metric.Int64Counter
+	circuits    metric.Int64Counter
+	jobEvents   metric.Int64Counter
 }
 
 // runBuckets fit Runs from tens of milliseconds (a warm API) to minutes (a login that
@@ -50,7 +54,42 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 		metric.WithDescription("Checks of a session's state answered by a runner, by outcome (VALID, INVALID, INCONCLUSIVE)")); err != nil {
 		return nil, err
 	}
+	if x.recreate, err = m.Float64Histogram("latchkey.session.recreate.duration", metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(runBuckets...),
+		metric.WithDescription("Time from a check finding a session logged out (its recreate starting) until the session is READY again, for recreates that succeeded")); err != nil {
+		return nil, err
+	}
+	if x.budgets, err = m.Int64Counter("latchkey.login_budget.exhausted", metric.WithUnit("{login}"),
+		metric.WithDescription("Logins refused because the session's or an origin's login budget was spent")); err != nil {
+		return nil, err
+	}
+	if x.circuits, err = m.Int64Counter("latchkey.circuit.opened", metric.WithUnit("{circuit}"),
+		metric.WithDescription("Sessions whose circuit opened: repeated login failures within the window stop further logins")); err != nil {
+		return nil, err
+	}
+	if x.jobEvents, err = m.Int64Counter("latchkey.job.events", metric.WithUnit("{event}"),
+		metric.WithDescription("Job events by kind (fired, paused, resumed, skipped, completed, succeeded, failed, canceled, ...) and the reason of a pause")); err != nil {
+		return nil, err
+	}
+	// Exported at 0 from the start, so rate() and alerts see them before the first one.
+	ctx := context.Background()
+	x.budgets.Add(ctx, 0)
+	x.circuits.Add(ctx, 0)
+	for _, e := range []string{"fired", "paused"} {
+		x.jobEvents.Add(ctx, 0, metric.WithAttributes(attribute.String("event", e), attribute.String("reason", "")))
+	}
 	return x, nil
+}
+
+// circuitOpened counts a session's circuit opening.
+func (x *metrics) circuitOpened(ctx context.Context) { x.circuits.Add(ctx, 1) }
+
+// jobEvent counts a job event.
+func (x *metrics) jobEvent(ctx context.Context, event string, reason latchkeyv1.FailureReason) {
+	r := ""
+	if reason != latchkeyv1.FailureReason_FAILURE_REASON_UNSPECIFIED {
+		r = short(reason.String(), "FAILURE_REASON_")
+	}
+	x.jobEvents.Add(ctx, 1, metric.WithAttributes(attribute.String("event", event), attribute.String("reason", r)))
 }
 
 // runEnded counts a Run that ended, and its login when it was one.
@@ -76,6 +115,15 @@ func (x *metrics) runEnded(ctx context.Context, run *latchkeyv1.Run) {
 			outcome = "succeeded"
 		}
 		x.logins.Add(ctx, 1, metric.WithAttributes(attribute.String("outcome", outcome), attribute.String("reason", reason)))
+		if run.GetFailureReason() == latchkeyv1.FailureReason_FAILURE_REASON_LOGIN_BUDGET_EXHAUSTED {
+			x.budgets.Add(ctx, 1)
+		}
+		// A create started for an API Run is a recreate: it was created the moment that
+		// Run's check found the session logged out, and it ends once the new state is
+		// verified and the session READY.
+		if run.GetParentRunId() != "" && run.GetState() == latchkeyv1.RunState_RUN_STATE_SUCCEEDED && run.GetCreateTime() != nil && run.GetEndTime() != nil {
+			x.recreate.Record(ctx, run.GetEndTime().AsTime().Sub(run.GetCreateTime().AsTime()).Seconds())
+		}
 	}
 }
 

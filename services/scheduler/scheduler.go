@@ -26,6 +26,7 @@ import (
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	vaultv1 "github.com/latchkey/latchkey/libs/gen/latchkey/vault/v1"
 	"github.com/latchkey/latchkey/libs/server"
+	"github.com/latchkey/latchkey/libs/telemetry"
 	"github.com/latchkey/latchkey/services/scheduler/internal/api"
 	"github.com/latchkey/latchkey/services/scheduler/internal/consume"
 	"github.com/latchkey/latchkey/services/scheduler/internal/jobs"
@@ -155,6 +156,13 @@ func (s *Service) Start(ctx context.Context) error {
 	if s.metrics, err = newMetrics(s.deps.Meter); err != nil {
 		return fmt.Errorf("starting scheduler: %w", err)
 	}
+	var refs []bus.ConsumerRef
+	for _, spec := range s.specs() {
+		refs = append(refs, bus.ConsumerRef{Stream: spec.Stream, Consumer: spec.Durable})
+	}
+	if err := bus.RegisterConsumerGauges(telemetry.Meter(s.deps.Meter, "github.com/latchkey/latchkey/services/scheduler"), s.deps.JS, refs...); err != nil {
+		return fmt.Errorf("starting scheduler: %w", err)
+	}
 	st := store.New(runsKV)
 	s.orch = orch.New(orch.Deps{
 		Store: st, JS: s.deps.JS, NC: s.deps.NC, Leases: leases, Registry: s.deps.Registry, Vault: s.deps.Vault,
@@ -163,10 +171,11 @@ func (s *Service) Start(ctx context.Context) error {
 			s.metrics.runEnded(ctx, run)
 			s.jobs.RunEnded(ctx, run)
 		},
-		RefreshDue: s.refreshDue,
+		RefreshDue:    s.refreshDue,
+		CircuitOpened: s.metrics.circuitOpened,
 	})
 	s.runs.SetOrchestrator(s.orch)
-	s.jobs = jobs.New(jobs.NewStore(jobsKV), s.orch, s.deps.JS, tracer, s.deps.Logger, jobs.Options{})
+	s.jobs = jobs.New(jobs.NewStore(jobsKV), s.orch, s.deps.JS, tracer, s.deps.Logger, jobs.Options{OnEvent: s.metrics.jobEvent})
 	s.jobsAPI.SetEngine(s.jobs, s.orch)
 	s.consumers = consume.NewRunner(s.deps.JS, tracer, s.deps.Logger)
 	for _, spec := range s.specs() {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
@@ -79,6 +80,8 @@ type Deps struct {
 	Runs latchkeyv1.RunServiceClient
 	// NC carries the recorder's live view (core NATS).
 	NC *nats.Conn
+	// Meter receives the registry's metrics (metrics.go); nil: none.
+	Meter metric.MeterProvider
 }
 
 // Service is the session registry.
@@ -142,6 +145,9 @@ func (s *Service) Start(ctx context.Context) error {
 		return fmt.Errorf("starting registry: %w", err)
 	}
 	s.api.SetStore(st)
+	if err := registerMetrics(s.deps.Meter, st); err != nil {
+		return fmt.Errorf("starting registry: %w", err)
+	}
 	if err := s.recorder.Open(ctx, s.deps.JS); err != nil {
 		return fmt.Errorf("starting registry: %w", err)
 	}

@@ -8,7 +8,9 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/latchkey/latchkey/libs/bus"
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
+	"github.com/latchkey/latchkey/libs/runner/internal/chrome"
 	"github.com/latchkey/latchkey/libs/telemetry"
 )
 
@@ -44,16 +46,39 @@ func (r *Runner) newMetrics(mp metric.MeterProvider) error {
 	if err != nil {
 		return err
 	}
+	contexts, err := m.Int64ObservableGauge("latchkey.runner.contexts", metric.WithUnit("{context}"),
+		metric.WithDescription("Browser contexts open, one per session with state here (busy or warm)"))
+	if err != nil {
+		return err
+	}
+	renderers, err := m.Int64ObservableGauge("latchkey.runner.renderer_memory", metric.WithUnit("By"),
+		metric.WithDescription("Resident memory of the Chromium renderer processes, where pages run"))
+	if err != nil {
+		return err
+	}
 	if _, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		if r.warmSet != nil {
 			o.ObserveInt64(warm, int64(r.warmSet.Len()), x.pool)
 		}
+		r.mu.Lock()
+		open := len(r.jars)
+		r.mu.Unlock()
+		o.ObserveInt64(contexts, int64(open), x.pool)
 		if r.pool != nil {
-			o.ObserveInt64(browsers, int64(len(r.pool.PIDs())), x.pool)
+			pids := r.pool.PIDs()
+			o.ObserveInt64(browsers, int64(len(pids)), x.pool)
+			o.ObserveInt64(renderers, chrome.RendererMemory(pids), x.pool)
 		}
 		return nil
-	}, warm, browsers); err != nil {
+	}, warm, browsers, contexts, renderers); err != nil {
 		return err
+	}
+	if r.deps.JS != nil {
+		if err := bus.RegisterConsumerGauges(m, r.deps.JS,
+			bus.ConsumerRef{Stream: bus.StreamTasks, Consumer: ConsumerName(r.cfg.Pool)},
+			bus.ConsumerRef{Stream: bus.StreamTasks, Consumer: LoginConsumerName(r.cfg.Pool)}); err != nil {
+			return err
+		}
 	}
 	r.metrics = x
 	return nil

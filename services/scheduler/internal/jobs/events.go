@@ -17,6 +17,9 @@ import (
 // watchers and audit; nothing in the scheduler depends on them, so a failed publish
 // is logged and not retried.
 func (e *Engine) emit(ctx context.Context, job *latchkeyv1.Job, jobRun *latchkeyv1.JobRun, event string, reason latchkeyv1.FailureReason) {
+	if e.onEvent != nil {
+		e.onEvent(ctx, event, reason)
+	}
 	subj, err := bus.JobEventSubject(job.GetProjectId(), job.GetId())
 	if err != nil {
 		return

@@ -78,6 +78,7 @@ type Engine struct {
 	// child may have no Run record before it is started again (a replica died between
 	// allotting and starting it).
 	stuckAfter, restartAfter time.Duration
+	onEvent                  func(context.Context, string, latchkeyv1.FailureReason)
 
 	mu            sync.Mutex // guards lastHousekeep
 	lastHousekeep time.Time
@@ -87,6 +88,9 @@ type Engine struct {
 type Options struct {
 	// StuckAfter defaults to 10 s, RestartAfter to 30 s.
 	StuckAfter, RestartAfter time.Duration
+	// OnEvent, if set, is told each job event as it is emitted ("fired", "paused", ...;
+	// see emit), with the reason of a pause. It must not block.
+	OnEvent func(ctx context.Context, event string, reason latchkeyv1.FailureReason)
 }
 
 // New returns an engine over the LK_JOBS store, starting child Runs through runs and
@@ -100,7 +104,7 @@ func New(store *Store, runs Runs, js jetstream.JetStream, tracer trace.Tracer, l
 	}
 	return &Engine{
 		store: store, runs: runs, js: js, tracer: tracer, log: log, prop: bus.Propagator(), now: time.Now,
-		stuckAfter: opts.StuckAfter, restartAfter: opts.RestartAfter,
+		stuckAfter: opts.StuckAfter, restartAfter: opts.RestartAfter, onEvent: opts.OnEvent,
 	}
 }
 

@@ -33,3 +33,7 @@ func (o *Orchestrator) refreshDue(at *timestamppb.Timestamp) {
 		o.RefreshDue(at.AsTime())
 	}
 }
+
+// CircuitOpenedFunc is told when a session's circuit opens (its login failures reached
+// the threshold within the window). It must not block.
+type CircuitOpenedFunc func(ctx context.Context)

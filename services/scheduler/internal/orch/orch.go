@@ -98,6 +98,8 @@ type Deps struct {
 	// RefreshDue, if set, is told when a session's next proactive refresh falls due
 	// (hooks.go), so the refresh loop wakes for keep-alives shorter than its interval.
 	RefreshDue RefreshDueFunc
+	// CircuitOpened, if set, is told when a session's circuit opens (hooks.go).
+	CircuitOpened CircuitOpenedFunc
 }
 
 // Orchestrator drives Runs.

@@ -512,6 +512,9 @@ func circuitKey(sess *latchkeyv1.AuthSession) string {
 // circuit is (now) open.
 func (o *Orchestrator) circuitTrips(ctx context.Context, sess *latchkeyv1.AuthSession) bool {
 	n, err := o.Cache.Incr(ctx, circuitKey(sess), o.Policy.CircuitWindow)
+	if err == nil && o.CircuitOpened != nil && o.Policy.CircuitThreshold > 0 && n == o.Policy.CircuitThreshold {
+		o.CircuitOpened(ctx)
+	}
 	return err == nil && o.Policy.CircuitThreshold > 0 && n >= o.Policy.CircuitThreshold
 }
 

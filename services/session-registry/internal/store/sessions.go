@@ -372,3 +372,19 @@ func (s *Store) PublishUpdated(ctx context.Context, sess Session) {
 		FromState: a.GetState(), ToState: a.GetState(), StateRevision: a.GetStateRevision(),
 	})
 }
+
+// CountByState counts the sessions of every project by state. Like ListDue it reads
+// every session record: callers cache its answer (the sessions gauge reads it at most
+// every 15 s).
+func (s *Store) CountByState(ctx context.Context) (map[latchkeyv1.SessionState]int64, error) {
+	counts := map[latchkeyv1.SessionState]int64{}
+	err := bus.Scan(ctx, s.sessions, ">", false, func(e jetstream.KeyValueEntry) error {
+		rec := &registryv1.SessionRecord{}
+		if err := proto.Unmarshal(e.Value(), rec); err != nil {
+			return fmt.Errorf("decoding session %s: %w", e.Key(), err)
+		}
+		counts[rec.GetSession().GetState()]++
+		return nil
+	})
+	return counts, err
+}
