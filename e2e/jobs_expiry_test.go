@@ -57,6 +57,7 @@ func TestJobPausesWhenItsSessionExpires(t *testing.T) {
 	if got := w.session(t, sess.GetId()); got.GetState() != latchkeyv1.SessionState_SESSION_STATE_EXPIRED || got.GetStateReason() != latchkeyv1.FailureReason_FAILURE_REASON_INVALID_CREDENTIALS {
 		t.Fatalf("session = %s %s, want EXPIRED INVALID_CREDENTIALS", got.GetState(), got.GetStateReason())
 	}
+	w.waitMetric(t, "latchkey_job_events_total", map[string]string{"event": "paused", "reason": "AUTH_SESSION_EXPIRED"}, 1)
 	ended := w.waitQuiet(t, jc, id)
 	last := ended[0]
 	if last.GetState() != latchkeyv1.JobRunState_JOB_RUN_STATE_CANCELED || last.GetRunsCanceled() != 1 {

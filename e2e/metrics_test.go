@@ -174,3 +174,16 @@ next:
 	}
 	return total
 }
+
+// waitMetric waits until the world's /metrics shows name{labels} summing to want.
+func (w *world) waitMetric(t *testing.T, name string, labels map[string]string, want float64) {
+	t.Helper()
+	w.eventually(t, 30*time.Second, func() (bool, string) {
+		m, err := scrape("http://" + w.st.HTTPAddr() + "/metrics")
+		if err != nil {
+			return false, err.Error()
+		}
+		got := sum(m, name, labels)
+		return got == want, fmt.Sprintf("%s%v = %v, want %v", name, labels, got, want)
+	})
+}

@@ -192,6 +192,7 @@ func TestLoginBudgetStopsAutomaticLogins(t *testing.T) {
 	if got.GetState() != latchkeyv1.SessionState_SESSION_STATE_EXPIRED || got.GetStateReason() != latchkeyv1.FailureReason_FAILURE_REASON_LOGIN_BUDGET_EXHAUSTED {
 		t.Errorf("session = %s %s, want EXPIRED LOGIN_BUDGET_EXHAUSTED", got.GetState(), got.GetStateReason())
 	}
+	w.waitMetric(t, "latchkey_login_budget_exhausted_total", nil, 1)
 }
 
 // TestOriginLoginBudgetSpansSessions gives the portal's origin a budget of two logins:
@@ -290,5 +291,6 @@ func TestTransientLoginFailuresBackOffThenOpenTheCircuit(t *testing.T) {
 	if got.GetState() != latchkeyv1.SessionState_SESSION_STATE_EXPIRED || got.GetStateReason() != latchkeyv1.FailureReason_FAILURE_REASON_CIRCUIT_OPEN {
 		t.Errorf("session = %s %s, want EXPIRED CIRCUIT_OPEN", got.GetState(), got.GetStateReason())
 	}
+	w.waitMetric(t, "latchkey_circuit_opened_total", nil, 1)
 	t.Logf("5 login attempts with back-off took %s", time.Since(began).Round(time.Millisecond))
 }
