@@ -108,7 +108,12 @@ func TestRegistryCLI(t *testing.T) {
 	}
 	fails("x.yaml", "automations", "deploy", bad)
 
-	run("sessions", "create", "-type", "recorder", "-id", "rec", "-start-url", "http://127.0.0.1:7490/login", "-label", "team=a")
+	run("sessions", "create", "-type", "recorder", "-id", "rec", "-start-url", "http://127.0.0.1:7490/login", "-label", "team=a", "-locale", "de-DE")
+	// -user-agent alone keeps the locale: the identity is one field, updated in part.
+	if out := run("sessions", "update", "rec", "-user-agent", "Mozilla/5.0 (X11; Linux x86_64) Chrome/140.0.0.0"); !regexp.MustCompile(`locale\s+de-DE`).MatchString(out) || !strings.Contains(out, "Chrome/140.0.0.0") {
+		t.Errorf("sessions update -user-agent:\n%s", out)
+	}
+	fails("not a language tag", "sessions", "update", "rec", "-locale", "x y")
 	stateFile := filepath.Join(t.TempDir(), "state.json")
 	state := `{"cookies":[{"name":"sid","value":"cli-cookie","domain":"127.0.0.1","path":"/","expires":-1}],"origins":[]}`
 	if err := os.WriteFile(stateFile, []byte(state), 0o600); err != nil {

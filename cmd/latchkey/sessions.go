@@ -23,7 +23,8 @@ const sessionsUsage = `usage: latchkey sessions COMMAND
   create -type credentials|runtime|recorder [flags]   create an AuthSession
   get ID                                               show one session
   list [-state S]... [-label K=V]...                   list sessions
-  update ID [flags]                                    change name, labels, vars, proxy, refresh
+  update ID [flags]                                    change name, labels, vars, proxy, refresh,
+                                                       -user-agent, -locale
   update-credentials ID -credentials-file FILE|-       log in with new credentials; they
                                                        replace the old ones only if it works
   delete ID                                            delete a session, its states and secrets
@@ -50,6 +51,7 @@ func sessionsCommand(ctx context.Context, c *cli, args []string) error {
 // sessionFlags are the settings create and update share.
 type sessionFlags struct {
 	name, proxy, proxyUser, proxyPasswordFile, startURL, finishPrefix string
+	userAgent, locale                                                 string
 	keepAlive                                                         time.Duration
 	noRefresh                                                         bool
 	labels, vars                                                      pairs
@@ -66,6 +68,16 @@ func (f *sessionFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.noRefresh, "no-refresh", false, "turn proactive refresh off")
 	fs.StringVar(&f.startURL, "start-url", "", "recorder: the page the person logs in on")
 	fs.StringVar(&f.finishPrefix, "finish-url-prefix", "", "recorder: the URL prefix that ends the recording")
+	fs.StringVar(&f.userAgent, "user-agent", "", "the User-Agent the browser shows the site (default: the runner's Chromium, without Headless)")
+	fs.StringVar(&f.locale, "locale", "", "the browser's language, e.g. de-DE (default en-US)")
+}
+
+// browser is the identity the flags give, nil for none.
+func (f *sessionFlags) browser() *latchkeyv1.BrowserIdentity {
+	if f.userAgent == "" && f.locale == "" {
+		return nil
+	}
+	return &latchkeyv1.BrowserIdentity{UserAgent: f.userAgent, Locale: f.locale}
 }
 
 func (f *sessionFlags) proxyValue() (*latchkeyv1.Proxy, error) {
@@ -116,7 +128,7 @@ func sessionsCreate(ctx context.Context, c *cli, sc latchkeyv1.AuthSessionServic
 	}
 	req := &latchkeyv1.CreateAuthSessionRequest{
 		AuthSessionId: *id, DisplayName: f.name, Type: t, Labels: f.labels.m, Vars: f.vars.m,
-		Refresh: f.refresh(), Recorder: f.recorder(),
+		Refresh: f.refresh(), Recorder: f.recorder(), Browser: f.browser(),
 	}
 	var err error
 	if req.Proxy, err = f.proxyValue(); err != nil {
@@ -190,16 +202,33 @@ func sessionsUpdate(ctx context.Context, c *cli, sc latchkeyv1.AuthSessionServic
 	if err != nil {
 		return err
 	}
-	in := &latchkeyv1.AuthSession{Id: id, DisplayName: f.name, Labels: f.labels.m, Vars: f.vars.m, Refresh: f.refresh(), Recorder: f.recorder()}
+	in := &latchkeyv1.AuthSession{Id: id, DisplayName: f.name, Labels: f.labels.m, Vars: f.vars.m, Refresh: f.refresh(), Recorder: f.recorder(), Browser: f.browser()}
 	if in.Proxy, err = f.proxyValue(); err != nil {
 		return err
 	}
 	paths := map[string]string{
 		"name": "display_name", "label": "labels", "var": "vars", "proxy": "proxy", "proxy-user": "proxy",
 		"proxy-password-file": "proxy", "keep-alive": "refresh", "no-refresh": "refresh", "start-url": "recorder", "finish-url-prefix": "recorder",
+		"user-agent": "browser", "locale": "browser",
 	}
 	set := map[string]bool{}
-	fs.Visit(func(fl *flag.Flag) { set[paths[fl.Name]] = true })
+	given := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[paths[fl.Name]], given[fl.Name] = true, true })
+	if set["browser"] && (!given["user-agent"] || !given["locale"]) {
+		// The identity is one field: keep the part not given as it is.
+		cur, err := sc.GetAuthSession(ctx, &latchkeyv1.GetAuthSessionRequest{AuthSessionId: id})
+		if err != nil {
+			return fmt.Errorf("reading session %s: %w", id, err)
+		}
+		b := &latchkeyv1.BrowserIdentity{UserAgent: cur.GetAuthSession().GetBrowser().GetUserAgent(), Locale: cur.GetAuthSession().GetBrowser().GetLocale()}
+		if given["user-agent"] {
+			b.UserAgent = f.userAgent
+		}
+		if given["locale"] {
+			b.Locale = f.locale
+		}
+		in.Browser = b
+	}
 	if len(set) == 0 {
 		return errors.New("sessions update needs at least one setting to change, e.g. -name or -label")
 	}
@@ -309,6 +338,12 @@ func sessionTable(w *tabwriter.Writer, s *latchkeyv1.AuthSession) {
 	}
 	if p := s.GetProxy(); p != nil {
 		fmt.Fprintf(w, "proxy\t%s\n", p.GetServer())
+	}
+	if b := s.GetBrowser(); b.GetUserAgent() != "" {
+		fmt.Fprintf(w, "user agent\t%s\n", b.GetUserAgent())
+	}
+	if b := s.GetBrowser(); b.GetLocale() != "" {
+		fmt.Fprintf(w, "locale\t%s\n", b.GetLocale())
 	}
 	fmt.Fprintf(w, "created\t%s\n", when(s.GetCreateTime()))
 	fmt.Fprintf(w, "last validated\t%s\n", when(s.GetLastValidateTime()))

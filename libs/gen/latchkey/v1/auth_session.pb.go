@@ -174,8 +174,11 @@ type AuthSession struct {
 	// on every login (an ask step without a when); true otherwise (Go handlers count as
 	// unattended).
 	CanLoginUnattended bool `protobuf:"varint,20,opt,name=can_login_unattended,json=canLoginUnattended,proto3" json:"can_login_unattended,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// How the browser presents itself to the site (User-Agent, locale), pinned like the
+	// proxy; unset: the default identity.
+	Browser       *BrowserIdentity `protobuf:"bytes,21,opt,name=browser,proto3" json:"browser,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AuthSession) Reset() {
@@ -348,6 +351,13 @@ func (x *AuthSession) GetCanLoginUnattended() bool {
 	return false
 }
 
+func (x *AuthSession) GetBrowser() *BrowserIdentity {
+	if x != nil {
+		return x.Browser
+	}
+	return nil
+}
+
 type CreateAuthSessionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Optional; generated when empty.
@@ -364,7 +374,9 @@ type CreateAuthSessionRequest struct {
 	// Required for RECORDER.
 	Recorder *RecorderSettings `protobuf:"bytes,8,opt,name=recorder,proto3" json:"recorder,omitempty"`
 	// See AuthSession.vars.
-	Vars          map[string]string `protobuf:"bytes,9,rep,name=vars,proto3" json:"vars,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Vars map[string]string `protobuf:"bytes,9,rep,name=vars,proto3" json:"vars,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// See AuthSession.browser.
+	Browser       *BrowserIdentity `protobuf:"bytes,10,opt,name=browser,proto3" json:"browser,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -458,6 +470,13 @@ func (x *CreateAuthSessionRequest) GetRecorder() *RecorderSettings {
 func (x *CreateAuthSessionRequest) GetVars() map[string]string {
 	if x != nil {
 		return x.Vars
+	}
+	return nil
+}
+
+func (x *CreateAuthSessionRequest) GetBrowser() *BrowserIdentity {
+	if x != nil {
+		return x.Browser
 	}
 	return nil
 }
@@ -737,7 +756,7 @@ type UpdateAuthSessionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The id and the fields to change; other fields are ignored.
 	AuthSession *AuthSession `protobuf:"bytes,1,opt,name=auth_session,json=authSession,proto3" json:"auth_session,omitempty"`
-	// Paths among display_name, labels, proxy, refresh, recorder, vars.
+	// Paths among display_name, labels, proxy, refresh, recorder, vars, browser.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1326,7 +1345,7 @@ const file_latchkey_v1_auth_session_proto_rawDesc = "" +
 	"\bdisabled\x18\x02 \x01(\bR\bdisabled\"[\n" +
 	"\x10RecorderSettings\x12\x1b\n" +
 	"\tstart_url\x18\x01 \x01(\tR\bstartUrl\x12*\n" +
-	"\x11finish_url_prefix\x18\x02 \x01(\tR\x0ffinishUrlPrefix\"\xbc\b\n" +
+	"\x11finish_url_prefix\x18\x02 \x01(\tR\x0ffinishUrlPrefix\"\xf4\b\n" +
 	"\vAuthSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -1351,13 +1370,14 @@ const file_latchkey_v1_auth_session_proto_rawDesc = "" +
 	"\x11next_refresh_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextRefreshTime\x12\x12\n" +
 	"\x04etag\x18\x12 \x01(\x04R\x04etag\x126\n" +
 	"\x04vars\x18\x13 \x03(\v2\".latchkey.v1.AuthSession.VarsEntryR\x04vars\x120\n" +
-	"\x14can_login_unattended\x18\x14 \x01(\bR\x12canLoginUnattended\x1a9\n" +
+	"\x14can_login_unattended\x18\x14 \x01(\bR\x12canLoginUnattended\x126\n" +
+	"\abrowser\x18\x15 \x01(\v2\x1c.latchkey.v1.BrowserIdentityR\abrowser\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a7\n" +
 	"\tVarsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xce\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x86\x06\n" +
 	"\x18CreateAuthSessionRequest\x12&\n" +
 	"\x0fauth_session_id\x18\x01 \x01(\tR\rauthSessionId\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12,\n" +
@@ -1367,7 +1387,9 @@ const file_latchkey_v1_auth_session_proto_rawDesc = "" +
 	"\x05proxy\x18\x06 \x01(\v2\x12.latchkey.v1.ProxyR\x05proxy\x126\n" +
 	"\arefresh\x18\a \x01(\v2\x1c.latchkey.v1.RefreshSettingsR\arefresh\x129\n" +
 	"\brecorder\x18\b \x01(\v2\x1d.latchkey.v1.RecorderSettingsR\brecorder\x12C\n" +
-	"\x04vars\x18\t \x03(\v2/.latchkey.v1.CreateAuthSessionRequest.VarsEntryR\x04vars\x1a>\n" +
+	"\x04vars\x18\t \x03(\v2/.latchkey.v1.CreateAuthSessionRequest.VarsEntryR\x04vars\x126\n" +
+	"\abrowser\x18\n" +
+	" \x01(\v2\x1c.latchkey.v1.BrowserIdentityR\abrowser\x1a>\n" +
 	"\x10CredentialsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
@@ -1488,9 +1510,10 @@ var file_latchkey_v1_auth_session_proto_goTypes = []any{
 	(FailureReason)(0),                           // 30: latchkey.v1.FailureReason
 	(*Proxy)(nil),                                // 31: latchkey.v1.Proxy
 	(*timestamppb.Timestamp)(nil),                // 32: google.protobuf.Timestamp
-	(*LabelSelector)(nil),                        // 33: latchkey.v1.LabelSelector
-	(*PageInfo)(nil),                             // 34: latchkey.v1.PageInfo
-	(*fieldmaskpb.FieldMask)(nil),                // 35: google.protobuf.FieldMask
+	(*BrowserIdentity)(nil),                      // 33: latchkey.v1.BrowserIdentity
+	(*LabelSelector)(nil),                        // 34: latchkey.v1.LabelSelector
+	(*PageInfo)(nil),                             // 35: latchkey.v1.PageInfo
+	(*fieldmaskpb.FieldMask)(nil),                // 36: google.protobuf.FieldMask
 }
 var file_latchkey_v1_auth_session_proto_depIdxs = []int32{
 	27, // 0: latchkey.v1.RefreshSettings.keep_alive_interval:type_name -> google.protobuf.Duration
@@ -1506,48 +1529,50 @@ var file_latchkey_v1_auth_session_proto_depIdxs = []int32{
 	32, // 10: latchkey.v1.AuthSession.last_validate_time:type_name -> google.protobuf.Timestamp
 	32, // 11: latchkey.v1.AuthSession.next_refresh_time:type_name -> google.protobuf.Timestamp
 	22, // 12: latchkey.v1.AuthSession.vars:type_name -> latchkey.v1.AuthSession.VarsEntry
-	28, // 13: latchkey.v1.CreateAuthSessionRequest.type:type_name -> latchkey.v1.SessionType
-	23, // 14: latchkey.v1.CreateAuthSessionRequest.credentials:type_name -> latchkey.v1.CreateAuthSessionRequest.CredentialsEntry
-	24, // 15: latchkey.v1.CreateAuthSessionRequest.labels:type_name -> latchkey.v1.CreateAuthSessionRequest.LabelsEntry
-	31, // 16: latchkey.v1.CreateAuthSessionRequest.proxy:type_name -> latchkey.v1.Proxy
-	0,  // 17: latchkey.v1.CreateAuthSessionRequest.refresh:type_name -> latchkey.v1.RefreshSettings
-	1,  // 18: latchkey.v1.CreateAuthSessionRequest.recorder:type_name -> latchkey.v1.RecorderSettings
-	25, // 19: latchkey.v1.CreateAuthSessionRequest.vars:type_name -> latchkey.v1.CreateAuthSessionRequest.VarsEntry
-	2,  // 20: latchkey.v1.CreateAuthSessionResponse.auth_session:type_name -> latchkey.v1.AuthSession
-	2,  // 21: latchkey.v1.GetAuthSessionResponse.auth_session:type_name -> latchkey.v1.AuthSession
-	29, // 22: latchkey.v1.ListAuthSessionsRequest.states:type_name -> latchkey.v1.SessionState
-	33, // 23: latchkey.v1.ListAuthSessionsRequest.label_selector:type_name -> latchkey.v1.LabelSelector
-	2,  // 24: latchkey.v1.ListAuthSessionsResponse.auth_sessions:type_name -> latchkey.v1.AuthSession
-	34, // 25: latchkey.v1.ListAuthSessionsResponse.page_info:type_name -> latchkey.v1.PageInfo
-	2,  // 26: latchkey.v1.UpdateAuthSessionRequest.auth_session:type_name -> latchkey.v1.AuthSession
-	35, // 27: latchkey.v1.UpdateAuthSessionRequest.update_mask:type_name -> google.protobuf.FieldMask
-	2,  // 28: latchkey.v1.UpdateAuthSessionResponse.auth_session:type_name -> latchkey.v1.AuthSession
-	26, // 29: latchkey.v1.UpdateAuthSessionCredentialsRequest.credentials:type_name -> latchkey.v1.UpdateAuthSessionCredentialsRequest.CredentialsEntry
-	2,  // 30: latchkey.v1.ImportStorageStateResponse.auth_session:type_name -> latchkey.v1.AuthSession
-	32, // 31: latchkey.v1.CreateRecorderUrlResponse.expire_time:type_name -> google.protobuf.Timestamp
-	3,  // 32: latchkey.v1.AuthSessionService.CreateAuthSession:input_type -> latchkey.v1.CreateAuthSessionRequest
-	5,  // 33: latchkey.v1.AuthSessionService.GetAuthSession:input_type -> latchkey.v1.GetAuthSessionRequest
-	7,  // 34: latchkey.v1.AuthSessionService.ListAuthSessions:input_type -> latchkey.v1.ListAuthSessionsRequest
-	9,  // 35: latchkey.v1.AuthSessionService.UpdateAuthSession:input_type -> latchkey.v1.UpdateAuthSessionRequest
-	11, // 36: latchkey.v1.AuthSessionService.UpdateAuthSessionCredentials:input_type -> latchkey.v1.UpdateAuthSessionCredentialsRequest
-	13, // 37: latchkey.v1.AuthSessionService.DeleteAuthSession:input_type -> latchkey.v1.DeleteAuthSessionRequest
-	15, // 38: latchkey.v1.AuthSessionService.ImportStorageState:input_type -> latchkey.v1.ImportStorageStateRequest
-	17, // 39: latchkey.v1.AuthSessionService.ExportStorageState:input_type -> latchkey.v1.ExportStorageStateRequest
-	19, // 40: latchkey.v1.AuthSessionService.CreateRecorderUrl:input_type -> latchkey.v1.CreateRecorderUrlRequest
-	4,  // 41: latchkey.v1.AuthSessionService.CreateAuthSession:output_type -> latchkey.v1.CreateAuthSessionResponse
-	6,  // 42: latchkey.v1.AuthSessionService.GetAuthSession:output_type -> latchkey.v1.GetAuthSessionResponse
-	8,  // 43: latchkey.v1.AuthSessionService.ListAuthSessions:output_type -> latchkey.v1.ListAuthSessionsResponse
-	10, // 44: latchkey.v1.AuthSessionService.UpdateAuthSession:output_type -> latchkey.v1.UpdateAuthSessionResponse
-	12, // 45: latchkey.v1.AuthSessionService.UpdateAuthSessionCredentials:output_type -> latchkey.v1.UpdateAuthSessionCredentialsResponse
-	14, // 46: latchkey.v1.AuthSessionService.DeleteAuthSession:output_type -> latchkey.v1.DeleteAuthSessionResponse
-	16, // 47: latchkey.v1.AuthSessionService.ImportStorageState:output_type -> latchkey.v1.ImportStorageStateResponse
-	18, // 48: latchkey.v1.AuthSessionService.ExportStorageState:output_type -> latchkey.v1.ExportStorageStateResponse
-	20, // 49: latchkey.v1.AuthSessionService.CreateRecorderUrl:output_type -> latchkey.v1.CreateRecorderUrlResponse
-	41, // [41:50] is the sub-list for method output_type
-	32, // [32:41] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	33, // 13: latchkey.v1.AuthSession.browser:type_name -> latchkey.v1.BrowserIdentity
+	28, // 14: latchkey.v1.CreateAuthSessionRequest.type:type_name -> latchkey.v1.SessionType
+	23, // 15: latchkey.v1.CreateAuthSessionRequest.credentials:type_name -> latchkey.v1.CreateAuthSessionRequest.CredentialsEntry
+	24, // 16: latchkey.v1.CreateAuthSessionRequest.labels:type_name -> latchkey.v1.CreateAuthSessionRequest.LabelsEntry
+	31, // 17: latchkey.v1.CreateAuthSessionRequest.proxy:type_name -> latchkey.v1.Proxy
+	0,  // 18: latchkey.v1.CreateAuthSessionRequest.refresh:type_name -> latchkey.v1.RefreshSettings
+	1,  // 19: latchkey.v1.CreateAuthSessionRequest.recorder:type_name -> latchkey.v1.RecorderSettings
+	25, // 20: latchkey.v1.CreateAuthSessionRequest.vars:type_name -> latchkey.v1.CreateAuthSessionRequest.VarsEntry
+	33, // 21: latchkey.v1.CreateAuthSessionRequest.browser:type_name -> latchkey.v1.BrowserIdentity
+	2,  // 22: latchkey.v1.CreateAuthSessionResponse.auth_session:type_name -> latchkey.v1.AuthSession
+	2,  // 23: latchkey.v1.GetAuthSessionResponse.auth_session:type_name -> latchkey.v1.AuthSession
+	29, // 24: latchkey.v1.ListAuthSessionsRequest.states:type_name -> latchkey.v1.SessionState
+	34, // 25: latchkey.v1.ListAuthSessionsRequest.label_selector:type_name -> latchkey.v1.LabelSelector
+	2,  // 26: latchkey.v1.ListAuthSessionsResponse.auth_sessions:type_name -> latchkey.v1.AuthSession
+	35, // 27: latchkey.v1.ListAuthSessionsResponse.page_info:type_name -> latchkey.v1.PageInfo
+	2,  // 28: latchkey.v1.UpdateAuthSessionRequest.auth_session:type_name -> latchkey.v1.AuthSession
+	36, // 29: latchkey.v1.UpdateAuthSessionRequest.update_mask:type_name -> google.protobuf.FieldMask
+	2,  // 30: latchkey.v1.UpdateAuthSessionResponse.auth_session:type_name -> latchkey.v1.AuthSession
+	26, // 31: latchkey.v1.UpdateAuthSessionCredentialsRequest.credentials:type_name -> latchkey.v1.UpdateAuthSessionCredentialsRequest.CredentialsEntry
+	2,  // 32: latchkey.v1.ImportStorageStateResponse.auth_session:type_name -> latchkey.v1.AuthSession
+	32, // 33: latchkey.v1.CreateRecorderUrlResponse.expire_time:type_name -> google.protobuf.Timestamp
+	3,  // 34: latchkey.v1.AuthSessionService.CreateAuthSession:input_type -> latchkey.v1.CreateAuthSessionRequest
+	5,  // 35: latchkey.v1.AuthSessionService.GetAuthSession:input_type -> latchkey.v1.GetAuthSessionRequest
+	7,  // 36: latchkey.v1.AuthSessionService.ListAuthSessions:input_type -> latchkey.v1.ListAuthSessionsRequest
+	9,  // 37: latchkey.v1.AuthSessionService.UpdateAuthSession:input_type -> latchkey.v1.UpdateAuthSessionRequest
+	11, // 38: latchkey.v1.AuthSessionService.UpdateAuthSessionCredentials:input_type -> latchkey.v1.UpdateAuthSessionCredentialsRequest
+	13, // 39: latchkey.v1.AuthSessionService.DeleteAuthSession:input_type -> latchkey.v1.DeleteAuthSessionRequest
+	15, // 40: latchkey.v1.AuthSessionService.ImportStorageState:input_type -> latchkey.v1.ImportStorageStateRequest
+	17, // 41: latchkey.v1.AuthSessionService.ExportStorageState:input_type -> latchkey.v1.ExportStorageStateRequest
+	19, // 42: latchkey.v1.AuthSessionService.CreateRecorderUrl:input_type -> latchkey.v1.CreateRecorderUrlRequest
+	4,  // 43: latchkey.v1.AuthSessionService.CreateAuthSession:output_type -> latchkey.v1.CreateAuthSessionResponse
+	6,  // 44: latchkey.v1.AuthSessionService.GetAuthSession:output_type -> latchkey.v1.GetAuthSessionResponse
+	8,  // 45: latchkey.v1.AuthSessionService.ListAuthSessions:output_type -> latchkey.v1.ListAuthSessionsResponse
+	10, // 46: latchkey.v1.AuthSessionService.UpdateAuthSession:output_type -> latchkey.v1.UpdateAuthSessionResponse
+	12, // 47: latchkey.v1.AuthSessionService.UpdateAuthSessionCredentials:output_type -> latchkey.v1.UpdateAuthSessionCredentialsResponse
+	14, // 48: latchkey.v1.AuthSessionService.DeleteAuthSession:output_type -> latchkey.v1.DeleteAuthSessionResponse
+	16, // 49: latchkey.v1.AuthSessionService.ImportStorageState:output_type -> latchkey.v1.ImportStorageStateResponse
+	18, // 50: latchkey.v1.AuthSessionService.ExportStorageState:output_type -> latchkey.v1.ExportStorageStateResponse
+	20, // 51: latchkey.v1.AuthSessionService.CreateRecorderUrl:output_type -> latchkey.v1.CreateRecorderUrlResponse
+	43, // [43:52] is the sub-list for method output_type
+	34, // [34:43] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_latchkey_v1_auth_session_proto_init() }

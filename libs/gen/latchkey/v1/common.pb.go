@@ -484,6 +484,66 @@ func (x *Proxy) GetPassword() string {
 	return ""
 }
 
+// BrowserIdentity is how the browser presents itself to a session's site, pinned to
+// the session like its proxy. Empty fields keep the default: the runner's Chromium
+// User-Agent without "Headless" (with matching client hints) and en-US.
+type BrowserIdentity struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The User-Agent header and navigator.userAgent, for example the agent of the
+	// browser the site's users have. Printable ASCII, at most 512 characters. Client
+	// hints (navigator.userAgentData) are left out when it is set: they could not match.
+	UserAgent string `protobuf:"bytes,1,opt,name=user_agent,json=userAgent,proto3" json:"user_agent,omitempty"`
+	// A BCP 47 language tag, for example "de-DE": the Accept-Language header,
+	// navigator.language and Intl's default locale.
+	Locale        string `protobuf:"bytes,2,opt,name=locale,proto3" json:"locale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BrowserIdentity) Reset() {
+	*x = BrowserIdentity{}
+	mi := &file_latchkey_v1_common_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BrowserIdentity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BrowserIdentity) ProtoMessage() {}
+
+func (x *BrowserIdentity) ProtoReflect() protoreflect.Message {
+	mi := &file_latchkey_v1_common_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BrowserIdentity.ProtoReflect.Descriptor instead.
+func (*BrowserIdentity) Descriptor() ([]byte, []int) {
+	return file_latchkey_v1_common_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *BrowserIdentity) GetUserAgent() string {
+	if x != nil {
+		return x.UserAgent
+	}
+	return ""
+}
+
+func (x *BrowserIdentity) GetLocale() string {
+	if x != nil {
+		return x.Locale
+	}
+	return ""
+}
+
 // Cookie is one browser cookie, in the shape of Playwright's storageState.
 type Cookie struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -503,7 +563,7 @@ type Cookie struct {
 
 func (x *Cookie) Reset() {
 	*x = Cookie{}
-	mi := &file_latchkey_v1_common_proto_msgTypes[1]
+	mi := &file_latchkey_v1_common_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -515,7 +575,7 @@ func (x *Cookie) String() string {
 func (*Cookie) ProtoMessage() {}
 
 func (x *Cookie) ProtoReflect() protoreflect.Message {
-	mi := &file_latchkey_v1_common_proto_msgTypes[1]
+	mi := &file_latchkey_v1_common_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -528,7 +588,7 @@ func (x *Cookie) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cookie.ProtoReflect.Descriptor instead.
 func (*Cookie) Descriptor() ([]byte, []int) {
-	return file_latchkey_v1_common_proto_rawDescGZIP(), []int{1}
+	return file_latchkey_v1_common_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Cookie) GetName() string {
@@ -598,7 +658,7 @@ type StorageItem struct {
 
 func (x *StorageItem) Reset() {
 	*x = StorageItem{}
-	mi := &file_latchkey_v1_common_proto_msgTypes[2]
+	mi := &file_latchkey_v1_common_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -610,7 +670,7 @@ func (x *StorageItem) String() string {
 func (*StorageItem) ProtoMessage() {}
 
 func (x *StorageItem) ProtoReflect() protoreflect.Message {
-	mi := &file_latchkey_v1_common_proto_msgTypes[2]
+	mi := &file_latchkey_v1_common_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -623,7 +683,7 @@ func (x *StorageItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StorageItem.ProtoReflect.Descriptor instead.
 func (*StorageItem) Descriptor() ([]byte, []int) {
-	return file_latchkey_v1_common_proto_rawDescGZIP(), []int{2}
+	return file_latchkey_v1_common_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *StorageItem) GetName() string {
@@ -654,7 +714,7 @@ type OriginStorage struct {
 
 func (x *OriginStorage) Reset() {
 	*x = OriginStorage{}
-	mi := &file_latchkey_v1_common_proto_msgTypes[3]
+	mi := &file_latchkey_v1_common_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -666,7 +726,7 @@ func (x *OriginStorage) String() string {
 func (*OriginStorage) ProtoMessage() {}
 
 func (x *OriginStorage) ProtoReflect() protoreflect.Message {
-	mi := &file_latchkey_v1_common_proto_msgTypes[3]
+	mi := &file_latchkey_v1_common_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -679,7 +739,7 @@ func (x *OriginStorage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OriginStorage.ProtoReflect.Descriptor instead.
 func (*OriginStorage) Descriptor() ([]byte, []int) {
-	return file_latchkey_v1_common_proto_rawDescGZIP(), []int{3}
+	return file_latchkey_v1_common_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *OriginStorage) GetOrigin() string {
@@ -715,7 +775,7 @@ type StorageState struct {
 
 func (x *StorageState) Reset() {
 	*x = StorageState{}
-	mi := &file_latchkey_v1_common_proto_msgTypes[4]
+	mi := &file_latchkey_v1_common_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +787,7 @@ func (x *StorageState) String() string {
 func (*StorageState) ProtoMessage() {}
 
 func (x *StorageState) ProtoReflect() protoreflect.Message {
-	mi := &file_latchkey_v1_common_proto_msgTypes[4]
+	mi := &file_latchkey_v1_common_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +800,7 @@ func (x *StorageState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StorageState.ProtoReflect.Descriptor instead.
 func (*StorageState) Descriptor() ([]byte, []int) {
-	return file_latchkey_v1_common_proto_rawDescGZIP(), []int{4}
+	return file_latchkey_v1_common_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StorageState) GetCookies() []*Cookie {
@@ -768,7 +828,7 @@ type PageInfo struct {
 
 func (x *PageInfo) Reset() {
 	*x = PageInfo{}
-	mi := &file_latchkey_v1_common_proto_msgTypes[5]
+	mi := &file_latchkey_v1_common_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -780,7 +840,7 @@ func (x *PageInfo) String() string {
 func (*PageInfo) ProtoMessage() {}
 
 func (x *PageInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_latchkey_v1_common_proto_msgTypes[5]
+	mi := &file_latchkey_v1_common_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -793,7 +853,7 @@ func (x *PageInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageInfo.ProtoReflect.Descriptor instead.
 func (*PageInfo) Descriptor() ([]byte, []int) {
-	return file_latchkey_v1_common_proto_rawDescGZIP(), []int{5}
+	return file_latchkey_v1_common_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PageInfo) GetNextPageToken() string {
@@ -814,7 +874,7 @@ type LabelSelector struct {
 
 func (x *LabelSelector) Reset() {
 	*x = LabelSelector{}
-	mi := &file_latchkey_v1_common_proto_msgTypes[6]
+	mi := &file_latchkey_v1_common_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -826,7 +886,7 @@ func (x *LabelSelector) String() string {
 func (*LabelSelector) ProtoMessage() {}
 
 func (x *LabelSelector) ProtoReflect() protoreflect.Message {
-	mi := &file_latchkey_v1_common_proto_msgTypes[6]
+	mi := &file_latchkey_v1_common_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -839,7 +899,7 @@ func (x *LabelSelector) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LabelSelector.ProtoReflect.Descriptor instead.
 func (*LabelSelector) Descriptor() ([]byte, []int) {
-	return file_latchkey_v1_common_proto_rawDescGZIP(), []int{6}
+	return file_latchkey_v1_common_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *LabelSelector) GetMatchLabels() map[string]string {
@@ -868,7 +928,7 @@ type AuditEntry struct {
 
 func (x *AuditEntry) Reset() {
 	*x = AuditEntry{}
-	mi := &file_latchkey_v1_common_proto_msgTypes[7]
+	mi := &file_latchkey_v1_common_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -880,7 +940,7 @@ func (x *AuditEntry) String() string {
 func (*AuditEntry) ProtoMessage() {}
 
 func (x *AuditEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_latchkey_v1_common_proto_msgTypes[7]
+	mi := &file_latchkey_v1_common_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -893,7 +953,7 @@ func (x *AuditEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
 func (*AuditEntry) Descriptor() ([]byte, []int) {
-	return file_latchkey_v1_common_proto_rawDescGZIP(), []int{7}
+	return file_latchkey_v1_common_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AuditEntry) GetProjectId() string {
@@ -946,7 +1006,11 @@ const file_latchkey_v1_common_proto_rawDesc = "" +
 	"\x05Proxy\x12\x16\n" +
 	"\x06server\x18\x01 \x01(\tR\x06server\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\x12\x1a\n" +
-	"\bpassword\x18\x03 \x01(\tR\bpassword\"\xca\x01\n" +
+	"\bpassword\x18\x03 \x01(\tR\bpassword\"H\n" +
+	"\x0fBrowserIdentity\x12\x1d\n" +
+	"\n" +
+	"user_agent\x18\x01 \x01(\tR\tuserAgent\x12\x16\n" +
+	"\x06locale\x18\x02 \x01(\tR\x06locale\"\xca\x01\n" +
 	"\x06Cookie\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\x12\x16\n" +
@@ -1045,7 +1109,7 @@ func file_latchkey_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_latchkey_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_latchkey_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_latchkey_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_latchkey_v1_common_proto_goTypes = []any{
 	(SessionType)(0),              // 0: latchkey.v1.SessionType
 	(SessionState)(0),             // 1: latchkey.v1.SessionState
@@ -1054,23 +1118,24 @@ var file_latchkey_v1_common_proto_goTypes = []any{
 	(CheckOutcome)(0),             // 4: latchkey.v1.CheckOutcome
 	(FailureReason)(0),            // 5: latchkey.v1.FailureReason
 	(*Proxy)(nil),                 // 6: latchkey.v1.Proxy
-	(*Cookie)(nil),                // 7: latchkey.v1.Cookie
-	(*StorageItem)(nil),           // 8: latchkey.v1.StorageItem
-	(*OriginStorage)(nil),         // 9: latchkey.v1.OriginStorage
-	(*StorageState)(nil),          // 10: latchkey.v1.StorageState
-	(*PageInfo)(nil),              // 11: latchkey.v1.PageInfo
-	(*LabelSelector)(nil),         // 12: latchkey.v1.LabelSelector
-	(*AuditEntry)(nil),            // 13: latchkey.v1.AuditEntry
-	nil,                           // 14: latchkey.v1.LabelSelector.MatchLabelsEntry
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*BrowserIdentity)(nil),       // 7: latchkey.v1.BrowserIdentity
+	(*Cookie)(nil),                // 8: latchkey.v1.Cookie
+	(*StorageItem)(nil),           // 9: latchkey.v1.StorageItem
+	(*OriginStorage)(nil),         // 10: latchkey.v1.OriginStorage
+	(*StorageState)(nil),          // 11: latchkey.v1.StorageState
+	(*PageInfo)(nil),              // 12: latchkey.v1.PageInfo
+	(*LabelSelector)(nil),         // 13: latchkey.v1.LabelSelector
+	(*AuditEntry)(nil),            // 14: latchkey.v1.AuditEntry
+	nil,                           // 15: latchkey.v1.LabelSelector.MatchLabelsEntry
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
 }
 var file_latchkey_v1_common_proto_depIdxs = []int32{
-	8,  // 0: latchkey.v1.OriginStorage.local_storage:type_name -> latchkey.v1.StorageItem
-	8,  // 1: latchkey.v1.OriginStorage.session_storage:type_name -> latchkey.v1.StorageItem
-	7,  // 2: latchkey.v1.StorageState.cookies:type_name -> latchkey.v1.Cookie
-	9,  // 3: latchkey.v1.StorageState.origins:type_name -> latchkey.v1.OriginStorage
-	14, // 4: latchkey.v1.LabelSelector.match_labels:type_name -> latchkey.v1.LabelSelector.MatchLabelsEntry
-	15, // 5: latchkey.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	9,  // 0: latchkey.v1.OriginStorage.local_storage:type_name -> latchkey.v1.StorageItem
+	9,  // 1: latchkey.v1.OriginStorage.session_storage:type_name -> latchkey.v1.StorageItem
+	8,  // 2: latchkey.v1.StorageState.cookies:type_name -> latchkey.v1.Cookie
+	10, // 3: latchkey.v1.StorageState.origins:type_name -> latchkey.v1.OriginStorage
+	15, // 4: latchkey.v1.LabelSelector.match_labels:type_name -> latchkey.v1.LabelSelector.MatchLabelsEntry
+	16, // 5: latchkey.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
 	6,  // [6:6] is the sub-list for method output_type
 	6,  // [6:6] is the sub-list for method input_type
 	6,  // [6:6] is the sub-list for extension type_name
@@ -1089,7 +1154,7 @@ func file_latchkey_v1_common_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_latchkey_v1_common_proto_rawDesc), len(file_latchkey_v1_common_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

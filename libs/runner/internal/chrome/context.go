@@ -35,6 +35,23 @@ func (p *Proxy) String() string {
 	return p.Server
 }
 
+// Pin is what a session pins its browser contexts to: its proxy, and how the browser
+// presents itself (a User-Agent and a locale; empty: the default identity). Tabs and
+// warm contexts are shared only between tasks with the same pin.
+type Pin struct {
+	Proxy     *Proxy
+	UserAgent string
+	Locale    string
+}
+
+// String names the pin, never the proxy's password.
+func (p Pin) String() string {
+	if p.UserAgent == "" && p.Locale == "" {
+		return p.Proxy.String()
+	}
+	return p.Proxy.String() + "|" + p.Locale + "|" + p.UserAgent
+}
+
 // Jar is one isolated browser context (Target.createBrowserContext): the cookies and
 // storage that its tabs share. It belongs to one session for its whole life (or to no
 // session, for sessionless API tasks, and is then closed after its task). Concurrent
@@ -46,7 +63,7 @@ func (p *Proxy) String() string {
 type Jar struct {
 	bcID    cdp.BrowserContextID
 	session string
-	proxy   string
+	pin     Pin
 	b       *Browser
 	// owner is the first tab's chromedp context, which disposes of the browser
 	// context when canceled: it is canceled after the jar's last tab closes.
@@ -79,8 +96,8 @@ func (j *Jar) Unlock() { j.mu.Unlock() }
 // Session is the session the jar belongs to ("<project>/<session>"), or "".
 func (j *Jar) Session() string { return j.session }
 
-// Proxy names the proxy the jar uses ("none" without one), never its password.
-func (j *Jar) Proxy() string { return j.proxy }
+// Pin names what the jar is pinned to (Pin.String), never a proxy password.
+func (j *Jar) Pin() string { return j.pin.String() }
 
 // Context is one tab of a Jar, lent to one task at a time. Its Jar's fields read as
 // its own.
@@ -129,13 +146,13 @@ func (bc *Context) Siblings(p *Pool) int {
 // NewContext opens a new jar (an isolated browser context) with one tab on a pool
 // browser, intercepting the runner's synthetic documents and answering proxy
 // credentials. The tab is lent: give it back with Return or CloseContext.
-func (p *Pool) NewContext(ctx context.Context, session string, proxy *Proxy) (*Context, error) {
+func (p *Pool) NewContext(ctx context.Context, session string, pin Pin) (*Context, error) {
 	b, err := p.browser(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var opts []chromedp.CreateBrowserContextOption
-	if proxy != nil && proxy.Server != "" {
+	if proxy := pin.Proxy; proxy != nil && proxy.Server != "" {
 		opts = append(opts, func(params *target.CreateBrowserContextParams) {
 			params.ProxyServer = proxy.Server
 			// Chromium bypasses proxies for loopback by default; a pinned proxy is for
@@ -144,9 +161,9 @@ func (p *Pool) NewContext(ctx context.Context, session string, proxy *Proxy) (*C
 		})
 	}
 	tab, cancel := chromedp.NewContext(b.ctx, chromedp.WithNewBrowserContext(opts...))
-	jar := &Jar{b: b, session: session, proxy: proxy.String(), owner: cancel, tabs: 1, busy: 1, storageOrigins: map[string]bool{}}
+	jar := &Jar{b: b, session: session, pin: pin, owner: cancel, tabs: 1, busy: 1, storageOrigins: map[string]bool{}}
 	bc := &Context{Jar: jar, b: b, tab: tab, cancel: cancel, owner: true, visited: map[string]bool{}}
-	if err := bc.open(ctx, proxy); err != nil {
+	if err := bc.open(ctx, pin); err != nil {
 		bc.cancel()
 		p.released(b)
 		if b.dead.Load() || !b.alive() {
@@ -158,13 +175,13 @@ func (p *Pool) NewContext(ctx context.Context, session string, proxy *Proxy) (*C
 	return bc, nil
 }
 
-// SiblingTab opens a new tab in jar when it is still open with the same proxy and its
+// SiblingTab opens a new tab in jar when it is still open with the same pin and its
 // browser takes new tabs; false when it does not. A task of a session whose warm tabs
 // are all busy takes one: it shares their cookies instead of restoring the state into
 // a jar of its own.
-func (p *Pool) SiblingTab(ctx context.Context, jar *Jar, proxy *Proxy) (*Context, bool, error) {
+func (p *Pool) SiblingTab(ctx context.Context, jar *Jar, pin Pin) (*Context, bool, error) {
 	p.mu.Lock()
-	if jar.tabs == 0 || jar.proxy != proxy.String() || jar.b.draining || !jar.b.alive() || p.closed {
+	if jar.tabs == 0 || jar.pin.String() != pin.String() || jar.b.draining || !jar.b.alive() || p.closed {
 		p.mu.Unlock()
 		return nil, false, nil
 	}
@@ -175,7 +192,7 @@ func (p *Pool) SiblingTab(ctx context.Context, jar *Jar, proxy *Proxy) (*Context
 	p.mu.Unlock()
 	tab, cancel := chromedp.NewContext(jar.b.ctx, chromedp.WithExistingBrowserContext(jar.bcID))
 	bc := &Context{Jar: jar, b: jar.b, tab: tab, cancel: cancel, visited: map[string]bool{}}
-	if err := bc.open(ctx, proxy); err != nil {
+	if err := bc.open(ctx, jar.pin); err != nil {
 		p.closeTab(bc)
 		if jar.b.dead.Load() || !jar.b.alive() {
 			return nil, false, sdk.Infra("opening a tab: %s exited", jar.b)
@@ -202,7 +219,7 @@ func (p *Pool) Return(bc *Context) {
 // open creates the target and sets up interception and origin tracking. The target is
 // created under the long-lived tab context, never under a task's, so a task deadline
 // does not close it.
-func (bc *Context) open(ctx context.Context, proxy *Proxy) error {
+func (bc *Context) open(ctx context.Context, pin Pin) error {
 	done := make(chan error, 1)
 	go func() { done <- chromedp.Do(bc.tab) }()
 	select {
@@ -213,12 +230,13 @@ func (bc *Context) open(ctx context.Context, proxy *Proxy) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	if err := bc.b.identity.apply(bc.tab); err != nil {
+	if err := bc.b.identity.apply(bc.tab, pin); err != nil {
 		return err
 	}
 	if err := chromedp.Listen(bc.tab, bc.onEvent); err != nil {
 		return err
 	}
+	proxy := pin.Proxy
 	auth := proxy != nil && proxy.Username != ""
 	paused := chromedp.Events(bc.tab, fetch.RequestPaused)
 	go bc.serve(paused)

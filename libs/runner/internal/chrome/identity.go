@@ -47,13 +47,44 @@ func newIdentity(product, ua string) identity {
 }
 
 // apply presents the identity in one tab: its requests' User-Agent and
-// Accept-Language headers, its client hints and navigator.userAgent.
-func (id identity) apply(tab context.Context) error {
-	if id.userAgent == "" {
+// Accept-Language headers, its client hints and navigator.userAgent — or the
+// session's own User-Agent and locale where its pin sets them. A custom User-Agent
+// goes without client hints (they would name another browser than it does).
+func (id identity) apply(tab context.Context, pin Pin) error {
+	ua, meta, lang := id.userAgent, id.metadata, browser.AcceptLanguage
+	if pin.UserAgent != "" {
+		ua, meta = pin.UserAgent, nil
+	}
+	if pin.Locale != "" {
+		lang = acceptLanguage(pin.Locale)
+	}
+	if ua == "" {
 		return nil
 	}
-	_, err := chromedp.Call(tab, emulation.SetUserAgentOverride, emulation.SetUserAgentOverrideParams{
-		UserAgent: id.userAgent, AcceptLanguage: browser.AcceptLanguage, Platform: "Linux x86_64", UserAgentMetadata: id.metadata,
-	})
+	if _, err := chromedp.Call(tab, emulation.SetUserAgentOverride, emulation.SetUserAgentOverrideParams{
+		UserAgent: ua, AcceptLanguage: lang, Platform: "Linux x86_64", UserAgentMetadata: meta,
+	}); err != nil {
+		return err
+	}
+	if pin.Locale == "" {
+		return nil
+	}
+	// ICU's spelling of the tag: Intl's default locale in the session's pages.
+	_, err := chromedp.Call(tab, emulation.SetLocaleOverride, emulation.SetLocaleOverrideParams{Locale: strings.ReplaceAll(pin.Locale, "-", "_")})
 	return err
+}
+
+// acceptLanguage is the language list of a browser set to locale: the tag, then its
+// language alone, then English as a fallback. Chromium adds the q-values itself:
+// "de-DE,de,en" is sent as "de-DE,de;q=0.9,en;q=0.8".
+func acceptLanguage(locale string) string {
+	lang, _, hasRegion := strings.Cut(locale, "-")
+	out := locale
+	if hasRegion {
+		out += "," + lang
+	}
+	if !strings.EqualFold(lang, "en") {
+		out += ",en"
+	}
+	return out
 }

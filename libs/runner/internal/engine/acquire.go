@@ -19,10 +19,10 @@ func (e *execution) acquire() error {
 	if id := t.GetSession().GetAuthSessionId(); id != "" {
 		session = t.GetProjectId() + "/" + id
 	}
-	proxy := proxyOf(t.GetSession().GetProxy())
+	pin := chrome.Pin{Proxy: proxyOf(t.GetSession().GetProxy()), UserAgent: t.GetSession().GetBrowser().GetUserAgent(), Locale: t.GetSession().GetBrowser().GetLocale()}
 	fresh := session == "" || t.GetFreshContext() || t.GetKind() == runnerv1.TaskKind_TASK_KIND_CREATE
 	if !fresh {
-		if bc, ok := e.r.warmSet.Take(session, proxy.String()); ok {
+		if bc, ok := e.r.warmSet.Take(session, pin.String()); ok {
 			e.r.pool.Lend(bc)
 			e.bc, e.warm = bc, true
 			e.res.WarmContext = true
@@ -30,7 +30,7 @@ func (e *execution) acquire() error {
 		}
 		if jar := e.r.jarOf(session); jar != nil {
 			ctx, span := e.r.tracer.Start(e.base, "open tab")
-			bc, ok, err := e.r.pool.SiblingTab(ctx, jar, proxy)
+			bc, ok, err := e.r.pool.SiblingTab(ctx, jar, pin)
 			span.End()
 			if err != nil {
 				return err
@@ -43,7 +43,7 @@ func (e *execution) acquire() error {
 			}
 		}
 	}
-	if proxy != nil && proxy.Username != "" && e.r.deps.Vault != nil {
+	if proxy := pin.Proxy; proxy != nil && proxy.Username != "" && e.r.deps.Vault != nil {
 		fields, err := e.r.deps.Vault.Secret(e.base, t.GetProjectId(), domain.ProxySecret(t.GetSession().GetAuthSessionId()), t.GetRunId())
 		if err != nil {
 			return err
@@ -52,7 +52,7 @@ func (e *execution) acquire() error {
 	}
 	ctx, span := e.r.tracer.Start(e.base, "open browser context")
 	defer span.End()
-	bc, err := e.r.pool.NewContext(ctx, session, proxy)
+	bc, err := e.r.pool.NewContext(ctx, session, pin)
 	if err != nil {
 		span.SetStatus(codes.Error, "open failed")
 		if c := sdk.CauseOf(e.base); c != nil && e.base.Err() != nil {

@@ -215,7 +215,7 @@ func bareTask(browser context.Context, base string, state **latchkeyv1.StorageSt
 // sharedBrowserCtx returns a chromedp context on the shared browser, from which the
 // bare variants open their own browser contexts.
 func sharedBrowserCtx(b *testing.B) context.Context {
-	bc, err := sharedPool.NewContext(b.Context(), "", nil)
+	bc, err := sharedPool.NewContext(b.Context(), "", chrome.Pin{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -16,8 +16,9 @@ type Context interface {
 	comparable
 	// Session is the session the context belongs to; "" for none.
 	Session() string
-	// Proxy names the proxy the context uses: a context is lent only with the same.
-	Proxy() string
+	// Pin names what the context is pinned to (its proxy and browser identity): a
+	// context is lent only to a task with the same pin.
+	Pin() string
 	// Usable reports whether the context can serve another task (it and its browser
 	// run, and the browser is not draining).
 	Usable() bool
@@ -91,7 +92,7 @@ func (w *Set[C]) limit() int {
 
 // Take returns the session's most recently used idle context that is usable with
 // proxy, removing it from the set; false when there is none.
-func (w *Set[C]) Take(session, proxy string) (C, bool) {
+func (w *Set[C]) Take(session, pin string) (C, bool) {
 	var none C
 	if session == "" {
 		return none, false
@@ -110,7 +111,7 @@ func (w *Set[C]) Take(session, proxy string) (C, bool) {
 		if last {
 			w.notify(session, false)
 		}
-		if c.Usable() && c.Proxy() == proxy {
+		if c.Usable() && c.Pin() == pin {
 			return c, true
 		}
 		w.closeFn(c)

@@ -88,5 +88,5 @@ func TestWarmSetKeepsSeveralPerSession(t *testing.T) {
 type fakeContext struct{ session string }
 
 func (c *fakeContext) Session() string { return c.session }
-func (c *fakeContext) Proxy() string   { return "none" }
+func (c *fakeContext) Pin() string     { return "none" }
 func (c *fakeContext) Usable() bool    { return true }

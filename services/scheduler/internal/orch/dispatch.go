@@ -163,7 +163,7 @@ func (o *Orchestrator) freshlyValidated(run *latchkeyv1.Run, sess *latchkeyv1.Au
 }
 
 func sessionRef(sess *latchkeyv1.AuthSession) *runnerv1.SessionRef {
-	return &runnerv1.SessionRef{AuthSessionId: sess.GetId(), Type: sess.GetType(), StateRevision: sess.GetStateRevision(), Proxy: sess.GetProxy()}
+	return &runnerv1.SessionRef{AuthSessionId: sess.GetId(), Type: sess.GetType(), StateRevision: sess.GetStateRevision(), Proxy: sess.GetProxy(), Browser: sess.GetBrowser()}
 }
 
 // wait parks a Run until the session's login ends (the recreated or expired event).

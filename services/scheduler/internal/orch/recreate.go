@@ -275,6 +275,15 @@ func (o *Orchestrator) verify(ctx context.Context, rec *schedulerv1.RunRecord, r
 // stage from with the task rec names. origins, when not nil, replace the record's.
 func (o *Orchestrator) sendVerify(ctx context.Context, rec *schedulerv1.RunRecord, from schedulerv1.Stage, candidate []byte, origins []string) error {
 	run := rec.GetRun()
+	// The verification runs behind the session's proxy and with its browser identity,
+	// as every later task of the session does (its context becomes the session's jar).
+	sess, err := o.session(ctx, run.GetProjectId(), run.GetAuthSessionId())
+	if errors.Is(err, errs.ErrNotFound) {
+		return o.finish(ctx, run.GetProjectId(), run.GetId(), latchkeyv1.RunState_RUN_STATE_CANCELED, latchkeyv1.FailureReason_FAILURE_REASON_AUTH_SESSION_EXPIRED, "the AuthSession was deleted", nil)
+	}
+	if err != nil {
+		return err
+	}
 	taskID := NewID("task")
 	updated, err := o.Store.Update(ctx, run.GetProjectId(), run.GetId(), func(r *schedulerv1.RunRecord) error {
 		if r.GetTaskId() != rec.GetTaskId() || r.GetStage() != from || domain.RunEnded(r.GetRun().GetState()) {
@@ -292,7 +301,8 @@ func (o *Orchestrator) sendVerify(ctx context.Context, rec *schedulerv1.RunRecor
 	o.emit(ctx, updated, "verifying")
 	return o.publishTask(ctx, &runnerv1.RunnerTask{
 		TaskId: taskID, RunId: run.GetId(), ProjectId: run.GetProjectId(), Kind: runnerv1.TaskKind_TASK_KIND_CHECK,
-		Api: recipe.CheckAPI, Session: &runnerv1.SessionRef{AuthSessionId: run.GetAuthSessionId()},
+		Api:          recipe.CheckAPI,
+		Session:      &runnerv1.SessionRef{AuthSessionId: run.GetAuthSessionId(), Proxy: sess.GetProxy(), Browser: sess.GetBrowser()},
 		FreshContext: true, CandidateStateCiphertext: candidate, BundleVersion: run.GetBundleVersion(),
 	})
 }

@@ -56,7 +56,7 @@ func (a AuthSessions) create(ctx context.Context, st *store.Store, req *latchkey
 		Session: &latchkeyv1.AuthSession{
 			Id: id, ProjectId: project, DisplayName: req.GetDisplayName(), Type: req.GetType(),
 			State: latchkeyv1.SessionState_SESSION_STATE_PENDING, Labels: req.GetLabels(), Proxy: publicProxy(req.GetProxy()),
-			Refresh: req.GetRefresh(), Recorder: req.GetRecorder(), Vars: req.GetVars(),
+			Refresh: req.GetRefresh(), Recorder: req.GetRecorder(), Vars: req.GetVars(), Browser: req.GetBrowser(),
 		},
 		ProxyHasPassword: req.GetProxy().GetPassword() != "",
 	})

@@ -12,7 +12,7 @@ import (
 )
 
 // updatable are the paths UpdateAuthSession accepts.
-var updatable = []string{"display_name", "labels", "proxy", "refresh", "recorder", "vars"}
+var updatable = []string{"display_name", "labels", "proxy", "refresh", "recorder", "vars", "browser"}
 
 // UpdateAuthSession changes the fields named in update_mask. With auth_session.etag
 // set, the update happens only if it is still current (else Aborted).
@@ -73,6 +73,7 @@ func checkUpdate(in *latchkeyv1.AuthSession, paths []string) ([]string, error) {
 		"refresh":      func() error { return checkRefresh(in.GetRefresh()) },
 		"recorder":     func() error { return checkRecorder(in.GetRecorder(), false) },
 		"vars":         func() error { return checkVars(in.GetVars()) },
+		"browser":      func() error { return checkBrowser(in.GetBrowser()) },
 	}
 	for _, p := range paths {
 		if err := checks[p](); err != nil {
@@ -108,6 +109,8 @@ func apply(rec *registryv1.SessionRecord, in *latchkeyv1.AuthSession, paths []st
 			a.Recorder = in.GetRecorder()
 		case "vars":
 			a.Vars = in.GetVars()
+		case "browser":
+			a.Browser = in.GetBrowser()
 		}
 	}
 	return nil

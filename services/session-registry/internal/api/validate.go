@@ -79,6 +79,30 @@ func checkCredentials(creds map[string]string) error {
 	return nil
 }
 
+// localeRE is a BCP 47 language tag as browsers take it: a language, then subtags.
+var localeRE = regexp.MustCompile(`^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}$`)
+
+// checkBrowser refuses an identity a browser could not send: a User-Agent with
+// control or non-ASCII characters (it is a header), or a locale that is not a tag.
+func checkBrowser(b *latchkeyv1.BrowserIdentity) error {
+	if b == nil {
+		return nil
+	}
+	ua := b.GetUserAgent()
+	if len(ua) > 512 {
+		return invalid("browser.user_agent is longer than 512 characters")
+	}
+	for _, r := range ua {
+		if r < 0x20 || r > 0x7e {
+			return invalid("browser.user_agent must be printable ASCII (it is sent as a header), found %q", r)
+		}
+	}
+	if l := b.GetLocale(); l != "" && !localeRE.MatchString(l) {
+		return invalid("browser.locale %.40q is not a language tag such as en-US or de-DE", l)
+	}
+	return nil
+}
+
 func checkProxy(p *latchkeyv1.Proxy) error {
 	if p == nil {
 		return nil
@@ -157,7 +181,7 @@ func checkCreate(req *latchkeyv1.CreateAuthSessionRequest) error {
 	}
 	for _, err := range []error{
 		store.CheckDisplayName(req.GetDisplayName()), checkLabels(req.GetLabels()), checkVars(req.GetVars()),
-		checkProxy(req.GetProxy()), checkRefresh(req.GetRefresh()),
+		checkProxy(req.GetProxy()), checkRefresh(req.GetRefresh()), checkBrowser(req.GetBrowser()),
 		checkRecorder(req.GetRecorder(), typ == latchkeyv1.SessionType_SESSION_TYPE_RECORDER),
 	} {
 		if err != nil {

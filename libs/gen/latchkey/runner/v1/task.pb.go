@@ -160,7 +160,9 @@ type SessionRef struct {
 	StateRevision int64 `protobuf:"varint,3,opt,name=state_revision,json=stateRevision,proto3" json:"state_revision,omitempty"`
 	// The proxy pinned to the session. Its password, if any, is in the vault secret
 	// "proxy-<session id>" and is fetched by the runner.
-	Proxy         *v1.Proxy `protobuf:"bytes,4,opt,name=proxy,proto3" json:"proxy,omitempty"`
+	Proxy *v1.Proxy `protobuf:"bytes,4,opt,name=proxy,proto3" json:"proxy,omitempty"`
+	// How the browser presents itself to the session's site; unset: the default.
+	Browser       *v1.BrowserIdentity `protobuf:"bytes,5,opt,name=browser,proto3" json:"browser,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -219,6 +221,13 @@ func (x *SessionRef) GetStateRevision() int64 {
 func (x *SessionRef) GetProxy() *v1.Proxy {
 	if x != nil {
 		return x.Proxy
+	}
+	return nil
+}
+
+func (x *SessionRef) GetBrowser() *v1.BrowserIdentity {
+	if x != nil {
+		return x.Browser
 	}
 	return nil
 }
@@ -905,13 +914,14 @@ var File_latchkey_runner_v1_task_proto protoreflect.FileDescriptor
 
 const file_latchkey_runner_v1_task_proto_rawDesc = "" +
 	"\n" +
-	"\x1dlatchkey/runner/v1/task.proto\x12\x12latchkey.runner.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18latchkey/v1/common.proto\x1a\x15latchkey/v1/run.proto\"\xb3\x01\n" +
+	"\x1dlatchkey/runner/v1/task.proto\x12\x12latchkey.runner.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18latchkey/v1/common.proto\x1a\x15latchkey/v1/run.proto\"\xeb\x01\n" +
 	"\n" +
 	"SessionRef\x12&\n" +
 	"\x0fauth_session_id\x18\x01 \x01(\tR\rauthSessionId\x12,\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x18.latchkey.v1.SessionTypeR\x04type\x12%\n" +
 	"\x0estate_revision\x18\x03 \x01(\x03R\rstateRevision\x12(\n" +
-	"\x05proxy\x18\x04 \x01(\v2\x12.latchkey.v1.ProxyR\x05proxy\"\x87\x01\n" +
+	"\x05proxy\x18\x04 \x01(\v2\x12.latchkey.v1.ProxyR\x05proxy\x126\n" +
+	"\abrowser\x18\x05 \x01(\v2\x1c.latchkey.v1.BrowserIdentityR\abrowser\"\x87\x01\n" +
 	"\x0eCredentialsRef\x12\x1d\n" +
 	"\tsecret_id\x18\x01 \x01(\tH\x00R\bsecretId\x12 \n" +
 	"\n" +
@@ -1026,36 +1036,38 @@ var file_latchkey_runner_v1_task_proto_goTypes = []any{
 	(*TaskResume)(nil),            // 8: latchkey.runner.v1.TaskResume
 	(v1.SessionType)(0),           // 9: latchkey.v1.SessionType
 	(*v1.Proxy)(nil),              // 10: latchkey.v1.Proxy
-	(*structpb.Struct)(nil),       // 11: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(v1.CheckOutcome)(0),          // 13: latchkey.v1.CheckOutcome
-	(*structpb.Value)(nil),        // 14: google.protobuf.Value
-	(v1.FailureReason)(0),         // 15: latchkey.v1.FailureReason
-	(*v1.MoreInfoRequest)(nil),    // 16: latchkey.v1.MoreInfoRequest
-	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
+	(*v1.BrowserIdentity)(nil),    // 11: latchkey.v1.BrowserIdentity
+	(*structpb.Struct)(nil),       // 12: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(v1.CheckOutcome)(0),          // 14: latchkey.v1.CheckOutcome
+	(*structpb.Value)(nil),        // 15: google.protobuf.Value
+	(v1.FailureReason)(0),         // 16: latchkey.v1.FailureReason
+	(*v1.MoreInfoRequest)(nil),    // 17: latchkey.v1.MoreInfoRequest
+	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
 }
 var file_latchkey_runner_v1_task_proto_depIdxs = []int32{
 	9,  // 0: latchkey.runner.v1.SessionRef.type:type_name -> latchkey.v1.SessionType
 	10, // 1: latchkey.runner.v1.SessionRef.proxy:type_name -> latchkey.v1.Proxy
-	0,  // 2: latchkey.runner.v1.RunnerTask.kind:type_name -> latchkey.runner.v1.TaskKind
-	11, // 3: latchkey.runner.v1.RunnerTask.params:type_name -> google.protobuf.Struct
-	2,  // 4: latchkey.runner.v1.RunnerTask.session:type_name -> latchkey.runner.v1.SessionRef
-	3,  // 5: latchkey.runner.v1.RunnerTask.credentials:type_name -> latchkey.runner.v1.CredentialsRef
-	12, // 6: latchkey.runner.v1.RunnerTask.deadline:type_name -> google.protobuf.Timestamp
-	5,  // 7: latchkey.runner.v1.RunnerTask.record:type_name -> latchkey.runner.v1.RecordSpec
-	1,  // 8: latchkey.runner.v1.TaskResult.status:type_name -> latchkey.runner.v1.TaskStatus
-	13, // 9: latchkey.runner.v1.TaskResult.check_outcome:type_name -> latchkey.v1.CheckOutcome
-	14, // 10: latchkey.runner.v1.TaskResult.output:type_name -> google.protobuf.Value
-	15, // 11: latchkey.runner.v1.TaskResult.failure_reason:type_name -> latchkey.v1.FailureReason
-	6,  // 12: latchkey.runner.v1.TaskResult.failed_step:type_name -> latchkey.runner.v1.FailedStep
-	12, // 13: latchkey.runner.v1.TaskResult.earliest_cookie_expiry:type_name -> google.protobuf.Timestamp
-	16, // 14: latchkey.runner.v1.TaskResult.more_info:type_name -> latchkey.v1.MoreInfoRequest
-	17, // 15: latchkey.runner.v1.TaskResult.browser_time:type_name -> google.protobuf.Duration
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	11, // 2: latchkey.runner.v1.SessionRef.browser:type_name -> latchkey.v1.BrowserIdentity
+	0,  // 3: latchkey.runner.v1.RunnerTask.kind:type_name -> latchkey.runner.v1.TaskKind
+	12, // 4: latchkey.runner.v1.RunnerTask.params:type_name -> google.protobuf.Struct
+	2,  // 5: latchkey.runner.v1.RunnerTask.session:type_name -> latchkey.runner.v1.SessionRef
+	3,  // 6: latchkey.runner.v1.RunnerTask.credentials:type_name -> latchkey.runner.v1.CredentialsRef
+	13, // 7: latchkey.runner.v1.RunnerTask.deadline:type_name -> google.protobuf.Timestamp
+	5,  // 8: latchkey.runner.v1.RunnerTask.record:type_name -> latchkey.runner.v1.RecordSpec
+	1,  // 9: latchkey.runner.v1.TaskResult.status:type_name -> latchkey.runner.v1.TaskStatus
+	14, // 10: latchkey.runner.v1.TaskResult.check_outcome:type_name -> latchkey.v1.CheckOutcome
+	15, // 11: latchkey.runner.v1.TaskResult.output:type_name -> google.protobuf.Value
+	16, // 12: latchkey.runner.v1.TaskResult.failure_reason:type_name -> latchkey.v1.FailureReason
+	6,  // 13: latchkey.runner.v1.TaskResult.failed_step:type_name -> latchkey.runner.v1.FailedStep
+	13, // 14: latchkey.runner.v1.TaskResult.earliest_cookie_expiry:type_name -> google.protobuf.Timestamp
+	17, // 15: latchkey.runner.v1.TaskResult.more_info:type_name -> latchkey.v1.MoreInfoRequest
+	18, // 16: latchkey.runner.v1.TaskResult.browser_time:type_name -> google.protobuf.Duration
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_latchkey_runner_v1_task_proto_init() }

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file latchkey/v1/common.proto.
  */
 export const file_latchkey_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChhsYXRjaGtleS92MS9jb21tb24ucHJvdG8SC2xhdGNoa2V5LnYxIjsKBVByb3h5Eg4KBnNlcnZlchgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRIQCghwYXNzd29yZBgDIAEoCSKKAQoGQ29va2llEgwKBG5hbWUYASABKAkSDQoFdmFsdWUYAiABKAkSDgoGZG9tYWluGAMgASgJEgwKBHBhdGgYBCABKAkSDwoHZXhwaXJlcxgFIAEoARIRCglodHRwX29ubHkYBiABKAgSDgoGc2VjdXJlGAcgASgIEhEKCXNhbWVfc2l0ZRgIIAEoCSIqCgtTdG9yYWdlSXRlbRIMCgRuYW1lGAEgASgJEg0KBXZhbHVlGAIgASgJIoMBCg1PcmlnaW5TdG9yYWdlEg4KBm9yaWdpbhgBIAEoCRIvCg1sb2NhbF9zdG9yYWdlGAIgAygLMhgubGF0Y2hrZXkudjEuU3RvcmFnZUl0ZW0SMQoPc2Vzc2lvbl9zdG9yYWdlGAMgAygLMhgubGF0Y2hrZXkudjEuU3RvcmFnZUl0ZW0iYQoMU3RvcmFnZVN0YXRlEiQKB2Nvb2tpZXMYASADKAsyEy5sYXRjaGtleS52MS5Db29raWUSKwoHb3JpZ2lucxgCIAMoCzIaLmxhdGNoa2V5LnYxLk9yaWdpblN0b3JhZ2UiIwoIUGFnZUluZm8SFwoPbmV4dF9wYWdlX3Rva2VuGAEgASgJIoYBCg1MYWJlbFNlbGVjdG9yEkEKDG1hdGNoX2xhYmVscxgBIAMoCzIrLmxhdGNoa2V5LnYxLkxhYmVsU2VsZWN0b3IuTWF0Y2hMYWJlbHNFbnRyeRoyChBNYXRjaExhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEijgEKCkF1ZGl0RW50cnkSEgoKcHJvamVjdF9pZBgBIAEoCRIMCgRraW5kGAIgASgJEhMKC3Jlc291cmNlX2lkGAMgASgJEg4KBmNhbGxlchgEIAEoCRIPCgdwdXJwb3NlGAUgASgJEigKBHRpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKn4KC1Nlc3Npb25UeXBlEhwKGFNFU1NJT05fVFlQRV9VTlNQRUNJRklFRBAAEhwKGFNFU1NJT05fVFlQRV9DUkVERU5USUFMUxABEhgKFFNFU1NJT05fVFlQRV9SVU5USU1FEAISGQoVU0VTU0lPTl9UWVBFX1JFQ09SREVSEAMqmgEKDFNlc3Npb25TdGF0ZRIdChlTRVNTSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASGQoVU0VTU0lPTl9TVEFURV9QRU5ESU5HEAESFwoTU0VTU0lPTl9TVEFURV9SRUFEWRACEhwKGFNFU1NJT05fU1RBVEVfUkVDUkVBVElORxADEhkKFVNFU1NJT05fU1RBVEVfRVhQSVJFRBAEKrsBCgdSdW5LaW5kEhgKFFJVTl9LSU5EX1VOU1BFQ0lGSUVEEAASEAoMUlVOX0tJTkRfQVBJEAESIQodUlVOX0tJTkRfQVVUSFNFU1NJT05fVkFMSURBVEUQAhIfChtSVU5fS0lORF9BVVRIU0VTU0lPTl9DUkVBVEUQAxIfChtSVU5fS0lORF9BVVRIU0VTU0lPTl9VUERBVEUQBBIfChtSVU5fS0lORF9BVVRIU0VTU0lPTl9SRUNPUkQQBSq8AQoIUnVuU3RhdGUSGQoVUlVOX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQUlVOX1NUQVRFX1FVRVVFRBABEhUKEVJVTl9TVEFURV9SVU5OSU5HEAISIQodUlVOX1NUQVRFX1JFUVVFU1RFRF9NT1JFX0lORk8QAxIXChNSVU5fU1RBVEVfU1VDQ0VFREVEEAQSFAoQUlVOX1NUQVRFX0ZBSUxFRBAFEhYKElJVTl9TVEFURV9DQU5DRUxFRBAGKoEBCgxDaGVja091dGNvbWUSHQoZQ0hFQ0tfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhcKE0NIRUNLX09VVENPTUVfVkFMSUQQARIZChVDSEVDS19PVVRDT01FX0lOVkFMSUQQAhIeChpDSEVDS19PVVRDT01FX0lOQ09OQ0xVU0lWRRADKvgDCg1GYWlsdXJlUmVhc29uEh4KGkZBSUxVUkVfUkVBU09OX1VOU1BFQ0lGSUVEEAASJgoiRkFJTFVSRV9SRUFTT05fSU5WQUxJRF9DUkVERU5USUFMUxABEiEKHUZBSUxVUkVfUkVBU09OX0FDQ09VTlRfTE9DS0VEEAISHwobRkFJTFVSRV9SRUFTT05fUkFURV9MSU1JVEVEEAMSIgoeRkFJTFVSRV9SRUFTT05fQ0FQVENIQV9CTE9DS0VEEAQSJQohRkFJTFVSRV9SRUFTT05fTU9SRV9JTkZPX1JFUVVJUkVEEAUSGgoWRkFJTFVSRV9SRUFTT05fVElNRU9VVBAGEhwKGEZBSUxVUkVfUkVBU09OX1RSQU5TSUVOVBAHEh8KG0ZBSUxVUkVfUkVBU09OX1NDUklQVF9FUlJPUhAIEicKI0ZBSUxVUkVfUkVBU09OX0FVVEhfU0VTU0lPTl9FWFBJUkVEEAkSKQolRkFJTFVSRV9SRUFTT05fTE9HSU5fQlVER0VUX0VYSEFVU1RFRBAKEh8KG0ZBSUxVUkVfUkVBU09OX0NJUkNVSVRfT1BFThALEiMKH0ZBSUxVUkVfUkVBU09OX0NBTkNFTEVEX0JZX1VTRVIQDBIbChdGQUlMVVJFX1JFQVNPTl9JTlRFUk5BTBANYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChhsYXRjaGtleS92MS9jb21tb24ucHJvdG8SC2xhdGNoa2V5LnYxIjsKBVByb3h5Eg4KBnNlcnZlchgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRIQCghwYXNzd29yZBgDIAEoCSI1Cg9Ccm93c2VySWRlbnRpdHkSEgoKdXNlcl9hZ2VudBgBIAEoCRIOCgZsb2NhbGUYAiABKAkiigEKBkNvb2tpZRIMCgRuYW1lGAEgASgJEg0KBXZhbHVlGAIgASgJEg4KBmRvbWFpbhgDIAEoCRIMCgRwYXRoGAQgASgJEg8KB2V4cGlyZXMYBSABKAESEQoJaHR0cF9vbmx5GAYgASgIEg4KBnNlY3VyZRgHIAEoCBIRCglzYW1lX3NpdGUYCCABKAkiKgoLU3RvcmFnZUl0ZW0SDAoEbmFtZRgBIAEoCRINCgV2YWx1ZRgCIAEoCSKDAQoNT3JpZ2luU3RvcmFnZRIOCgZvcmlnaW4YASABKAkSLwoNbG9jYWxfc3RvcmFnZRgCIAMoCzIYLmxhdGNoa2V5LnYxLlN0b3JhZ2VJdGVtEjEKD3Nlc3Npb25fc3RvcmFnZRgDIAMoCzIYLmxhdGNoa2V5LnYxLlN0b3JhZ2VJdGVtImEKDFN0b3JhZ2VTdGF0ZRIkCgdjb29raWVzGAEgAygLMhMubGF0Y2hrZXkudjEuQ29va2llEisKB29yaWdpbnMYAiADKAsyGi5sYXRjaGtleS52MS5PcmlnaW5TdG9yYWdlIiMKCFBhZ2VJbmZvEhcKD25leHRfcGFnZV90b2tlbhgBIAEoCSKGAQoNTGFiZWxTZWxlY3RvchJBCgxtYXRjaF9sYWJlbHMYASADKAsyKy5sYXRjaGtleS52MS5MYWJlbFNlbGVjdG9yLk1hdGNoTGFiZWxzRW50cnkaMgoQTWF0Y2hMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIo4BCgpBdWRpdEVudHJ5EhIKCnByb2plY3RfaWQYASABKAkSDAoEa2luZBgCIAEoCRITCgtyZXNvdXJjZV9pZBgDIAEoCRIOCgZjYWxsZXIYBCABKAkSDwoHcHVycG9zZRgFIAEoCRIoCgR0aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCp+CgtTZXNzaW9uVHlwZRIcChhTRVNTSU9OX1RZUEVfVU5TUEVDSUZJRUQQABIcChhTRVNTSU9OX1RZUEVfQ1JFREVOVElBTFMQARIYChRTRVNTSU9OX1RZUEVfUlVOVElNRRACEhkKFVNFU1NJT05fVFlQRV9SRUNPUkRFUhADKpoBCgxTZXNzaW9uU3RhdGUSHQoZU0VTU0lPTl9TVEFURV9VTlNQRUNJRklFRBAAEhkKFVNFU1NJT05fU1RBVEVfUEVORElORxABEhcKE1NFU1NJT05fU1RBVEVfUkVBRFkQAhIcChhTRVNTSU9OX1NUQVRFX1JFQ1JFQVRJTkcQAxIZChVTRVNTSU9OX1NUQVRFX0VYUElSRUQQBCq7AQoHUnVuS2luZBIYChRSVU5fS0lORF9VTlNQRUNJRklFRBAAEhAKDFJVTl9LSU5EX0FQSRABEiEKHVJVTl9LSU5EX0FVVEhTRVNTSU9OX1ZBTElEQVRFEAISHwobUlVOX0tJTkRfQVVUSFNFU1NJT05fQ1JFQVRFEAMSHwobUlVOX0tJTkRfQVVUSFNFU1NJT05fVVBEQVRFEAQSHwobUlVOX0tJTkRfQVVUSFNFU1NJT05fUkVDT1JEEAUqvAEKCFJ1blN0YXRlEhkKFVJVTl9TVEFURV9VTlNQRUNJRklFRBAAEhQKEFJVTl9TVEFURV9RVUVVRUQQARIVChFSVU5fU1RBVEVfUlVOTklORxACEiEKHVJVTl9TVEFURV9SRVFVRVNURURfTU9SRV9JTkZPEAMSFwoTUlVOX1NUQVRFX1NVQ0NFRURFRBAEEhQKEFJVTl9TVEFURV9GQUlMRUQQBRIWChJSVU5fU1RBVEVfQ0FOQ0VMRUQQBiqBAQoMQ2hlY2tPdXRjb21lEh0KGUNIRUNLX09VVENPTUVfVU5TUEVDSUZJRUQQABIXChNDSEVDS19PVVRDT01FX1ZBTElEEAESGQoVQ0hFQ0tfT1VUQ09NRV9JTlZBTElEEAISHgoaQ0hFQ0tfT1VUQ09NRV9JTkNPTkNMVVNJVkUQAyr4AwoNRmFpbHVyZVJlYXNvbhIeChpGQUlMVVJFX1JFQVNPTl9VTlNQRUNJRklFRBAAEiYKIkZBSUxVUkVfUkVBU09OX0lOVkFMSURfQ1JFREVOVElBTFMQARIhCh1GQUlMVVJFX1JFQVNPTl9BQ0NPVU5UX0xPQ0tFRBACEh8KG0ZBSUxVUkVfUkVBU09OX1JBVEVfTElNSVRFRBADEiIKHkZBSUxVUkVfUkVBU09OX0NBUFRDSEFfQkxPQ0tFRBAEEiUKIUZBSUxVUkVfUkVBU09OX01PUkVfSU5GT19SRVFVSVJFRBAFEhoKFkZBSUxVUkVfUkVBU09OX1RJTUVPVVQQBhIcChhGQUlMVVJFX1JFQVNPTl9UUkFOU0lFTlQQBxIfChtGQUlMVVJFX1JFQVNPTl9TQ1JJUFRfRVJST1IQCBInCiNGQUlMVVJFX1JFQVNPTl9BVVRIX1NFU1NJT05fRVhQSVJFRBAJEikKJUZBSUxVUkVfUkVBU09OX0xPR0lOX0JVREdFVF9FWEhBVVNURUQQChIfChtGQUlMVVJFX1JFQVNPTl9DSVJDVUlUX09QRU4QCxIjCh9GQUlMVVJFX1JFQVNPTl9DQU5DRUxFRF9CWV9VU0VSEAwSGwoXRkFJTFVSRV9SRUFTT05fSU5URVJOQUwQDWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * Proxy is pinned to an AuthSession for every check, create and Run.
@@ -48,6 +48,39 @@ export type Proxy = Message<"latchkey.v1.Proxy"> & {
  */
 export const ProxySchema: GenMessage<Proxy> = /*@__PURE__*/
   messageDesc(file_latchkey_v1_common, 0);
+
+/**
+ * BrowserIdentity is how the browser presents itself to a session's site, pinned to
+ * the session like its proxy. Empty fields keep the default: the runner's Chromium
+ * User-Agent without "Headless" (with matching client hints) and en-US.
+ *
+ * @generated from message latchkey.v1.BrowserIdentity
+ */
+export type BrowserIdentity = Message<"latchkey.v1.BrowserIdentity"> & {
+  /**
+   * The User-Agent header and navigator.userAgent, for example the agent of the
+   * browser the site's users have. Printable ASCII, at most 512 characters. Client
+   * hints (navigator.userAgentData) are left out when it is set: they could not match.
+   *
+   * @generated from field: string user_agent = 1;
+   */
+  userAgent: string;
+
+  /**
+   * A BCP 47 language tag, for example "de-DE": the Accept-Language header,
+   * navigator.language and Intl's default locale.
+   *
+   * @generated from field: string locale = 2;
+   */
+  locale: string;
+};
+
+/**
+ * Describes the message latchkey.v1.BrowserIdentity.
+ * Use `create(BrowserIdentitySchema)` to create a new message.
+ */
+export const BrowserIdentitySchema: GenMessage<BrowserIdentity> = /*@__PURE__*/
+  messageDesc(file_latchkey_v1_common, 1);
 
 /**
  * Cookie is one browser cookie, in the shape of Playwright's storageState.
@@ -105,7 +138,7 @@ export type Cookie = Message<"latchkey.v1.Cookie"> & {
  * Use `create(CookieSchema)` to create a new message.
  */
 export const CookieSchema: GenMessage<Cookie> = /*@__PURE__*/
-  messageDesc(file_latchkey_v1_common, 1);
+  messageDesc(file_latchkey_v1_common, 2);
 
 /**
  * StorageItem is one key of localStorage or sessionStorage.
@@ -129,7 +162,7 @@ export type StorageItem = Message<"latchkey.v1.StorageItem"> & {
  * Use `create(StorageItemSchema)` to create a new message.
  */
 export const StorageItemSchema: GenMessage<StorageItem> = /*@__PURE__*/
-  messageDesc(file_latchkey_v1_common, 2);
+  messageDesc(file_latchkey_v1_common, 3);
 
 /**
  * OriginStorage is the web storage of one origin.
@@ -162,7 +195,7 @@ export type OriginStorage = Message<"latchkey.v1.OriginStorage"> & {
  * Use `create(OriginStorageSchema)` to create a new message.
  */
 export const OriginStorageSchema: GenMessage<OriginStorage> = /*@__PURE__*/
-  messageDesc(file_latchkey_v1_common, 3);
+  messageDesc(file_latchkey_v1_common, 4);
 
 /**
  * StorageState is the browser state of a session: Playwright's storageState format.
@@ -187,7 +220,7 @@ export type StorageState = Message<"latchkey.v1.StorageState"> & {
  * Use `create(StorageStateSchema)` to create a new message.
  */
 export const StorageStateSchema: GenMessage<StorageState> = /*@__PURE__*/
-  messageDesc(file_latchkey_v1_common, 4);
+  messageDesc(file_latchkey_v1_common, 5);
 
 /**
  * PageInfo is returned by every List call.
@@ -208,7 +241,7 @@ export type PageInfo = Message<"latchkey.v1.PageInfo"> & {
  * Use `create(PageInfoSchema)` to create a new message.
  */
 export const PageInfoSchema: GenMessage<PageInfo> = /*@__PURE__*/
-  messageDesc(file_latchkey_v1_common, 5);
+  messageDesc(file_latchkey_v1_common, 6);
 
 /**
  * Label selects resources in List calls.
@@ -229,7 +262,7 @@ export type LabelSelector = Message<"latchkey.v1.LabelSelector"> & {
  * Use `create(LabelSelectorSchema)` to create a new message.
  */
 export const LabelSelectorSchema: GenMessage<LabelSelector> = /*@__PURE__*/
-  messageDesc(file_latchkey_v1_common, 6);
+  messageDesc(file_latchkey_v1_common, 7);
 
 /**
  * AuditEntry is one decrypt or credential access, as listed to users.
@@ -281,7 +314,7 @@ export type AuditEntry = Message<"latchkey.v1.AuditEntry"> & {
  * Use `create(AuditEntrySchema)` to create a new message.
  */
 export const AuditEntrySchema: GenMessage<AuditEntry> = /*@__PURE__*/
-  messageDesc(file_latchkey_v1_common, 7);
+  messageDesc(file_latchkey_v1_common, 8);
 
 /**
  * SessionType says who logs in for an AuthSession. It is fixed at creation.
