@@ -52,3 +52,33 @@ func (p *Portal) handleBrowserCheck(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, `<!doctype html><title>Browser check</title><p id="browser-ok">Welcome</p><p id="ua">%s</p><p id="lang">%s</p>`,
 		html.EscapeString(ua), html.EscapeString(r.Header.Get("Accept-Language")))
 }
+
+// handleSPA is a single-page app that keeps its tokens where many SPAs do: one in
+// sessionStorage ("sessionToken") and one in IndexedDB (database "app", store
+// "tokens", record {id: "auth", token}). Its script runs as the page loads and shows
+// what it found in #session-token and #idb-token (empty when missing), then counts the
+// visit in IndexedDB (record {id: "visits", n}, shown in #visits) and sets #ready.
+func (p *Portal) handleSPA(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	fmt.Fprint(w, `<!doctype html><title>SPA</title>
+<p>session token: <span id="session-token"></span></p>
+<p>IndexedDB token: <span id="idb-token"></span></p>
+<p>visits: <span id="visits"></span></p>
+<script>
+document.getElementById('session-token').textContent = sessionStorage.getItem('sessionToken') || '';
+const open = indexedDB.open('app', 1);
+open.onupgradeneeded = () => open.result.createObjectStore('tokens', {keyPath: 'id'});
+open.onsuccess = () => {
+  const store = open.result.transaction('tokens', 'readwrite').objectStore('tokens');
+  const auth = store.get('auth');
+  auth.onsuccess = () => { document.getElementById('idb-token').textContent = auth.result ? auth.result.token : ''; };
+  const visits = store.get('visits');
+  visits.onsuccess = () => {
+    const n = (visits.result ? visits.result.n : 0) + 1;
+    store.put({id: 'visits', n});
+    document.getElementById('visits').textContent = String(n);
+  };
+  store.transaction.oncomplete = () => { const e = document.createElement('p'); e.id = 'ready'; e.textContent = 'ready'; document.body.append(e); };
+};
+</script>`)
+}

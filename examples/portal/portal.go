@@ -220,6 +220,7 @@ func (p *Portal) routes() *http.ServeMux {
 	mux.HandleFunc("GET /account", p.handleAccount)
 	mux.HandleFunc("GET /api/whoami", p.handleAPIWhoami)
 	mux.HandleFunc("GET /browser-check", p.handleBrowserCheck)
+	mux.HandleFunc("GET /spa", p.handleSPA)
 
 	mux.HandleFunc("GET /__admin/counters", p.handleAdminCounters)
 	mux.HandleFunc("POST /__admin/reset", p.handleAdminReset)

@@ -18,6 +18,8 @@ import (
 //     still has the base value (only current changed it);
 //   - something only one side holds: kept, unless the other side deleted it — it was in
 //     base and this side still has it unchanged from base;
+//   - IndexedDB, database by database by the same rules (a database is one value:
+//     records of one database are not merged);
 //
 // so neither writer loses a cookie the other set or refreshed, and a logout (a deleted
 // cookie) is not undone by a writer that never touched it. The result is a new state:
@@ -109,8 +111,9 @@ func mergeOrigin(origin string, base, current, mine *latchkeyv1.OriginStorage) *
 		Origin:         origin,
 		LocalStorage:   mergeItems(base.GetLocalStorage(), current.GetLocalStorage(), mine.GetLocalStorage()),
 		SessionStorage: mergeItems(base.GetSessionStorage(), current.GetSessionStorage(), mine.GetSessionStorage()),
+		IndexedDb:      mergeDatabases(base.GetIndexedDb(), current.GetIndexedDb(), mine.GetIndexedDb()),
 	}
-	if len(o.LocalStorage) == 0 && len(o.SessionStorage) == 0 {
+	if len(o.LocalStorage) == 0 && len(o.SessionStorage) == 0 && len(o.IndexedDb) == 0 {
 		return nil
 	}
 	return o

@@ -1,6 +1,10 @@
 package storagestate
 
 import (
+	"encoding/json"
+	"errors"
+	"reflect"
+	"strings"
 	"sync"
 	"testing"
 
@@ -165,5 +169,62 @@ func TestRacingWriteBacksLoseNoCookie(t *testing.T) {
 	_, final := get()
 	if len(final.GetCookies()) != writers {
 		t.Fatalf("%d cookies survived, want %d: %v", len(final.GetCookies()), writers, final)
+	}
+}
+
+// TestMergeIndexedDB: databases merge as a whole, by the rules of storage items.
+func TestMergeIndexedDB(t *testing.T) {
+	db := func(name, value string) *latchkeyv1.IndexedDBDatabase {
+		return &latchkeyv1.IndexedDBDatabase{Name: name, Version: 1, Stores: []*latchkeyv1.IndexedDBStore{{
+			Name: "s", KeyPath: "id", Records: []*latchkeyv1.IndexedDBRecord{{Value: value}},
+		}}}
+	}
+	origin := func(dbs ...*latchkeyv1.IndexedDBDatabase) *latchkeyv1.StorageState {
+		return &latchkeyv1.StorageState{Origins: []*latchkeyv1.OriginStorage{{Origin: "https://a.example", IndexedDb: dbs}}}
+	}
+	base := origin(db("auth", `{"id":1,"t":"old"}`), db("cache", `{"id":1}`))
+	current := origin(db("auth", `{"id":1,"t":"old"}`), db("cache", `{"id":1}`), db("other", `{"id":2}`))
+	mine := origin(db("auth", `{"id":1,"t":"new"}`)) // refreshed auth, deleted cache
+	got := Merge(base, current, mine).GetOrigins()[0].GetIndexedDb()
+	var names []string
+	for _, d := range got {
+		names = append(names, d.GetName()+"="+d.GetStores()[0].GetRecords()[0].GetValue())
+	}
+	want := []string{`auth={"id":1,"t":"new"}`, `other={"id":2}`}
+	if strings.Join(names, " ") != strings.Join(want, " ") {
+		t.Errorf("merged databases %v, want %v", names, want)
+	}
+}
+
+// TestPlaywrightIndexedDBRoundTrip: Playwright's indexedDB (1.51+) and Latchkey's
+// sessionStorage survive import and export unchanged; a record that is not JSON, or
+// has no value, is refused.
+func TestPlaywrightIndexedDBRoundTrip(t *testing.T) {
+	in := `{"cookies":[],"origins":[{"origin":"https://a.example","localStorage":[],"sessionStorage":[{"name":"tab","value":"1"}],` +
+		`"indexedDB":[{"name":"auth","version":3,"stores":[{"name":"tokens","autoIncrement":false,"keyPath":"id",` +
+		`"records":[{"value":{"id":"t1","token":"abc"}},{"valueEncoded":{"v":{"d":"2026-01-01T00:00:00.000Z"}}}],` +
+		`"indexes":[{"name":"by_token","keyPath":"token","multiEntry":false,"unique":true}]},` +
+		`{"name":"kv","autoIncrement":true,"records":[{"key":1,"value":"x"}],"indexes":[]}]}]}]}`
+	st, err := FromPlaywright([]byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := ToPlaywright(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a, b any
+	_ = json.Unmarshal([]byte(in), &a)
+	_ = json.Unmarshal(out, &b)
+	if !reflect.DeepEqual(a, b) {
+		t.Errorf("round trip changed the state:\nin  %s\nout %s", in, out)
+	}
+	for _, bad := range []string{
+		strings.Replace(in, `{"key":1,"value":"x"}`, `{"key":1}`, 1),
+		strings.Replace(in, `"version":3`, `"version":0`, 1),
+	} {
+		if _, err := FromPlaywright([]byte(bad)); !errors.Is(err, ErrInvalid) {
+			t.Errorf("FromPlaywright(%.80s...) = %v, want ErrInvalid", bad[60:], err)
+		}
 	}
 }

@@ -12,7 +12,8 @@ import (
 
 // pwState is Playwright's storageState JSON
 // (https://playwright.dev/docs/api/class-browsercontext#browser-context-storage-state).
-// sessionStorage is a Latchkey extension, written only when captured.
+// sessionStorage is a Latchkey extension, written only when captured; indexedDB is as
+// Playwright 1.51 and later write it.
 type pwState struct {
 	Cookies []pwCookie `json:"cookies"`
 	Origins []pwOrigin `json:"origins"`
@@ -30,9 +31,10 @@ type pwCookie struct {
 }
 
 type pwOrigin struct {
-	Origin         string   `json:"origin"`
-	LocalStorage   []pwItem `json:"localStorage"`
-	SessionStorage []pwItem `json:"sessionStorage,omitempty"`
+	Origin         string       `json:"origin"`
+	LocalStorage   []pwItem     `json:"localStorage"`
+	SessionStorage []pwItem     `json:"sessionStorage,omitempty"`
+	IndexedDB      []pwDatabase `json:"indexedDB,omitempty"`
 }
 
 type pwItem struct {
@@ -73,6 +75,7 @@ func FromPlaywright(b []byte) (*latchkeyv1.StorageState, error) {
 	for _, o := range pw.Origins {
 		st.Origins = append(st.Origins, &latchkeyv1.OriginStorage{
 			Origin: o.Origin, LocalStorage: fromItems(o.LocalStorage), SessionStorage: fromItems(o.SessionStorage),
+			IndexedDb: fromDatabases(o.IndexedDB),
 		})
 	}
 	if err := Validate(st); err != nil {
@@ -123,6 +126,7 @@ func ToPlaywright(st *latchkeyv1.StorageState) ([]byte, error) {
 	for _, o := range st.GetOrigins() {
 		pw.Origins = append(pw.Origins, pwOrigin{
 			Origin: o.GetOrigin(), LocalStorage: toItems(o.GetLocalStorage()), SessionStorage: toItems(o.GetSessionStorage()),
+			IndexedDB: toDatabases(o.GetIndexedDb()),
 		})
 	}
 	b, err := json.MarshalIndent(pw, "", "  ")

@@ -160,7 +160,7 @@ func validateOrigin(o *latchkeyv1.OriginStorage) error {
 			seen[it.GetName()] = true
 		}
 	}
-	return nil
+	return validateDatabases(o.GetIndexedDb())
 }
 
 // cookieKey identifies a cookie as a browser does: name, domain and path.

@@ -706,10 +706,14 @@ type OriginStorage struct {
 	// Scheme, host and port, for example "https://portal.example.com".
 	Origin       string         `protobuf:"bytes,1,opt,name=origin,proto3" json:"origin,omitempty"`
 	LocalStorage []*StorageItem `protobuf:"bytes,2,rep,name=local_storage,json=localStorage,proto3" json:"local_storage,omitempty"`
-	// Optional; captured only when the automation asks for it.
+	// The origin's sessionStorage in the tab the state was captured from (a Latchkey
+	// extension of Playwright's format: Playwright does not save it). Restored into each
+	// tab a task starts in.
 	SessionStorage []*StorageItem `protobuf:"bytes,3,rep,name=session_storage,json=sessionStorage,proto3" json:"session_storage,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The origin's IndexedDB databases, as Playwright 1.51 and later write them.
+	IndexedDb     []*IndexedDBDatabase `protobuf:"bytes,4,rep,name=indexed_db,json=indexedDb,proto3" json:"indexed_db,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OriginStorage) Reset() {
@@ -763,6 +767,309 @@ func (x *OriginStorage) GetSessionStorage() []*StorageItem {
 	return nil
 }
 
+func (x *OriginStorage) GetIndexedDb() []*IndexedDBDatabase {
+	if x != nil {
+		return x.IndexedDb
+	}
+	return nil
+}
+
+// IndexedDBDatabase is one IndexedDB database of an origin.
+type IndexedDBDatabase struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version       int64                  `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Stores        []*IndexedDBStore      `protobuf:"bytes,3,rep,name=stores,proto3" json:"stores,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IndexedDBDatabase) Reset() {
+	*x = IndexedDBDatabase{}
+	mi := &file_latchkey_v1_common_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IndexedDBDatabase) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IndexedDBDatabase) ProtoMessage() {}
+
+func (x *IndexedDBDatabase) ProtoReflect() protoreflect.Message {
+	mi := &file_latchkey_v1_common_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IndexedDBDatabase.ProtoReflect.Descriptor instead.
+func (*IndexedDBDatabase) Descriptor() ([]byte, []int) {
+	return file_latchkey_v1_common_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *IndexedDBDatabase) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *IndexedDBDatabase) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *IndexedDBDatabase) GetStores() []*IndexedDBStore {
+	if x != nil {
+		return x.Stores
+	}
+	return nil
+}
+
+// IndexedDBStore is one object store, with its schema and records.
+type IndexedDBStore struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	AutoIncrement bool                   `protobuf:"varint,2,opt,name=auto_increment,json=autoIncrement,proto3" json:"auto_increment,omitempty"`
+	// The key path (in-line keys); empty, with key_path_array empty too, for out-of-line keys.
+	KeyPath       string             `protobuf:"bytes,3,opt,name=key_path,json=keyPath,proto3" json:"key_path,omitempty"`
+	KeyPathArray  []string           `protobuf:"bytes,4,rep,name=key_path_array,json=keyPathArray,proto3" json:"key_path_array,omitempty"`
+	Indexes       []*IndexedDBIndex  `protobuf:"bytes,5,rep,name=indexes,proto3" json:"indexes,omitempty"`
+	Records       []*IndexedDBRecord `protobuf:"bytes,6,rep,name=records,proto3" json:"records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IndexedDBStore) Reset() {
+	*x = IndexedDBStore{}
+	mi := &file_latchkey_v1_common_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IndexedDBStore) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IndexedDBStore) ProtoMessage() {}
+
+func (x *IndexedDBStore) ProtoReflect() protoreflect.Message {
+	mi := &file_latchkey_v1_common_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IndexedDBStore.ProtoReflect.Descriptor instead.
+func (*IndexedDBStore) Descriptor() ([]byte, []int) {
+	return file_latchkey_v1_common_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *IndexedDBStore) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *IndexedDBStore) GetAutoIncrement() bool {
+	if x != nil {
+		return x.AutoIncrement
+	}
+	return false
+}
+
+func (x *IndexedDBStore) GetKeyPath() string {
+	if x != nil {
+		return x.KeyPath
+	}
+	return ""
+}
+
+func (x *IndexedDBStore) GetKeyPathArray() []string {
+	if x != nil {
+		return x.KeyPathArray
+	}
+	return nil
+}
+
+func (x *IndexedDBStore) GetIndexes() []*IndexedDBIndex {
+	if x != nil {
+		return x.Indexes
+	}
+	return nil
+}
+
+func (x *IndexedDBStore) GetRecords() []*IndexedDBRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+// IndexedDBIndex is an index of an object store.
+type IndexedDBIndex struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	KeyPath       string                 `protobuf:"bytes,2,opt,name=key_path,json=keyPath,proto3" json:"key_path,omitempty"`
+	KeyPathArray  []string               `protobuf:"bytes,3,rep,name=key_path_array,json=keyPathArray,proto3" json:"key_path_array,omitempty"`
+	MultiEntry    bool                   `protobuf:"varint,4,opt,name=multi_entry,json=multiEntry,proto3" json:"multi_entry,omitempty"`
+	Unique        bool                   `protobuf:"varint,5,opt,name=unique,proto3" json:"unique,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IndexedDBIndex) Reset() {
+	*x = IndexedDBIndex{}
+	mi := &file_latchkey_v1_common_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IndexedDBIndex) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IndexedDBIndex) ProtoMessage() {}
+
+func (x *IndexedDBIndex) ProtoReflect() protoreflect.Message {
+	mi := &file_latchkey_v1_common_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IndexedDBIndex.ProtoReflect.Descriptor instead.
+func (*IndexedDBIndex) Descriptor() ([]byte, []int) {
+	return file_latchkey_v1_common_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *IndexedDBIndex) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *IndexedDBIndex) GetKeyPath() string {
+	if x != nil {
+		return x.KeyPath
+	}
+	return ""
+}
+
+func (x *IndexedDBIndex) GetKeyPathArray() []string {
+	if x != nil {
+		return x.KeyPathArray
+	}
+	return nil
+}
+
+func (x *IndexedDBIndex) GetMultiEntry() bool {
+	if x != nil {
+		return x.MultiEntry
+	}
+	return false
+}
+
+func (x *IndexedDBIndex) GetUnique() bool {
+	if x != nil {
+		return x.Unique
+	}
+	return false
+}
+
+// IndexedDBRecord is one record, each part as JSON text, empty when absent: key (for
+// out-of-line keys) and value as plain JSON, or key_encoded and value_encoded in
+// Playwright's serializer format for what JSON cannot hold (a Date, bytes), which
+// Latchkey keeps and exports but does not restore.
+type IndexedDBRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	KeyEncoded    string                 `protobuf:"bytes,2,opt,name=key_encoded,json=keyEncoded,proto3" json:"key_encoded,omitempty"`
+	Value         string                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	ValueEncoded  string                 `protobuf:"bytes,4,opt,name=value_encoded,json=valueEncoded,proto3" json:"value_encoded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IndexedDBRecord) Reset() {
+	*x = IndexedDBRecord{}
+	mi := &file_latchkey_v1_common_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IndexedDBRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IndexedDBRecord) ProtoMessage() {}
+
+func (x *IndexedDBRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_latchkey_v1_common_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IndexedDBRecord.ProtoReflect.Descriptor instead.
+func (*IndexedDBRecord) Descriptor() ([]byte, []int) {
+	return file_latchkey_v1_common_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *IndexedDBRecord) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *IndexedDBRecord) GetKeyEncoded() string {
+	if x != nil {
+		return x.KeyEncoded
+	}
+	return ""
+}
+
+func (x *IndexedDBRecord) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *IndexedDBRecord) GetValueEncoded() string {
+	if x != nil {
+		return x.ValueEncoded
+	}
+	return ""
+}
+
 // StorageState is the browser state of a session: Playwright's storageState format.
 // It is plaintext only inside the runner; everywhere else it travels encrypted.
 type StorageState struct {
@@ -775,7 +1082,7 @@ type StorageState struct {
 
 func (x *StorageState) Reset() {
 	*x = StorageState{}
-	mi := &file_latchkey_v1_common_proto_msgTypes[5]
+	mi := &file_latchkey_v1_common_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -787,7 +1094,7 @@ func (x *StorageState) String() string {
 func (*StorageState) ProtoMessage() {}
 
 func (x *StorageState) ProtoReflect() protoreflect.Message {
-	mi := &file_latchkey_v1_common_proto_msgTypes[5]
+	mi := &file_latchkey_v1_common_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -800,7 +1107,7 @@ func (x *StorageState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StorageState.ProtoReflect.Descriptor instead.
 func (*StorageState) Descriptor() ([]byte, []int) {
-	return file_latchkey_v1_common_proto_rawDescGZIP(), []int{5}
+	return file_latchkey_v1_common_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StorageState) GetCookies() []*Cookie {
@@ -828,7 +1135,7 @@ type PageInfo struct {
 
 func (x *PageInfo) Reset() {
 	*x = PageInfo{}
-	mi := &file_latchkey_v1_common_proto_msgTypes[6]
+	mi := &file_latchkey_v1_common_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -840,7 +1147,7 @@ func (x *PageInfo) String() string {
 func (*PageInfo) ProtoMessage() {}
 
 func (x *PageInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_latchkey_v1_common_proto_msgTypes[6]
+	mi := &file_latchkey_v1_common_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -853,7 +1160,7 @@ func (x *PageInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageInfo.ProtoReflect.Descriptor instead.
 func (*PageInfo) Descriptor() ([]byte, []int) {
-	return file_latchkey_v1_common_proto_rawDescGZIP(), []int{6}
+	return file_latchkey_v1_common_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PageInfo) GetNextPageToken() string {
@@ -874,7 +1181,7 @@ type LabelSelector struct {
 
 func (x *LabelSelector) Reset() {
 	*x = LabelSelector{}
-	mi := &file_latchkey_v1_common_proto_msgTypes[7]
+	mi := &file_latchkey_v1_common_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -886,7 +1193,7 @@ func (x *LabelSelector) String() string {
 func (*LabelSelector) ProtoMessage() {}
 
 func (x *LabelSelector) ProtoReflect() protoreflect.Message {
-	mi := &file_latchkey_v1_common_proto_msgTypes[7]
+	mi := &file_latchkey_v1_common_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -899,7 +1206,7 @@ func (x *LabelSelector) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LabelSelector.ProtoReflect.Descriptor instead.
 func (*LabelSelector) Descriptor() ([]byte, []int) {
-	return file_latchkey_v1_common_proto_rawDescGZIP(), []int{7}
+	return file_latchkey_v1_common_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LabelSelector) GetMatchLabels() map[string]string {
@@ -928,7 +1235,7 @@ type AuditEntry struct {
 
 func (x *AuditEntry) Reset() {
 	*x = AuditEntry{}
-	mi := &file_latchkey_v1_common_proto_msgTypes[8]
+	mi := &file_latchkey_v1_common_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -940,7 +1247,7 @@ func (x *AuditEntry) String() string {
 func (*AuditEntry) ProtoMessage() {}
 
 func (x *AuditEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_latchkey_v1_common_proto_msgTypes[8]
+	mi := &file_latchkey_v1_common_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -953,7 +1260,7 @@ func (x *AuditEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
 func (*AuditEntry) Descriptor() ([]byte, []int) {
-	return file_latchkey_v1_common_proto_rawDescGZIP(), []int{8}
+	return file_latchkey_v1_common_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AuditEntry) GetProjectId() string {
@@ -1022,11 +1329,37 @@ const file_latchkey_v1_common_proto_rawDesc = "" +
 	"\tsame_site\x18\b \x01(\tR\bsameSite\"7\n" +
 	"\vStorageItem\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\xa9\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xe8\x01\n" +
 	"\rOriginStorage\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\tR\x06origin\x12=\n" +
 	"\rlocal_storage\x18\x02 \x03(\v2\x18.latchkey.v1.StorageItemR\flocalStorage\x12A\n" +
-	"\x0fsession_storage\x18\x03 \x03(\v2\x18.latchkey.v1.StorageItemR\x0esessionStorage\"s\n" +
+	"\x0fsession_storage\x18\x03 \x03(\v2\x18.latchkey.v1.StorageItemR\x0esessionStorage\x12=\n" +
+	"\n" +
+	"indexed_db\x18\x04 \x03(\v2\x1e.latchkey.v1.IndexedDBDatabaseR\tindexedDb\"v\n" +
+	"\x11IndexedDBDatabase\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\x123\n" +
+	"\x06stores\x18\x03 \x03(\v2\x1b.latchkey.v1.IndexedDBStoreR\x06stores\"\xfb\x01\n" +
+	"\x0eIndexedDBStore\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
+	"\x0eauto_increment\x18\x02 \x01(\bR\rautoIncrement\x12\x19\n" +
+	"\bkey_path\x18\x03 \x01(\tR\akeyPath\x12$\n" +
+	"\x0ekey_path_array\x18\x04 \x03(\tR\fkeyPathArray\x125\n" +
+	"\aindexes\x18\x05 \x03(\v2\x1b.latchkey.v1.IndexedDBIndexR\aindexes\x126\n" +
+	"\arecords\x18\x06 \x03(\v2\x1c.latchkey.v1.IndexedDBRecordR\arecords\"\x9e\x01\n" +
+	"\x0eIndexedDBIndex\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
+	"\bkey_path\x18\x02 \x01(\tR\akeyPath\x12$\n" +
+	"\x0ekey_path_array\x18\x03 \x03(\tR\fkeyPathArray\x12\x1f\n" +
+	"\vmulti_entry\x18\x04 \x01(\bR\n" +
+	"multiEntry\x12\x16\n" +
+	"\x06unique\x18\x05 \x01(\bR\x06unique\"\x7f\n" +
+	"\x0fIndexedDBRecord\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1f\n" +
+	"\vkey_encoded\x18\x02 \x01(\tR\n" +
+	"keyEncoded\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\tR\x05value\x12#\n" +
+	"\rvalue_encoded\x18\x04 \x01(\tR\fvalueEncoded\"s\n" +
 	"\fStorageState\x12-\n" +
 	"\acookies\x18\x01 \x03(\v2\x13.latchkey.v1.CookieR\acookies\x124\n" +
 	"\aorigins\x18\x02 \x03(\v2\x1a.latchkey.v1.OriginStorageR\aorigins\"2\n" +
@@ -1109,7 +1442,7 @@ func file_latchkey_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_latchkey_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_latchkey_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_latchkey_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_latchkey_v1_common_proto_goTypes = []any{
 	(SessionType)(0),              // 0: latchkey.v1.SessionType
 	(SessionState)(0),             // 1: latchkey.v1.SessionState
@@ -1122,25 +1455,33 @@ var file_latchkey_v1_common_proto_goTypes = []any{
 	(*Cookie)(nil),                // 8: latchkey.v1.Cookie
 	(*StorageItem)(nil),           // 9: latchkey.v1.StorageItem
 	(*OriginStorage)(nil),         // 10: latchkey.v1.OriginStorage
-	(*StorageState)(nil),          // 11: latchkey.v1.StorageState
-	(*PageInfo)(nil),              // 12: latchkey.v1.PageInfo
-	(*LabelSelector)(nil),         // 13: latchkey.v1.LabelSelector
-	(*AuditEntry)(nil),            // 14: latchkey.v1.AuditEntry
-	nil,                           // 15: latchkey.v1.LabelSelector.MatchLabelsEntry
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*IndexedDBDatabase)(nil),     // 11: latchkey.v1.IndexedDBDatabase
+	(*IndexedDBStore)(nil),        // 12: latchkey.v1.IndexedDBStore
+	(*IndexedDBIndex)(nil),        // 13: latchkey.v1.IndexedDBIndex
+	(*IndexedDBRecord)(nil),       // 14: latchkey.v1.IndexedDBRecord
+	(*StorageState)(nil),          // 15: latchkey.v1.StorageState
+	(*PageInfo)(nil),              // 16: latchkey.v1.PageInfo
+	(*LabelSelector)(nil),         // 17: latchkey.v1.LabelSelector
+	(*AuditEntry)(nil),            // 18: latchkey.v1.AuditEntry
+	nil,                           // 19: latchkey.v1.LabelSelector.MatchLabelsEntry
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
 }
 var file_latchkey_v1_common_proto_depIdxs = []int32{
 	9,  // 0: latchkey.v1.OriginStorage.local_storage:type_name -> latchkey.v1.StorageItem
 	9,  // 1: latchkey.v1.OriginStorage.session_storage:type_name -> latchkey.v1.StorageItem
-	8,  // 2: latchkey.v1.StorageState.cookies:type_name -> latchkey.v1.Cookie
-	10, // 3: latchkey.v1.StorageState.origins:type_name -> latchkey.v1.OriginStorage
-	15, // 4: latchkey.v1.LabelSelector.match_labels:type_name -> latchkey.v1.LabelSelector.MatchLabelsEntry
-	16, // 5: latchkey.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	6,  // [6:6] is the sub-list for method output_type
-	6,  // [6:6] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	11, // 2: latchkey.v1.OriginStorage.indexed_db:type_name -> latchkey.v1.IndexedDBDatabase
+	12, // 3: latchkey.v1.IndexedDBDatabase.stores:type_name -> latchkey.v1.IndexedDBStore
+	13, // 4: latchkey.v1.IndexedDBStore.indexes:type_name -> latchkey.v1.IndexedDBIndex
+	14, // 5: latchkey.v1.IndexedDBStore.records:type_name -> latchkey.v1.IndexedDBRecord
+	8,  // 6: latchkey.v1.StorageState.cookies:type_name -> latchkey.v1.Cookie
+	10, // 7: latchkey.v1.StorageState.origins:type_name -> latchkey.v1.OriginStorage
+	19, // 8: latchkey.v1.LabelSelector.match_labels:type_name -> latchkey.v1.LabelSelector.MatchLabelsEntry
+	20, // 9: latchkey.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_latchkey_v1_common_proto_init() }
@@ -1154,7 +1495,7 @@ func file_latchkey_v1_common_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_latchkey_v1_common_proto_rawDesc), len(file_latchkey_v1_common_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   10,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

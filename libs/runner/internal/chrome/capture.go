@@ -14,7 +14,8 @@ import (
 )
 
 // Capture reads the state the context holds: every cookie of the browser context and
-// the localStorage of every origin it was given or visited.
+// the localStorage, sessionStorage (of this tab) and IndexedDB of every origin it was
+// given or visited.
 func (bc *Context) Capture(ctx context.Context, visited []string) (*latchkeyv1.StorageState, error) {
 	res, err := chromedp.CallBrowser(ctx, storage.GetCookies, storage.GetCookiesParams{BrowserContextID: bc.bcID})
 	if err != nil {
@@ -30,10 +31,7 @@ func (bc *Context) Capture(ctx context.Context, visited []string) (*latchkeyv1.S
 	}
 	// Read the origin the tab shows first, in one call, so most captures load no
 	// document.
-	here, _ := chromedp.Run(ctx, chromedp.Evaluate[struct {
-		Origin string     `json:"origin"`
-		Items  [][]string `json:"items"`
-	}](`({origin: location.origin, items: (() => { try { return Object.keys(localStorage).map(k => [k, localStorage.getItem(k)]) } catch (e) { return null } })()})`))
+	here, _ := chromedp.Run(ctx, chromedp.Evaluate[originSnapshot](readOriginScript, chromedp.EvalAwaitPromise))
 	cur := here.Origin
 	slices.SortFunc(origins, func(a, b string) int {
 		switch {
@@ -45,30 +43,19 @@ func (bc *Context) Capture(ctx context.Context, visited []string) (*latchkeyv1.S
 		return strings.Compare(a, b)
 	})
 	for _, o := range origins {
-		var items []*latchkeyv1.StorageItem
-		if o == cur && here.Items != nil {
-			items = StorageItems(here.Items)
-		} else if items, err = bc.readLocalStorage(ctx, o); err != nil {
-			return nil, err
+		snap := here
+		if o != cur || here.Local == nil {
+			if snap, err = bc.readOrigin(ctx, o); err != nil {
+				return nil, err
+			}
 		}
-		if len(items) > 0 {
-			st.Origins = append(st.Origins, &latchkeyv1.OriginStorage{Origin: o, LocalStorage: items})
+		snap.Origin = o
+		if os := snapshotFromJS(snap); len(os.LocalStorage)+len(os.SessionStorage)+len(os.IndexedDb) > 0 {
+			st.Origins = append(st.Origins, os)
 		}
 	}
 	Normalize(st)
 	return st, nil
-}
-
-func (bc *Context) readLocalStorage(ctx context.Context, origin string) ([]*latchkeyv1.StorageItem, error) {
-	if err := bc.OnOrigin(ctx, origin); err != nil {
-		return nil, fmt.Errorf("reading localStorage of %s: %w", origin, err)
-	}
-	pairs, err := chromedp.Run(ctx, chromedp.Evaluate[[][]string](
-		`Object.keys(localStorage).map(k => [k, localStorage.getItem(k)])`))
-	if err != nil {
-		return nil, fmt.Errorf("reading localStorage of %s: %w", origin, err)
-	}
-	return StorageItems(pairs), nil
 }
 
 // StorageItems converts [name, value] pairs read from localStorage.

@@ -2,7 +2,6 @@ package chrome
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -17,8 +16,9 @@ import (
 )
 
 // Restore puts st into the context: cookies (HttpOnly and session cookies too) through
-// the Storage domain, and each origin's localStorage written in an empty synthetic
-// document of that origin, before any page of the site runs a script. With clear, what
+// the Storage domain, and each origin's localStorage, sessionStorage (into this tab)
+// and IndexedDB written in an empty synthetic document of that origin, before any page
+// of the site runs a script. With clear, what
 // the context held before is removed first (a warm context taking a newer revision).
 func (bc *Context) Restore(ctx context.Context, st *latchkeyv1.StorageState, clear bool) error {
 	if clear {
@@ -31,10 +31,10 @@ func (bc *Context) Restore(ctx context.Context, st *latchkeyv1.StorageState, cle
 			return fmt.Errorf("restoring cookies: %w", err)
 		}
 	}
-	want := map[string][]*latchkeyv1.StorageItem{}
+	want := map[string]*latchkeyv1.OriginStorage{}
 	for _, o := range st.GetOrigins() {
-		if len(o.GetLocalStorage()) > 0 {
-			want[o.GetOrigin()] = o.GetLocalStorage()
+		if len(o.GetLocalStorage())+len(o.GetSessionStorage())+len(o.GetIndexedDb()) > 0 {
+			want[o.GetOrigin()] = o
 		}
 	}
 	origins := make([]string, 0, len(want)+len(bc.storageOrigins))
@@ -50,7 +50,7 @@ func (bc *Context) Restore(ctx context.Context, st *latchkeyv1.StorageState, cle
 	}
 	slices.Sort(origins)
 	for _, o := range origins {
-		if err := bc.writeLocalStorage(ctx, o, want[o]); err != nil {
+		if err := bc.writeOrigin(ctx, o, want[o]); err != nil {
 			return err
 		}
 	}
@@ -59,26 +59,6 @@ func (bc *Context) Restore(ctx context.Context, st *latchkeyv1.StorageState, cle
 	}
 	for o := range want {
 		bc.storageOrigins[o] = true
-	}
-	return nil
-}
-
-// writeLocalStorage replaces origin's localStorage with items.
-func (bc *Context) writeLocalStorage(ctx context.Context, origin string, items []*latchkeyv1.StorageItem) error {
-	pairs := make([][2]string, 0, len(items))
-	for _, it := range items {
-		pairs = append(pairs, [2]string{it.GetName(), it.GetValue()})
-	}
-	js, err := json.Marshal(pairs)
-	if err != nil {
-		return fmt.Errorf("encoding localStorage: %w", err)
-	}
-	if err := bc.OnOrigin(ctx, origin); err != nil {
-		return fmt.Errorf("restoring localStorage of %s: %w", origin, err)
-	}
-	script := `(items => { localStorage.clear(); for (const [k, v] of items) localStorage.setItem(k, v); })(` + string(js) + `)`
-	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](script)); err != nil {
-		return fmt.Errorf("restoring localStorage of %s: %w", origin, err)
 	}
 	return nil
 }

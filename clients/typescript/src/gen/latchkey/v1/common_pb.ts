@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file latchkey/v1/common.proto.
  */
 export const file_latchkey_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChhsYXRjaGtleS92MS9jb21tb24ucHJvdG8SC2xhdGNoa2V5LnYxIjsKBVByb3h5Eg4KBnNlcnZlchgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRIQCghwYXNzd29yZBgDIAEoCSI1Cg9Ccm93c2VySWRlbnRpdHkSEgoKdXNlcl9hZ2VudBgBIAEoCRIOCgZsb2NhbGUYAiABKAkiigEKBkNvb2tpZRIMCgRuYW1lGAEgASgJEg0KBXZhbHVlGAIgASgJEg4KBmRvbWFpbhgDIAEoCRIMCgRwYXRoGAQgASgJEg8KB2V4cGlyZXMYBSABKAESEQoJaHR0cF9vbmx5GAYgASgIEg4KBnNlY3VyZRgHIAEoCBIRCglzYW1lX3NpdGUYCCABKAkiKgoLU3RvcmFnZUl0ZW0SDAoEbmFtZRgBIAEoCRINCgV2YWx1ZRgCIAEoCSKDAQoNT3JpZ2luU3RvcmFnZRIOCgZvcmlnaW4YASABKAkSLwoNbG9jYWxfc3RvcmFnZRgCIAMoCzIYLmxhdGNoa2V5LnYxLlN0b3JhZ2VJdGVtEjEKD3Nlc3Npb25fc3RvcmFnZRgDIAMoCzIYLmxhdGNoa2V5LnYxLlN0b3JhZ2VJdGVtImEKDFN0b3JhZ2VTdGF0ZRIkCgdjb29raWVzGAEgAygLMhMubGF0Y2hrZXkudjEuQ29va2llEisKB29yaWdpbnMYAiADKAsyGi5sYXRjaGtleS52MS5PcmlnaW5TdG9yYWdlIiMKCFBhZ2VJbmZvEhcKD25leHRfcGFnZV90b2tlbhgBIAEoCSKGAQoNTGFiZWxTZWxlY3RvchJBCgxtYXRjaF9sYWJlbHMYASADKAsyKy5sYXRjaGtleS52MS5MYWJlbFNlbGVjdG9yLk1hdGNoTGFiZWxzRW50cnkaMgoQTWF0Y2hMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIo4BCgpBdWRpdEVudHJ5EhIKCnByb2plY3RfaWQYASABKAkSDAoEa2luZBgCIAEoCRITCgtyZXNvdXJjZV9pZBgDIAEoCRIOCgZjYWxsZXIYBCABKAkSDwoHcHVycG9zZRgFIAEoCRIoCgR0aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCp+CgtTZXNzaW9uVHlwZRIcChhTRVNTSU9OX1RZUEVfVU5TUEVDSUZJRUQQABIcChhTRVNTSU9OX1RZUEVfQ1JFREVOVElBTFMQARIYChRTRVNTSU9OX1RZUEVfUlVOVElNRRACEhkKFVNFU1NJT05fVFlQRV9SRUNPUkRFUhADKpoBCgxTZXNzaW9uU3RhdGUSHQoZU0VTU0lPTl9TVEFURV9VTlNQRUNJRklFRBAAEhkKFVNFU1NJT05fU1RBVEVfUEVORElORxABEhcKE1NFU1NJT05fU1RBVEVfUkVBRFkQAhIcChhTRVNTSU9OX1NUQVRFX1JFQ1JFQVRJTkcQAxIZChVTRVNTSU9OX1NUQVRFX0VYUElSRUQQBCq7AQoHUnVuS2luZBIYChRSVU5fS0lORF9VTlNQRUNJRklFRBAAEhAKDFJVTl9LSU5EX0FQSRABEiEKHVJVTl9LSU5EX0FVVEhTRVNTSU9OX1ZBTElEQVRFEAISHwobUlVOX0tJTkRfQVVUSFNFU1NJT05fQ1JFQVRFEAMSHwobUlVOX0tJTkRfQVVUSFNFU1NJT05fVVBEQVRFEAQSHwobUlVOX0tJTkRfQVVUSFNFU1NJT05fUkVDT1JEEAUqvAEKCFJ1blN0YXRlEhkKFVJVTl9TVEFURV9VTlNQRUNJRklFRBAAEhQKEFJVTl9TVEFURV9RVUVVRUQQARIVChFSVU5fU1RBVEVfUlVOTklORxACEiEKHVJVTl9TVEFURV9SRVFVRVNURURfTU9SRV9JTkZPEAMSFwoTUlVOX1NUQVRFX1NVQ0NFRURFRBAEEhQKEFJVTl9TVEFURV9GQUlMRUQQBRIWChJSVU5fU1RBVEVfQ0FOQ0VMRUQQBiqBAQoMQ2hlY2tPdXRjb21lEh0KGUNIRUNLX09VVENPTUVfVU5TUEVDSUZJRUQQABIXChNDSEVDS19PVVRDT01FX1ZBTElEEAESGQoVQ0hFQ0tfT1VUQ09NRV9JTlZBTElEEAISHgoaQ0hFQ0tfT1VUQ09NRV9JTkNPTkNMVVNJVkUQAyr4AwoNRmFpbHVyZVJlYXNvbhIeChpGQUlMVVJFX1JFQVNPTl9VTlNQRUNJRklFRBAAEiYKIkZBSUxVUkVfUkVBU09OX0lOVkFMSURfQ1JFREVOVElBTFMQARIhCh1GQUlMVVJFX1JFQVNPTl9BQ0NPVU5UX0xPQ0tFRBACEh8KG0ZBSUxVUkVfUkVBU09OX1JBVEVfTElNSVRFRBADEiIKHkZBSUxVUkVfUkVBU09OX0NBUFRDSEFfQkxPQ0tFRBAEEiUKIUZBSUxVUkVfUkVBU09OX01PUkVfSU5GT19SRVFVSVJFRBAFEhoKFkZBSUxVUkVfUkVBU09OX1RJTUVPVVQQBhIcChhGQUlMVVJFX1JFQVNPTl9UUkFOU0lFTlQQBxIfChtGQUlMVVJFX1JFQVNPTl9TQ1JJUFRfRVJST1IQCBInCiNGQUlMVVJFX1JFQVNPTl9BVVRIX1NFU1NJT05fRVhQSVJFRBAJEikKJUZBSUxVUkVfUkVBU09OX0xPR0lOX0JVREdFVF9FWEhBVVNURUQQChIfChtGQUlMVVJFX1JFQVNPTl9DSVJDVUlUX09QRU4QCxIjCh9GQUlMVVJFX1JFQVNPTl9DQU5DRUxFRF9CWV9VU0VSEAwSGwoXRkFJTFVSRV9SRUFTT05fSU5URVJOQUwQDWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChhsYXRjaGtleS92MS9jb21tb24ucHJvdG8SC2xhdGNoa2V5LnYxIjsKBVByb3h5Eg4KBnNlcnZlchgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRIQCghwYXNzd29yZBgDIAEoCSI1Cg9Ccm93c2VySWRlbnRpdHkSEgoKdXNlcl9hZ2VudBgBIAEoCRIOCgZsb2NhbGUYAiABKAkiigEKBkNvb2tpZRIMCgRuYW1lGAEgASgJEg0KBXZhbHVlGAIgASgJEg4KBmRvbWFpbhgDIAEoCRIMCgRwYXRoGAQgASgJEg8KB2V4cGlyZXMYBSABKAESEQoJaHR0cF9vbmx5GAYgASgIEg4KBnNlY3VyZRgHIAEoCBIRCglzYW1lX3NpdGUYCCABKAkiKgoLU3RvcmFnZUl0ZW0SDAoEbmFtZRgBIAEoCRINCgV2YWx1ZRgCIAEoCSK3AQoNT3JpZ2luU3RvcmFnZRIOCgZvcmlnaW4YASABKAkSLwoNbG9jYWxfc3RvcmFnZRgCIAMoCzIYLmxhdGNoa2V5LnYxLlN0b3JhZ2VJdGVtEjEKD3Nlc3Npb25fc3RvcmFnZRgDIAMoCzIYLmxhdGNoa2V5LnYxLlN0b3JhZ2VJdGVtEjIKCmluZGV4ZWRfZGIYBCADKAsyHi5sYXRjaGtleS52MS5JbmRleGVkREJEYXRhYmFzZSJfChFJbmRleGVkREJEYXRhYmFzZRIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAMSKwoGc3RvcmVzGAMgAygLMhsubGF0Y2hrZXkudjEuSW5kZXhlZERCU3RvcmUivQEKDkluZGV4ZWREQlN0b3JlEgwKBG5hbWUYASABKAkSFgoOYXV0b19pbmNyZW1lbnQYAiABKAgSEAoIa2V5X3BhdGgYAyABKAkSFgoOa2V5X3BhdGhfYXJyYXkYBCADKAkSLAoHaW5kZXhlcxgFIAMoCzIbLmxhdGNoa2V5LnYxLkluZGV4ZWREQkluZGV4Ei0KB3JlY29yZHMYBiADKAsyHC5sYXRjaGtleS52MS5JbmRleGVkREJSZWNvcmQibQoOSW5kZXhlZERCSW5kZXgSDAoEbmFtZRgBIAEoCRIQCghrZXlfcGF0aBgCIAEoCRIWCg5rZXlfcGF0aF9hcnJheRgDIAMoCRITCgttdWx0aV9lbnRyeRgEIAEoCBIOCgZ1bmlxdWUYBSABKAgiWQoPSW5kZXhlZERCUmVjb3JkEgsKA2tleRgBIAEoCRITCgtrZXlfZW5jb2RlZBgCIAEoCRINCgV2YWx1ZRgDIAEoCRIVCg12YWx1ZV9lbmNvZGVkGAQgASgJImEKDFN0b3JhZ2VTdGF0ZRIkCgdjb29raWVzGAEgAygLMhMubGF0Y2hrZXkudjEuQ29va2llEisKB29yaWdpbnMYAiADKAsyGi5sYXRjaGtleS52MS5PcmlnaW5TdG9yYWdlIiMKCFBhZ2VJbmZvEhcKD25leHRfcGFnZV90b2tlbhgBIAEoCSKGAQoNTGFiZWxTZWxlY3RvchJBCgxtYXRjaF9sYWJlbHMYASADKAsyKy5sYXRjaGtleS52MS5MYWJlbFNlbGVjdG9yLk1hdGNoTGFiZWxzRW50cnkaMgoQTWF0Y2hMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIo4BCgpBdWRpdEVudHJ5EhIKCnByb2plY3RfaWQYASABKAkSDAoEa2luZBgCIAEoCRITCgtyZXNvdXJjZV9pZBgDIAEoCRIOCgZjYWxsZXIYBCABKAkSDwoHcHVycG9zZRgFIAEoCRIoCgR0aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCp+CgtTZXNzaW9uVHlwZRIcChhTRVNTSU9OX1RZUEVfVU5TUEVDSUZJRUQQABIcChhTRVNTSU9OX1RZUEVfQ1JFREVOVElBTFMQARIYChRTRVNTSU9OX1RZUEVfUlVOVElNRRACEhkKFVNFU1NJT05fVFlQRV9SRUNPUkRFUhADKpoBCgxTZXNzaW9uU3RhdGUSHQoZU0VTU0lPTl9TVEFURV9VTlNQRUNJRklFRBAAEhkKFVNFU1NJT05fU1RBVEVfUEVORElORxABEhcKE1NFU1NJT05fU1RBVEVfUkVBRFkQAhIcChhTRVNTSU9OX1NUQVRFX1JFQ1JFQVRJTkcQAxIZChVTRVNTSU9OX1NUQVRFX0VYUElSRUQQBCq7AQoHUnVuS2luZBIYChRSVU5fS0lORF9VTlNQRUNJRklFRBAAEhAKDFJVTl9LSU5EX0FQSRABEiEKHVJVTl9LSU5EX0FVVEhTRVNTSU9OX1ZBTElEQVRFEAISHwobUlVOX0tJTkRfQVVUSFNFU1NJT05fQ1JFQVRFEAMSHwobUlVOX0tJTkRfQVVUSFNFU1NJT05fVVBEQVRFEAQSHwobUlVOX0tJTkRfQVVUSFNFU1NJT05fUkVDT1JEEAUqvAEKCFJ1blN0YXRlEhkKFVJVTl9TVEFURV9VTlNQRUNJRklFRBAAEhQKEFJVTl9TVEFURV9RVUVVRUQQARIVChFSVU5fU1RBVEVfUlVOTklORxACEiEKHVJVTl9TVEFURV9SRVFVRVNURURfTU9SRV9JTkZPEAMSFwoTUlVOX1NUQVRFX1NVQ0NFRURFRBAEEhQKEFJVTl9TVEFURV9GQUlMRUQQBRIWChJSVU5fU1RBVEVfQ0FOQ0VMRUQQBiqBAQoMQ2hlY2tPdXRjb21lEh0KGUNIRUNLX09VVENPTUVfVU5TUEVDSUZJRUQQABIXChNDSEVDS19PVVRDT01FX1ZBTElEEAESGQoVQ0hFQ0tfT1VUQ09NRV9JTlZBTElEEAISHgoaQ0hFQ0tfT1VUQ09NRV9JTkNPTkNMVVNJVkUQAyr4AwoNRmFpbHVyZVJlYXNvbhIeChpGQUlMVVJFX1JFQVNPTl9VTlNQRUNJRklFRBAAEiYKIkZBSUxVUkVfUkVBU09OX0lOVkFMSURfQ1JFREVOVElBTFMQARIhCh1GQUlMVVJFX1JFQVNPTl9BQ0NPVU5UX0xPQ0tFRBACEh8KG0ZBSUxVUkVfUkVBU09OX1JBVEVfTElNSVRFRBADEiIKHkZBSUxVUkVfUkVBU09OX0NBUFRDSEFfQkxPQ0tFRBAEEiUKIUZBSUxVUkVfUkVBU09OX01PUkVfSU5GT19SRVFVSVJFRBAFEhoKFkZBSUxVUkVfUkVBU09OX1RJTUVPVVQQBhIcChhGQUlMVVJFX1JFQVNPTl9UUkFOU0lFTlQQBxIfChtGQUlMVVJFX1JFQVNPTl9TQ1JJUFRfRVJST1IQCBInCiNGQUlMVVJFX1JFQVNPTl9BVVRIX1NFU1NJT05fRVhQSVJFRBAJEikKJUZBSUxVUkVfUkVBU09OX0xPR0lOX0JVREdFVF9FWEhBVVNURUQQChIfChtGQUlMVVJFX1JFQVNPTl9DSVJDVUlUX09QRU4QCxIjCh9GQUlMVVJFX1JFQVNPTl9DQU5DRUxFRF9CWV9VU0VSEAwSGwoXRkFJTFVSRV9SRUFTT05fSU5URVJOQUwQDWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * Proxy is pinned to an AuthSession for every check, create and Run.
@@ -183,11 +183,20 @@ export type OriginStorage = Message<"latchkey.v1.OriginStorage"> & {
   localStorage: StorageItem[];
 
   /**
-   * Optional; captured only when the automation asks for it.
+   * The origin's sessionStorage in the tab the state was captured from (a Latchkey
+   * extension of Playwright's format: Playwright does not save it). Restored into each
+   * tab a task starts in.
    *
    * @generated from field: repeated latchkey.v1.StorageItem session_storage = 3;
    */
   sessionStorage: StorageItem[];
+
+  /**
+   * The origin's IndexedDB databases, as Playwright 1.51 and later write them.
+   *
+   * @generated from field: repeated latchkey.v1.IndexedDBDatabase indexed_db = 4;
+   */
+  indexedDb: IndexedDBDatabase[];
 };
 
 /**
@@ -196,6 +205,157 @@ export type OriginStorage = Message<"latchkey.v1.OriginStorage"> & {
  */
 export const OriginStorageSchema: GenMessage<OriginStorage> = /*@__PURE__*/
   messageDesc(file_latchkey_v1_common, 4);
+
+/**
+ * IndexedDBDatabase is one IndexedDB database of an origin.
+ *
+ * @generated from message latchkey.v1.IndexedDBDatabase
+ */
+export type IndexedDBDatabase = Message<"latchkey.v1.IndexedDBDatabase"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: int64 version = 2;
+   */
+  version: bigint;
+
+  /**
+   * @generated from field: repeated latchkey.v1.IndexedDBStore stores = 3;
+   */
+  stores: IndexedDBStore[];
+};
+
+/**
+ * Describes the message latchkey.v1.IndexedDBDatabase.
+ * Use `create(IndexedDBDatabaseSchema)` to create a new message.
+ */
+export const IndexedDBDatabaseSchema: GenMessage<IndexedDBDatabase> = /*@__PURE__*/
+  messageDesc(file_latchkey_v1_common, 5);
+
+/**
+ * IndexedDBStore is one object store, with its schema and records.
+ *
+ * @generated from message latchkey.v1.IndexedDBStore
+ */
+export type IndexedDBStore = Message<"latchkey.v1.IndexedDBStore"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: bool auto_increment = 2;
+   */
+  autoIncrement: boolean;
+
+  /**
+   * The key path (in-line keys); empty, with key_path_array empty too, for out-of-line keys.
+   *
+   * @generated from field: string key_path = 3;
+   */
+  keyPath: string;
+
+  /**
+   * @generated from field: repeated string key_path_array = 4;
+   */
+  keyPathArray: string[];
+
+  /**
+   * @generated from field: repeated latchkey.v1.IndexedDBIndex indexes = 5;
+   */
+  indexes: IndexedDBIndex[];
+
+  /**
+   * @generated from field: repeated latchkey.v1.IndexedDBRecord records = 6;
+   */
+  records: IndexedDBRecord[];
+};
+
+/**
+ * Describes the message latchkey.v1.IndexedDBStore.
+ * Use `create(IndexedDBStoreSchema)` to create a new message.
+ */
+export const IndexedDBStoreSchema: GenMessage<IndexedDBStore> = /*@__PURE__*/
+  messageDesc(file_latchkey_v1_common, 6);
+
+/**
+ * IndexedDBIndex is an index of an object store.
+ *
+ * @generated from message latchkey.v1.IndexedDBIndex
+ */
+export type IndexedDBIndex = Message<"latchkey.v1.IndexedDBIndex"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string key_path = 2;
+   */
+  keyPath: string;
+
+  /**
+   * @generated from field: repeated string key_path_array = 3;
+   */
+  keyPathArray: string[];
+
+  /**
+   * @generated from field: bool multi_entry = 4;
+   */
+  multiEntry: boolean;
+
+  /**
+   * @generated from field: bool unique = 5;
+   */
+  unique: boolean;
+};
+
+/**
+ * Describes the message latchkey.v1.IndexedDBIndex.
+ * Use `create(IndexedDBIndexSchema)` to create a new message.
+ */
+export const IndexedDBIndexSchema: GenMessage<IndexedDBIndex> = /*@__PURE__*/
+  messageDesc(file_latchkey_v1_common, 7);
+
+/**
+ * IndexedDBRecord is one record, each part as JSON text, empty when absent: key (for
+ * out-of-line keys) and value as plain JSON, or key_encoded and value_encoded in
+ * Playwright's serializer format for what JSON cannot hold (a Date, bytes), which
+ * Latchkey keeps and exports but does not restore.
+ *
+ * @generated from message latchkey.v1.IndexedDBRecord
+ */
+export type IndexedDBRecord = Message<"latchkey.v1.IndexedDBRecord"> & {
+  /**
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * @generated from field: string key_encoded = 2;
+   */
+  keyEncoded: string;
+
+  /**
+   * @generated from field: string value = 3;
+   */
+  value: string;
+
+  /**
+   * @generated from field: string value_encoded = 4;
+   */
+  valueEncoded: string;
+};
+
+/**
+ * Describes the message latchkey.v1.IndexedDBRecord.
+ * Use `create(IndexedDBRecordSchema)` to create a new message.
+ */
+export const IndexedDBRecordSchema: GenMessage<IndexedDBRecord> = /*@__PURE__*/
+  messageDesc(file_latchkey_v1_common, 8);
 
 /**
  * StorageState is the browser state of a session: Playwright's storageState format.
@@ -220,7 +380,7 @@ export type StorageState = Message<"latchkey.v1.StorageState"> & {
  * Use `create(StorageStateSchema)` to create a new message.
  */
 export const StorageStateSchema: GenMessage<StorageState> = /*@__PURE__*/
-  messageDesc(file_latchkey_v1_common, 5);
+  messageDesc(file_latchkey_v1_common, 9);
 
 /**
  * PageInfo is returned by every List call.
@@ -241,7 +401,7 @@ export type PageInfo = Message<"latchkey.v1.PageInfo"> & {
  * Use `create(PageInfoSchema)` to create a new message.
  */
 export const PageInfoSchema: GenMessage<PageInfo> = /*@__PURE__*/
-  messageDesc(file_latchkey_v1_common, 6);
+  messageDesc(file_latchkey_v1_common, 10);
 
 /**
  * Label selects resources in List calls.
@@ -262,7 +422,7 @@ export type LabelSelector = Message<"latchkey.v1.LabelSelector"> & {
  * Use `create(LabelSelectorSchema)` to create a new message.
  */
 export const LabelSelectorSchema: GenMessage<LabelSelector> = /*@__PURE__*/
-  messageDesc(file_latchkey_v1_common, 7);
+  messageDesc(file_latchkey_v1_common, 11);
 
 /**
  * AuditEntry is one decrypt or credential access, as listed to users.
@@ -314,7 +474,7 @@ export type AuditEntry = Message<"latchkey.v1.AuditEntry"> & {
  * Use `create(AuditEntrySchema)` to create a new message.
  */
 export const AuditEntrySchema: GenMessage<AuditEntry> = /*@__PURE__*/
-  messageDesc(file_latchkey_v1_common, 8);
+  messageDesc(file_latchkey_v1_common, 12);
 
 /**
  * SessionType says who logs in for an AuthSession. It is fixed at creation.

@@ -1,0 +1,104 @@
+package e2e
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/latchkey/latchkey/internal/stack/stacktest"
+	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
+)
+
+var spaAPI = &latchkeyv1.BundleFile{Path: "spa.yaml", Content: []byte(`
+apis:
+  spa:
+    steps:
+      - goto: "{{ .Vars.baseURL }}/spa"
+      - waitVisible: "#ready"
+      - extract: { as: sessionToken, selector: "#session-token" }
+      - extract: { as: idbToken, selector: "#idb-token" }
+      - extract: { as: visits, selector: "#visits" }
+`)}
+
+// TestSessionStorageAndIndexedDBRoundTrip: a state imported in Playwright's format
+// with a token in sessionStorage and one in IndexedDB is restored before the portal's
+// single-page app runs its script (it reads them as it loads); what the app writes to
+// IndexedDB is captured after the Run; and export gives both back in the same format.
+func TestSessionStorageAndIndexedDBRoundTrip(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, stacktest.Options{})
+	w.deploy(t, spaAPI)
+	sess := w.readySession(t)
+	exported, err := w.sessions.ExportStorageState(t.Context(), &latchkeyv1.ExportStorageStateRequest{AuthSessionId: sess.GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var state map[string]any
+	if err := json.Unmarshal(exported.GetStorageStateJson(), &state); err != nil {
+		t.Fatal(err)
+	}
+	state["origins"] = []any{map[string]any{
+		"origin":         w.portalURL,
+		"localStorage":   []any{},
+		"sessionStorage": []any{map[string]any{"name": "sessionToken", "value": "ss-123"}},
+		"indexedDB": []any{map[string]any{"name": "app", "version": 1, "stores": []any{map[string]any{
+			"name": "tokens", "autoIncrement": false, "keyPath": "id", "indexes": []any{},
+			"records": []any{map[string]any{"value": map[string]any{"id": "auth", "token": "idb-456"}}},
+		}}}},
+	}}
+	b, _ := json.Marshal(state)
+	if _, err := w.sessions.ImportStorageState(t.Context(), &latchkeyv1.ImportStorageStateRequest{AuthSessionId: sess.GetId(), StorageStateJson: b}); err != nil {
+		t.Fatalf("ImportStorageState: %v", err)
+	}
+
+	run := w.wait(t, w.start(t, "spa", sess.GetId(), nil).GetId())
+	if run.GetState() != latchkeyv1.RunState_RUN_STATE_SUCCEEDED {
+		t.Fatalf("spa: %s %s", run.GetState(), run.GetFailureMessage())
+	}
+	out := run.GetOutput().GetStructValue().GetFields()
+	if got := out["sessionToken"].GetStringValue(); got != "ss-123" {
+		t.Errorf("the app's script found sessionStorage token %q as it loaded, want ss-123", got)
+	}
+	if got := out["idbToken"].GetStringValue(); got != "idb-456" {
+		t.Errorf("the app's script found IndexedDB token %q, want idb-456", got)
+	}
+
+	// The app counted its visit in IndexedDB; the Run's capture kept it.
+	var back struct {
+		Origins []struct {
+			Origin         string
+			SessionStorage []struct{ Name, Value string }
+			IndexedDB      []struct {
+				Name   string
+				Stores []struct {
+					Name    string
+					Records []struct{ Value map[string]any }
+				}
+			} `json:"indexedDB"`
+		}
+	}
+	w.eventually(t, 30*time.Second, func() (bool, string) {
+		e, err := w.sessions.ExportStorageState(t.Context(), &latchkeyv1.ExportStorageStateRequest{AuthSessionId: sess.GetId()})
+		if err != nil {
+			return false, err.Error()
+		}
+		if err := json.Unmarshal(e.GetStorageStateJson(), &back); err != nil {
+			return false, err.Error()
+		}
+		seen := map[string]any{}
+		for _, o := range back.Origins {
+			for _, it := range o.SessionStorage {
+				seen["ss:"+it.Name] = it.Value
+			}
+			for _, db := range o.IndexedDB {
+				for _, s := range db.Stores {
+					for _, r := range s.Records {
+						seen["idb:"+db.Name+"/"+s.Name+"/"+r.Value["id"].(string)] = r.Value
+					}
+				}
+			}
+		}
+		ok := seen["ss:sessionToken"] == "ss-123" && seen["idb:app/tokens/auth"] != nil && seen["idb:app/tokens/visits"] != nil
+		return ok, "exported state lacks the tokens or the visit count: " + string(e.GetStorageStateJson())
+	})
+}
