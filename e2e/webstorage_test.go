@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,10 +42,20 @@ func TestSessionStorageAndIndexedDBRoundTrip(t *testing.T) {
 		"origin":         w.portalURL,
 		"localStorage":   []any{},
 		"sessionStorage": []any{map[string]any{"name": "sessionToken", "value": "ss-123"}},
-		"indexedDB": []any{map[string]any{"name": "app", "version": 1, "stores": []any{map[string]any{
-			"name": "tokens", "autoIncrement": false, "keyPath": "id", "indexes": []any{},
-			"records": []any{map[string]any{"value": map[string]any{"id": "auth", "token": "idb-456"}}},
-		}}}},
+		"indexedDB": []any{
+			map[string]any{"name": "app", "version": 1, "stores": []any{map[string]any{
+				"name": "tokens", "autoIncrement": false, "keyPath": "id",
+				"indexes": []any{map[string]any{"name": "by_token", "keyPath": "token", "multiEntry": false, "unique": true}},
+				"records": []any{map[string]any{"value": map[string]any{"id": "auth", "token": "idb-456"}}},
+			}}},
+			// Out-of-line keys, a compound key path: restored and captured as they are.
+			map[string]any{"name": "kv", "version": 4, "stores": []any{
+				map[string]any{"name": "plain", "autoIncrement": false, "indexes": []any{},
+					"records": []any{map[string]any{"key": []any{"k", 1}, "value": map[string]any{"a": 1.0}}}},
+				map[string]any{"name": "compound", "autoIncrement": false, "keyPathArray": []any{"x", "y"}, "indexes": []any{},
+					"records": []any{map[string]any{"value": map[string]any{"x": 1.0, "y": 2.0}}}},
+			}},
+		},
 	}}
 	b, _ := json.Marshal(state)
 	if _, err := w.sessions.ImportStorageState(t.Context(), &latchkeyv1.ImportStorageStateRequest{AuthSessionId: sess.GetId(), StorageStateJson: b}); err != nil {
@@ -93,12 +104,16 @@ func TestSessionStorageAndIndexedDBRoundTrip(t *testing.T) {
 			for _, db := range o.IndexedDB {
 				for _, s := range db.Stores {
 					for _, r := range s.Records {
-						seen["idb:"+db.Name+"/"+s.Name+"/"+r.Value["id"].(string)] = r.Value
+						if id, ok := r.Value["id"].(string); ok {
+							seen["idb:"+db.Name+"/"+s.Name+"/"+id] = r.Value
+						}
 					}
 				}
 			}
 		}
 		ok := seen["ss:sessionToken"] == "ss-123" && seen["idb:app/tokens/auth"] != nil && seen["idb:app/tokens/visits"] != nil
-		return ok, "exported state lacks the tokens or the visit count: " + string(e.GetStorageStateJson())
+		ok = ok && strings.Contains(string(e.GetStorageStateJson()), `"key": [`) && strings.Contains(string(e.GetStorageStateJson()), `"keyPathArray": [`) &&
+			strings.Contains(string(e.GetStorageStateJson()), `"name": "by_token"`) && strings.Contains(string(e.GetStorageStateJson()), `"version": 4`)
+		return ok, "exported state lacks the tokens, the visit count or the kv database as imported: " + string(e.GetStorageStateJson())
 	})
 }

@@ -9,23 +9,24 @@ import (
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 )
 
-// pwDatabase is one IndexedDB database in Playwright's storageState (1.51 and later).
-type pwDatabase struct {
-	Name    string    `json:"name"`
-	Version int64     `json:"version"`
-	Stores  []pwStore `json:"stores"`
+// PlaywrightDatabase is one IndexedDB database in Playwright's storageState (1.51 and
+// later). The runner's capture and restore scripts read and write this shape too.
+type PlaywrightDatabase struct {
+	Name    string            `json:"name"`
+	Version int64             `json:"version"`
+	Stores  []PlaywrightStore `json:"stores"`
 }
 
-type pwStore struct {
-	Name          string     `json:"name"`
-	AutoIncrement bool       `json:"autoIncrement"`
-	KeyPath       string     `json:"keyPath,omitempty"`
-	KeyPathArray  []string   `json:"keyPathArray,omitempty"`
-	Records       []pwRecord `json:"records"`
-	Indexes       []pwIndex  `json:"indexes"`
+type PlaywrightStore struct {
+	Name          string             `json:"name"`
+	AutoIncrement bool               `json:"autoIncrement"`
+	KeyPath       string             `json:"keyPath,omitempty"`
+	KeyPathArray  []string           `json:"keyPathArray,omitempty"`
+	Records       []PlaywrightRecord `json:"records"`
+	Indexes       []PlaywrightIndex  `json:"indexes"`
 }
 
-type pwIndex struct {
+type PlaywrightIndex struct {
 	Name         string   `json:"name"`
 	KeyPath      string   `json:"keyPath,omitempty"`
 	KeyPathArray []string `json:"keyPathArray,omitempty"`
@@ -33,15 +34,16 @@ type pwIndex struct {
 	Unique       bool     `json:"unique"`
 }
 
-// pwRecord keeps each part as the JSON it was written as.
-type pwRecord struct {
+// PlaywrightRecord keeps each part as the JSON it was written as.
+type PlaywrightRecord struct {
 	Key          json.RawMessage `json:"key,omitempty"`
 	KeyEncoded   json.RawMessage `json:"keyEncoded,omitempty"`
 	Value        json.RawMessage `json:"value,omitempty"`
 	ValueEncoded json.RawMessage `json:"valueEncoded,omitempty"`
 }
 
-func fromDatabases(dbs []pwDatabase) []*latchkeyv1.IndexedDBDatabase {
+// DatabasesFromPlaywright converts databases in Playwright's shape.
+func DatabasesFromPlaywright(dbs []PlaywrightDatabase) []*latchkeyv1.IndexedDBDatabase {
 	var out []*latchkeyv1.IndexedDBDatabase
 	for _, d := range dbs {
 		db := &latchkeyv1.IndexedDBDatabase{Name: d.Name, Version: d.Version}
@@ -62,17 +64,18 @@ func fromDatabases(dbs []pwDatabase) []*latchkeyv1.IndexedDBDatabase {
 	return out
 }
 
-func toDatabases(dbs []*latchkeyv1.IndexedDBDatabase) []pwDatabase {
-	var out []pwDatabase
+// DatabasesToPlaywright converts databases to Playwright's shape.
+func DatabasesToPlaywright(dbs []*latchkeyv1.IndexedDBDatabase) []PlaywrightDatabase {
+	var out []PlaywrightDatabase
 	for _, d := range dbs {
-		db := pwDatabase{Name: d.GetName(), Version: d.GetVersion(), Stores: []pwStore{}}
+		db := PlaywrightDatabase{Name: d.GetName(), Version: d.GetVersion(), Stores: []PlaywrightStore{}}
 		for _, s := range d.GetStores() {
-			st := pwStore{Name: s.GetName(), AutoIncrement: s.GetAutoIncrement(), KeyPath: s.GetKeyPath(), KeyPathArray: s.GetKeyPathArray(), Records: []pwRecord{}, Indexes: []pwIndex{}}
+			st := PlaywrightStore{Name: s.GetName(), AutoIncrement: s.GetAutoIncrement(), KeyPath: s.GetKeyPath(), KeyPathArray: s.GetKeyPathArray(), Records: []PlaywrightRecord{}, Indexes: []PlaywrightIndex{}}
 			for _, i := range s.GetIndexes() {
-				st.Indexes = append(st.Indexes, pwIndex{Name: i.GetName(), KeyPath: i.GetKeyPath(), KeyPathArray: i.GetKeyPathArray(), MultiEntry: i.GetMultiEntry(), Unique: i.GetUnique()})
+				st.Indexes = append(st.Indexes, PlaywrightIndex{Name: i.GetName(), KeyPath: i.GetKeyPath(), KeyPathArray: i.GetKeyPathArray(), MultiEntry: i.GetMultiEntry(), Unique: i.GetUnique()})
 			}
 			for _, r := range s.GetRecords() {
-				st.Records = append(st.Records, pwRecord{Key: raw(r.GetKey()), KeyEncoded: raw(r.GetKeyEncoded()), Value: raw(r.GetValue()), ValueEncoded: raw(r.GetValueEncoded())})
+				st.Records = append(st.Records, PlaywrightRecord{Key: raw(r.GetKey()), KeyEncoded: raw(r.GetKeyEncoded()), Value: raw(r.GetValue()), ValueEncoded: raw(r.GetValueEncoded())})
 			}
 			db.Stores = append(db.Stores, st)
 		}

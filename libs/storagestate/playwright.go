@@ -31,10 +31,10 @@ type pwCookie struct {
 }
 
 type pwOrigin struct {
-	Origin         string       `json:"origin"`
-	LocalStorage   []pwItem     `json:"localStorage"`
-	SessionStorage []pwItem     `json:"sessionStorage,omitempty"`
-	IndexedDB      []pwDatabase `json:"indexedDB,omitempty"`
+	Origin         string               `json:"origin"`
+	LocalStorage   []pwItem             `json:"localStorage"`
+	SessionStorage []pwItem             `json:"sessionStorage,omitempty"`
+	IndexedDB      []PlaywrightDatabase `json:"indexedDB,omitempty"`
 }
 
 type pwItem struct {
@@ -75,7 +75,7 @@ func FromPlaywright(b []byte) (*latchkeyv1.StorageState, error) {
 	for _, o := range pw.Origins {
 		st.Origins = append(st.Origins, &latchkeyv1.OriginStorage{
 			Origin: o.Origin, LocalStorage: fromItems(o.LocalStorage), SessionStorage: fromItems(o.SessionStorage),
-			IndexedDb: fromDatabases(o.IndexedDB),
+			IndexedDb: DatabasesFromPlaywright(o.IndexedDB),
 		})
 	}
 	if err := Validate(st); err != nil {
@@ -126,7 +126,7 @@ func ToPlaywright(st *latchkeyv1.StorageState) ([]byte, error) {
 	for _, o := range st.GetOrigins() {
 		pw.Origins = append(pw.Origins, pwOrigin{
 			Origin: o.GetOrigin(), LocalStorage: toItems(o.GetLocalStorage()), SessionStorage: toItems(o.GetSessionStorage()),
-			IndexedDB: toDatabases(o.GetIndexedDb()),
+			IndexedDB: DatabasesToPlaywright(o.GetIndexedDb()),
 		})
 	}
 	b, err := json.MarshalIndent(pw, "", "  ")

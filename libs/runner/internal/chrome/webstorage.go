@@ -4,61 +4,35 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	"github.com/chromedp/chromedp"
 
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
+	"github.com/latchkey/latchkey/libs/storagestate"
 )
 
-// originSnapshot is what readOriginScript reads in a document of one origin.
+// originSnapshot is what readOriginScript reads in a document of one origin; its
+// IndexedDB is in Playwright's storageState shape.
 type originSnapshot struct {
-	Origin  string     `json:"origin"`
-	Local   [][]string `json:"local"`
-	Session [][]string `json:"session"`
-	IDB     []idbDump  `json:"idb"`
-	Skipped int        `json:"skipped"`
-	Error   string     `json:"error"`
-}
-
-type idbDump struct {
-	Name    string     `json:"name"`
-	Version int64      `json:"version"`
-	Stores  []idbStore `json:"stores"`
-}
-
-type idbStore struct {
-	Name          string      `json:"name"`
-	AutoIncrement bool        `json:"autoIncrement"`
-	KeyPath       string      `json:"keyPath"`
-	KeyPathArray  []string    `json:"keyPathArray"`
-	Indexes       []idbIndex  `json:"indexes"`
-	Records       []idbRecord `json:"records"`
-}
-
-type idbIndex struct {
-	Name         string   `json:"name"`
-	KeyPath      string   `json:"keyPath"`
-	KeyPathArray []string `json:"keyPathArray"`
-	MultiEntry   bool     `json:"multiEntry"`
-	Unique       bool     `json:"unique"`
-}
-
-// idbRecord holds key and value as JSON text ("" for no key: in-line keys).
-type idbRecord struct {
-	Key   string `json:"key"`
-	Value string `json:"value"`
+	Origin  string                            `json:"origin"`
+	Local   [][]string                        `json:"local"`
+	Session [][]string                        `json:"session"`
+	IDB     []storagestate.PlaywrightDatabase `json:"idb"`
+	Skipped int                               `json:"skipped"`
+	Error   string                            `json:"error"`
 }
 
 // readOriginScript reads the document's origin, its localStorage and sessionStorage,
-// and every IndexedDB database it can open, with their schemas. A record whose key or
-// value JSON cannot hold as it is (a Date, bytes, a Map) is left out and counted.
+// and every IndexedDB database it can open, with their schemas, in Playwright's
+// storageState shape. A record whose key or value JSON cannot hold as it is (a Date,
+// bytes, a Map) is left out and counted.
 const readOriginScript = `(async () => {
   const pairs = s => { try { return Object.keys(s).map(k => [k, s.getItem(k)]) } catch (e) { return null } };
   const out = {origin: location.origin, local: pairs(localStorage), session: pairs(sessionStorage), idb: [], skipped: 0, error: ""};
   const plain = v => v === null || typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && isFinite(v)) ||
     (Array.isArray(v) && v.every(plain)) ||
     (typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype && Object.values(v).every(plain));
-  const json = v => plain(v) ? JSON.stringify(v) : null;
   const req = r => new Promise((res, rej) => { r.onsuccess = () => res(r.result); r.onerror = () => rej(r.error); });
   try {
     for (const {name, version} of await indexedDB.databases()) {
@@ -69,13 +43,12 @@ const readOriginScript = `(async () => {
         const st = db.transaction(sn, 'readonly').objectStore(sn);
         const [keys, values] = await Promise.all([req(st.getAllKeys()), req(st.getAll())]);
         const kp = st.keyPath;
-        const path = p => ({keyPath: typeof p === 'string' ? p : '', keyPathArray: Array.isArray(p) ? p : []});
+        const path = p => typeof p === 'string' ? {keyPath: p} : Array.isArray(p) ? {keyPathArray: p} : {};
         const indexes = Array.from(st.indexNames).map(n => { const i = st.index(n); return {name: n, ...path(i.keyPath), multiEntry: i.multiEntry, unique: i.unique}; });
         const records = [];
         keys.forEach((k, j) => {
-          const v = json(values[j]), key = kp === null ? json(k) : '';
-          if (v === null || key === null) { out.skipped++; return; }
-          records.push({key, value: v});
+          if (!plain(values[j]) || (kp === null && !plain(k))) { out.skipped++; return; }
+          records.push(kp === null ? {key: k, value: values[j]} : {value: values[j]});
         });
         stores.push({name: sn, autoIncrement: st.autoIncrement, ...path(kp), indexes, records});
       }
@@ -103,9 +76,9 @@ const writeOriginScript = `(async (local, session, dbs) => {
     open.onupgradeneeded = () => {
       for (const s of d.stores) {
         const opts = {autoIncrement: s.autoIncrement};
-        if (s.keyPathArray.length) opts.keyPath = s.keyPathArray; else if (s.keyPath) opts.keyPath = s.keyPath;
+        if (s.keyPathArray) opts.keyPath = s.keyPathArray; else if (s.keyPath) opts.keyPath = s.keyPath;
         const os = open.result.createObjectStore(s.name, opts);
-        for (const i of s.indexes) os.createIndex(i.name, i.keyPathArray.length ? i.keyPathArray : i.keyPath, {unique: i.unique, multiEntry: i.multiEntry});
+        for (const i of s.indexes) os.createIndex(i.name, i.keyPathArray || i.keyPath, {unique: i.unique, multiEntry: i.multiEntry});
       }
     };
     const db = await req(open);
@@ -113,8 +86,8 @@ const writeOriginScript = `(async (local, session, dbs) => {
     if (names.length) {
       const tx = db.transaction(names, 'readwrite');
       for (const s of d.stores) for (const r of s.records) {
-        const os = tx.objectStore(s.name), value = JSON.parse(r.value);
-        if (r.key) os.put(value, JSON.parse(r.key)); else os.put(value);
+        const os = tx.objectStore(s.name);
+        if (r.key !== undefined) os.put(r.value, r.key); else os.put(r.value);
       }
       await new Promise((res, rej) => { tx.oncomplete = res; tx.onerror = () => rej(tx.error); tx.onabort = () => rej(tx.error); });
     }
@@ -125,22 +98,10 @@ const writeOriginScript = `(async (local, session, dbs) => {
 
 // snapshotFromJS turns what readOriginScript read into an origin's storage.
 func snapshotFromJS(s originSnapshot) *latchkeyv1.OriginStorage {
-	o := &latchkeyv1.OriginStorage{Origin: s.Origin, LocalStorage: StorageItems(s.Local), SessionStorage: StorageItems(s.Session)}
-	for _, d := range s.IDB {
-		db := &latchkeyv1.IndexedDBDatabase{Name: d.Name, Version: d.Version}
-		for _, st := range d.Stores {
-			ps := &latchkeyv1.IndexedDBStore{Name: st.Name, AutoIncrement: st.AutoIncrement, KeyPath: st.KeyPath, KeyPathArray: st.KeyPathArray}
-			for _, i := range st.Indexes {
-				ps.Indexes = append(ps.Indexes, &latchkeyv1.IndexedDBIndex{Name: i.Name, KeyPath: i.KeyPath, KeyPathArray: i.KeyPathArray, MultiEntry: i.MultiEntry, Unique: i.Unique})
-			}
-			for _, r := range st.Records {
-				ps.Records = append(ps.Records, &latchkeyv1.IndexedDBRecord{Key: r.Key, Value: r.Value})
-			}
-			db.Stores = append(db.Stores, ps)
-		}
-		o.IndexedDb = append(o.IndexedDb, db)
+	return &latchkeyv1.OriginStorage{
+		Origin: s.Origin, LocalStorage: StorageItems(s.Local), SessionStorage: StorageItems(s.Session),
+		IndexedDb: storagestate.DatabasesFromPlaywright(s.IDB),
 	}
-	return o
 }
 
 // writeOrigin replaces origin's web storage with o's (nil: empty) in a document of
@@ -154,23 +115,17 @@ func (bc *Context) writeOrigin(ctx context.Context, origin string, o *latchkeyv1
 		}
 		return out
 	}
-	dbs := []idbDump{}
-	for _, d := range o.GetIndexedDb() {
-		dump := idbDump{Name: d.GetName(), Version: max(d.GetVersion(), 1), Stores: []idbStore{}}
-		for _, s := range d.GetStores() {
-			st := idbStore{Name: s.GetName(), AutoIncrement: s.GetAutoIncrement(), KeyPath: s.GetKeyPath(), KeyPathArray: nonNil(s.GetKeyPathArray()), Indexes: []idbIndex{}, Records: []idbRecord{}}
-			for _, i := range s.GetIndexes() {
-				st.Indexes = append(st.Indexes, idbIndex{Name: i.GetName(), KeyPath: i.GetKeyPath(), KeyPathArray: nonNil(i.GetKeyPathArray()), MultiEntry: i.GetMultiEntry(), Unique: i.GetUnique()})
-			}
-			for _, r := range s.GetRecords() {
-				if r.GetValue() == "" || r.GetKeyEncoded() != "" {
-					continue
-				}
-				st.Records = append(st.Records, idbRecord{Key: r.GetKey(), Value: r.GetValue()})
-			}
-			dump.Stores = append(dump.Stores, st)
+	dbs := storagestate.DatabasesToPlaywright(o.GetIndexedDb())
+	for i := range dbs {
+		for j := range dbs[i].Stores {
+			st := &dbs[i].Stores[j]
+			st.Records = slices.DeleteFunc(st.Records, func(r storagestate.PlaywrightRecord) bool {
+				return len(r.Value) == 0 || len(r.KeyEncoded) > 0
+			})
 		}
-		dbs = append(dbs, dump)
+	}
+	if dbs == nil {
+		dbs = []storagestate.PlaywrightDatabase{}
 	}
 	args, err := json.Marshal([]any{pairs(o.GetLocalStorage()), pairs(o.GetSessionStorage()), dbs})
 	if err != nil {
@@ -196,11 +151,4 @@ func (bc *Context) readOrigin(ctx context.Context, origin string) (originSnapsho
 		return originSnapshot{}, fmt.Errorf("reading the web storage of %s: %w", origin, err)
 	}
 	return s, nil
-}
-
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
 }
