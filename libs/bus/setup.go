@@ -241,7 +241,8 @@ func declare(ctx context.Context, o Options, until time.Time, what string, fn fu
 	}
 }
 
-// notReady tells a JetStream that is not ready yet from a refusal that stays.
+// notReady tells a JetStream that is not ready yet, or a declaration that raced
+// another service's, from a refusal that stays.
 func notReady(ctx context.Context, err error) bool {
 	if ctx.Err() != nil {
 		return false
@@ -251,6 +252,11 @@ func notReady(ctx context.Context, err error) bool {
 		switch apiErr.ErrorCode {
 		case errCodeClusterNoPeers, errCodeInsufficientResources:
 			return true // peers that have not joined yet
+		case jetstream.JSErrCodeStreamNotFound:
+			// Another service created it a moment ago (our create answered "exists")
+			// and the server we asked does not know it yet: the next attempt finds it.
+			// Every declaration creates what is missing, so this never lasts.
+			return true
 		}
 		return apiErr.Code == 503 // "JetStream system temporarily unavailable"
 	}
