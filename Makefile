@@ -71,8 +71,9 @@ ts-client: tools ## Regenerate the TypeScript client from proto/latchkey/v1 and 
 	cd clients/typescript && npm run build
 
 .PHONY: checkgenerate
-checkgenerate: generate ## Fail when the committed generated code is stale
+checkgenerate: generate ts-client ## Fail when the committed generated code (Go and TypeScript) is stale
 	@test -z "$$(git status --porcelain -- libs/gen)" || { echo "libs/gen is stale: run 'make generate' and commit"; git status --porcelain -- libs/gen; exit 1; }
+	@test -z "$$(git status --porcelain -- clients/typescript/src/gen)" || { echo "clients/typescript/src/gen is stale: run 'make ts-client' and commit"; git status --porcelain -- clients/typescript/src/gen; exit 1; }
 
 .PHONY: lint
 lint: tools ## buf lint, gofmt, go vet, docker-compose.yml against the Compose spec, deploy/ against the Kubernetes API, alert rules and dashboard against the exported metrics
