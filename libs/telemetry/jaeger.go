@@ -139,17 +139,3 @@ func Depths(spans []Span) []int {
 	}
 	return depths
 }
-
-// Window is the first start and the last end of spans.
-func Window(spans []Span) (start time.Time, end time.Time) {
-	for i, s := range spans {
-		e := s.Start.Add(s.Duration)
-		if i == 0 || s.Start.Before(start) {
-			start = s.Start
-		}
-		if i == 0 || e.After(end) {
-			end = e
-		}
-	}
-	return start, end
-}

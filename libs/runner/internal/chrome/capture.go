@@ -50,12 +50,28 @@ func (bc *Context) Capture(ctx context.Context, visited []string) (*latchkeyv1.S
 			}
 		}
 		snap.Origin = o
-		if os := snapshotFromJS(snap); len(os.LocalStorage)+len(os.SessionStorage)+len(os.IndexedDb) > 0 {
+		os := snapshotFromJS(snap)
+		if snap.Error != "" {
+			// IndexedDB could not be read: keep what the jar last held rather than
+			// write back a state that looks as if the site deleted its databases.
+			os.IndexedDb = indexedDBOf(bc.State, o)
+		}
+		if len(os.LocalStorage)+len(os.SessionStorage)+len(os.IndexedDb) > 0 {
 			st.Origins = append(st.Origins, os)
 		}
 	}
 	Normalize(st)
 	return st, nil
+}
+
+// indexedDBOf is origin's IndexedDB in st.
+func indexedDBOf(st *latchkeyv1.StorageState, origin string) []*latchkeyv1.IndexedDBDatabase {
+	for _, o := range st.GetOrigins() {
+		if o.GetOrigin() == origin {
+			return o.GetIndexedDb()
+		}
+	}
+	return nil
 }
 
 // StorageItems converts [name, value] pairs read from localStorage.

@@ -19,17 +19,17 @@ type originSnapshot struct {
 	Local   [][]string                        `json:"local"`
 	Session [][]string                        `json:"session"`
 	IDB     []storagestate.PlaywrightDatabase `json:"idb"`
-	Skipped int                               `json:"skipped"`
-	Error   string                            `json:"error"`
+	// Error is set when IndexedDB could not be read; IDB is then incomplete.
+	Error string `json:"error"`
 }
 
 // readOriginScript reads the document's origin, its localStorage and sessionStorage,
 // and every IndexedDB database it can open, with their schemas, in Playwright's
 // storageState shape. A record whose key or value JSON cannot hold as it is (a Date,
-// bytes, a Map) is left out and counted.
+// bytes, a Map) is left out.
 const readOriginScript = `(async () => {
   const pairs = s => { try { return Object.keys(s).map(k => [k, s.getItem(k)]) } catch (e) { return null } };
-  const out = {origin: location.origin, local: pairs(localStorage), session: pairs(sessionStorage), idb: [], skipped: 0, error: ""};
+  const out = {origin: location.origin, local: pairs(localStorage), session: pairs(sessionStorage), idb: [], error: ""};
   const plain = v => v === null || typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && isFinite(v)) ||
     (Array.isArray(v) && v.every(plain)) ||
     (typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype && Object.values(v).every(plain));
@@ -47,7 +47,7 @@ const readOriginScript = `(async () => {
         const indexes = Array.from(st.indexNames).map(n => { const i = st.index(n); return {name: n, ...path(i.keyPath), multiEntry: i.multiEntry, unique: i.unique}; });
         const records = [];
         keys.forEach((k, j) => {
-          if (!plain(values[j]) || (kp === null && !plain(k))) { out.skipped++; return; }
+          if (!plain(values[j]) || (kp === null && !plain(k))) return;
           records.push(kp === null ? {key: k, value: values[j]} : {value: values[j]});
         });
         stores.push({name: sn, autoIncrement: st.autoIncrement, ...path(kp), indexes, records});
