@@ -26,6 +26,9 @@ func TestRegistryCrossProjectAccessRefused(t *testing.T) {
 	bravo := r.newProject(t, "bravo")
 	acme.deployPortal(t)
 	bravo.deployPortal(t)
+	if _, err := acme.automations.DeployBundle(ctx, &latchkeyv1.DeployBundleRequest{Site: "acme-crm", Files: regPortalFiles(t)}); err != nil {
+		t.Fatal(err)
+	}
 	acme.createSession(t, &latchkeyv1.CreateAuthSessionRequest{AuthSessionId: "s1", Type: latchkeyv1.SessionType_SESSION_TYPE_CREDENTIALS, Credentials: map[string]string{"username": "a", "password": "acme-pw"}})
 	if _, err := acme.sessions.ImportStorageState(ctx, &latchkeyv1.ImportStorageStateRequest{AuthSessionId: "s1", StorageStateJson: []byte(regPlaywrightState)}); err != nil {
 		t.Fatal(err)
@@ -123,6 +126,20 @@ func TestRegistryCrossProjectAccessRefused(t *testing.T) {
 		}, codes.OK},
 		{"ListAutomations", func(ctx context.Context) error {
 			_, err := b.automations.ListAutomations(ctx, &latchkeyv1.ListAutomationsRequest{})
+			return err
+		}, codes.OK},
+		{"ListAutomations of acme's site", func(ctx context.Context) error {
+			resp, err := b.automations.ListAutomations(ctx, &latchkeyv1.ListAutomationsRequest{Site: "acme-crm"})
+			if len(resp.GetAutomations()) > 0 {
+				return status.Error(codes.Internal, "listed another project's site")
+			}
+			return err
+		}, codes.OK},
+		{"ListSites", func(ctx context.Context) error {
+			resp, err := b.automations.ListSites(ctx, &latchkeyv1.ListSitesRequest{})
+			if len(resp.GetSites()) != 1 || resp.GetSites()[0].GetName() != "default" {
+				return status.Errorf(codes.Internal, "bravo's sites are %v: another project's site shows", resp.GetSites())
+			}
 			return err
 		}, codes.OK},
 		// AuthSessionService

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io/fs"
 	"os"
@@ -15,16 +16,22 @@ import (
 
 const automationsUsage = `usage: latchkey automations COMMAND
 
-  deploy DIR     validate the recipe bundle in DIR (its .yaml and .yml files) and
-                 deploy it as the project's newest version
-  list           the APIs of the newest bundle
-  bundles        the deployed versions, newest first
+  deploy DIR [-site S]   validate the recipe bundle in DIR (its .yaml and .yml files)
+                         and deploy it as the site's newest version; other sites'
+                         bundles are not touched
+  list [-site S]         the APIs of the site's newest bundle
+  bundles [-site S]      the site's deployed versions, newest first
+  sites                  the project's sites and their newest versions
+
+A project holds one bundle per site (one web app: its login, its check, its APIs);
+a session belongs to one site (sessions create -site S). Without -site: the site
+named "default", where a project's bundle lived before sites existed.
 `
 
 // automationsCommand runs `latchkey automations ...`.
 func automationsCommand(ctx context.Context, c *cli, args []string) error {
 	if len(args) == 0 || isHelp(args[0]) {
-		return usageOr(c, automationsUsage, args, "automations needs a command: deploy, list or bundles")
+		return usageOr(c, automationsUsage, args, "automations needs a command: deploy, list, bundles or sites")
 	}
 	cc, err := c.dial()
 	if err != nil {
@@ -33,46 +40,70 @@ func automationsCommand(ctx context.Context, c *cli, args []string) error {
 	ac := latchkeyv1.NewAutomationServiceClient(cc)
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "deploy":
-		dir, err := oneArgThenFlags(c.flags("automations deploy DIR"), rest, "the bundle's directory")
+		fs := c.flags("automations deploy DIR")
+		site := siteFlag(fs)
+		dir, err := oneArgThenFlags(fs, rest, "the bundle's directory")
 		if err != nil {
 			return err
 		}
-		return automationsDeploy(ctx, c, ac, dir)
+		return automationsDeploy(ctx, c, ac, dir, *site)
 	case "list":
-		if err := c.flags("automations list").Parse(rest); err != nil {
+		fs := c.flags("automations list")
+		site := siteFlag(fs)
+		if err := fs.Parse(rest); err != nil {
 			return err
 		}
-		r, err := ac.ListAutomations(ctx, &latchkeyv1.ListAutomationsRequest{})
+		r, err := ac.ListAutomations(ctx, &latchkeyv1.ListAutomationsRequest{Site: *site})
 		if err != nil {
 			return fmt.Errorf("listing automations: %w", err)
 		}
 		return c.emit(r, func(w *tabwriter.Writer) {
-			fmt.Fprintf(w, "bundle version %d\n", r.GetBundleVersion())
+			fmt.Fprintf(w, "site %s, bundle version %d\n", r.GetSite(), r.GetBundleVersion())
 			automationTable(w, r.GetAutomations())
 		})
 	case "bundles":
-		if err := c.flags("automations bundles").Parse(rest); err != nil {
+		fs := c.flags("automations bundles")
+		site := siteFlag(fs)
+		if err := fs.Parse(rest); err != nil {
 			return err
 		}
-		return automationsBundles(ctx, c, ac)
+		return automationsBundles(ctx, c, ac, *site)
+	case "sites":
+		if err := c.flags("automations sites").Parse(rest); err != nil {
+			return err
+		}
+		r, err := ac.ListSites(ctx, &latchkeyv1.ListSitesRequest{})
+		if err != nil {
+			return fmt.Errorf("listing sites: %w", err)
+		}
+		return c.emit(r, func(w *tabwriter.Writer) {
+			fmt.Fprintln(w, "SITE\tBUNDLE VERSION")
+			for _, s := range r.GetSites() {
+				fmt.Fprintf(w, "%s\t%d\n", s.GetName(), s.GetBundleVersion())
+			}
+		})
 	default:
 		fmt.Fprint(c.stderr, automationsUsage)
 		return fmt.Errorf("unknown automations command %q", cmd)
 	}
 }
 
-func automationsDeploy(ctx context.Context, c *cli, ac latchkeyv1.AutomationServiceClient, dir string) error {
+func siteFlag(fs *flag.FlagSet) *string {
+	return fs.String("site", "", "the site (default: default)")
+}
+
+func automationsDeploy(ctx context.Context, c *cli, ac latchkeyv1.AutomationServiceClient, dir, site string) error {
 	files, err := bundleFiles(dir)
 	if err != nil {
 		return err
 	}
-	r, err := ac.DeployBundle(ctx, &latchkeyv1.DeployBundleRequest{Files: files})
+	r, err := ac.DeployBundle(ctx, &latchkeyv1.DeployBundleRequest{Files: files, Site: site})
 	if err != nil {
 		return fmt.Errorf("deploying %s: %w", dir, err)
 	}
 	b := r.GetBundle()
 	return c.emit(r, func(w *tabwriter.Writer) {
-		fmt.Fprintf(w, "deployed version %d (%d files, sha256 %.12s)\n", b.GetVersion(), len(files), b.GetDigest())
+		fmt.Fprintf(w, "deployed version %d of site %s (%d files, sha256 %.12s)\n", b.GetVersion(), b.GetSite(), len(files), b.GetDigest())
 		automationTable(w, b.GetAutomations())
 	})
 }
@@ -108,10 +139,10 @@ func bundleFiles(dir string) ([]*latchkeyv1.BundleFile, error) {
 	return files, nil
 }
 
-func automationsBundles(ctx context.Context, c *cli, ac latchkeyv1.AutomationServiceClient) error {
+func automationsBundles(ctx context.Context, c *cli, ac latchkeyv1.AutomationServiceClient, site string) error {
 	all := &latchkeyv1.ListBundlesResponse{}
 	for token := ""; ; {
-		r, err := ac.ListBundles(ctx, &latchkeyv1.ListBundlesRequest{PageToken: token})
+		r, err := ac.ListBundles(ctx, &latchkeyv1.ListBundlesRequest{PageToken: token, Site: site})
 		if err != nil {
 			return fmt.Errorf("listing bundles: %w", err)
 		}

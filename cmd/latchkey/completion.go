@@ -21,7 +21,7 @@ var commandTree = map[string][]string{
 	"completion":  {"bash", "zsh"},
 	"projects":    {"create", "list", "delete", "keys"},
 	"sessions":    {"create", "get", "list", "update", "update-credentials", "delete", "import", "export", "record"},
-	"automations": {"deploy", "list", "bundles"},
+	"automations": {"deploy", "list", "bundles", "sites"},
 	"runs":        {"start", "get", "list", "watch", "cancel", "resume", "trace"},
 	"jobs":        {"create", "get", "list", "update", "delete", "pause", "resume", "trigger", "runs"},
 	"audit":       nil,

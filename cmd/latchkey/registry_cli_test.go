@@ -102,6 +102,20 @@ func TestRegistryCLI(t *testing.T) {
 	if out := run("automations", "bundles"); !strings.Contains(out, "VERSION") {
 		t.Fatalf("automations bundles:\n%s", out)
 	}
+	// A second site: its own versions, its own list; the default site stays at 1.
+	if out := run("automations", "deploy", bundle, "-site", "crm"); !strings.Contains(out, "deployed version 1 of site crm") {
+		t.Fatalf("automations deploy -site crm:\n%s", out)
+	}
+	if out := run("automations", "deploy", "-site", "crm", bundle); !strings.Contains(out, "deployed version 2 of site crm") {
+		t.Fatalf("automations deploy -site crm (again):\n%s", out)
+	}
+	if out := run("automations", "sites"); !regexp.MustCompile(`(?m)^crm\s+2$`).MatchString(out) || !regexp.MustCompile(`(?m)^default\s+1$`).MatchString(out) {
+		t.Fatalf("automations sites:\n%s", out)
+	}
+	if out := run("automations", "list", "-site", "crm"); !strings.Contains(out, "site crm, bundle version 2") {
+		t.Fatalf("automations list -site crm:\n%s", out)
+	}
+	fails("lower-case", "automations", "deploy", bundle, "-site", "CRM")
 	bad := t.TempDir()
 	if err := os.WriteFile(filepath.Join(bad, "x.yaml"), []byte("apis: [nope"), 0o600); err != nil {
 		t.Fatal(err)
@@ -109,6 +123,9 @@ func TestRegistryCLI(t *testing.T) {
 	fails("x.yaml", "automations", "deploy", bad)
 
 	run("sessions", "create", "-type", "recorder", "-id", "rec", "-start-url", "http://127.0.0.1:7490/login", "-label", "team=a", "-locale", "de-DE")
+	if out := run("sessions", "create", "-type", "recorder", "-id", "rec-crm", "-site", "crm", "-start-url", "http://127.0.0.1:7490/login"); !regexp.MustCompile(`site\s+crm`).MatchString(out) {
+		t.Fatalf("sessions create -site crm:\n%s", out)
+	}
 	// -user-agent alone keeps the locale: the identity is one field, updated in part.
 	if out := run("sessions", "update", "rec", "-user-agent", "Mozilla/5.0 (X11; Linux x86_64) Chrome/140.0.0.0"); !regexp.MustCompile(`locale\s+de-DE`).MatchString(out) || !strings.Contains(out, "Chrome/140.0.0.0") {
 		t.Errorf("sessions update -user-agent:\n%s", out)
@@ -142,7 +159,8 @@ func TestRegistryCLI(t *testing.T) {
 		!strings.Contains(out, "no: a person logs a RECORDER session in through the recorder") {
 		t.Fatalf("sessions get (want READY, the label and why it cannot log in unattended):\n%s", out)
 	}
-	if out := run("sessions", "list"); !strings.Contains(out, "UNATTENDED") || !regexp.MustCompile(`(?m)^rec\s+RECORDER\s+READY\s+\d+\s+no\b`).MatchString(out) {
+	if out := run("sessions", "list"); !strings.Contains(out, "UNATTENDED") || !regexp.MustCompile(`(?m)^rec\s+default\s+RECORDER\s+READY\s+\d+\s+no\b`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^rec-crm\s+crm\s+RECORDER\s`).MatchString(out) {
 		t.Fatalf("sessions list (want an UNATTENDED column saying no for the RECORDER session):\n%s", out)
 	}
 	if out := run("audit", "rec"); !strings.Contains(out, "export") {

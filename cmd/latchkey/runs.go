@@ -20,8 +20,9 @@ import (
 const runsUsage = `usage: latchkey runs COMMAND
 
   start API [-session ID] [-params JSON] [-wait] [-no-recreate] [-check-attempts N]
-            [-create-attempts N] [-retries N] [-timeout D] [-idempotency-key K]
-                                start a Run; -wait follows it with a live progress line
+            [-create-attempts N] [-retries N] [-timeout D] [-idempotency-key K] [-site S]
+                                start a Run; -wait follows it with a live progress line;
+                                -site names the bundle of a Run without a session
   get ID                        show one Run
   list [-session ID] [-api A] [-state S] [-job-run ID]   list Runs, newest first
   watch ID                      follow a Run until it ends
@@ -46,6 +47,7 @@ func runsStart(ctx context.Context, c *cli, rc latchkeyv1.RunServiceClient, args
 	fs := flag.NewFlagSet("runs start", flag.ContinueOnError)
 	fs.SetOutput(c.stderr)
 	session := fs.String("session", "", "AuthSession id")
+	site := fs.String("site", "", "for a Run without a session: the site whose bundle has the API (default: default)")
 	params := fs.String("params", "{}", "params as a JSON object")
 	wait := fs.Bool("wait", false, "follow the Run until it ends")
 	noRecreate := fs.Bool("no-recreate", false, "cancel instead of logging in again when the check fails")
@@ -77,7 +79,7 @@ func runsStart(ctx context.Context, c *cli, rc latchkeyv1.RunServiceClient, args
 	if *timeout > 0 {
 		opts.Timeout = durationpb.New(*timeout)
 	}
-	resp, err := rc.StartRun(ctx, &latchkeyv1.StartRunRequest{Api: api, AuthSessionId: *session, Params: p, Options: opts, IdempotencyKey: *idem})
+	resp, err := rc.StartRun(ctx, &latchkeyv1.StartRunRequest{Api: api, AuthSessionId: *session, Site: *site, Params: p, Options: opts, IdempotencyKey: *idem})
 	if err != nil {
 		return err
 	}
@@ -220,6 +222,9 @@ func (c *cli) printRun(r *latchkeyv1.Run) error {
 	fmt.Fprintf(tw, "run\t%s\n", r.GetId())
 	fmt.Fprintf(tw, "kind\t%s\n", short(r.GetKind().String(), "RUN_KIND_"))
 	fmt.Fprintf(tw, "api\t%s\n", r.GetApi())
+	if r.GetSite() != "" {
+		fmt.Fprintf(tw, "site\t%s (bundle version %d)\n", r.GetSite(), r.GetBundleVersion())
+	}
 	fmt.Fprintf(tw, "state\t%s\n", short(r.GetState().String(), "RUN_STATE_"))
 	if reason := reasonOf(r); reason != "" {
 		fmt.Fprintf(tw, "reason\t%s: %s\n", reason, r.GetFailureMessage())

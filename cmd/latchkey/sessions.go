@@ -20,7 +20,9 @@ import (
 
 const sessionsUsage = `usage: latchkey sessions COMMAND
 
-  create -type credentials|runtime|recorder [flags]   create an AuthSession
+  create -type credentials|runtime|recorder [-site S] [flags]
+                                                       create an AuthSession on a site (default:
+                                                       default) whose bundle logs it in
   get ID                                               show one session
   list [-state S]... [-label K=V]...                   list sessions
   update ID [flags]                                    change name, labels, vars, proxy, refresh,
@@ -119,6 +121,7 @@ func sessionsCreate(ctx context.Context, c *cli, sc latchkeyv1.AuthSessionServic
 	typ := fs.String("type", "", "credentials, runtime or recorder")
 	id := fs.String("id", "", "the session id (default: generated)")
 	credFile := fs.String("credentials-file", "", "JSON object of credential fields, from a file or - for stdin")
+	site := fs.String("site", "", "the site whose bundle logs the session in and checks it (default: default); fixed once created")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -128,7 +131,7 @@ func sessionsCreate(ctx context.Context, c *cli, sc latchkeyv1.AuthSessionServic
 	}
 	req := &latchkeyv1.CreateAuthSessionRequest{
 		AuthSessionId: *id, DisplayName: f.name, Type: t, Labels: f.labels.m, Vars: f.vars.m,
-		Refresh: f.refresh(), Recorder: f.recorder(), Browser: f.browser(),
+		Refresh: f.refresh(), Recorder: f.recorder(), Browser: f.browser(), Site: *site,
 	}
 	var err error
 	if req.Proxy, err = f.proxyValue(); err != nil {
@@ -186,9 +189,9 @@ func sessionsList(ctx context.Context, c *cli, sc latchkeyv1.AuthSessionServiceC
 		}
 	}
 	return c.emit(all, func(w *tabwriter.Writer) {
-		fmt.Fprintln(w, "ID\tTYPE\tSTATE\tREVISION\tUNATTENDED\tNAME\tUPDATED")
+		fmt.Fprintln(w, "ID\tSITE\tTYPE\tSTATE\tREVISION\tUNATTENDED\tNAME\tUPDATED")
 		for _, s := range all.GetAuthSessions() {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", s.GetId(), enumName(s.GetType().String()), enumName(s.GetState().String()),
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", s.GetId(), s.GetSite(), enumName(s.GetType().String()), enumName(s.GetState().String()),
 				s.GetStateRevision(), yesNo(s.GetCanLoginUnattended()), s.GetDisplayName(), when(s.GetUpdateTime()))
 		}
 	})
@@ -323,6 +326,7 @@ func sessionsExport(ctx context.Context, c *cli, sc latchkeyv1.AuthSessionServic
 
 func sessionTable(w *tabwriter.Writer, s *latchkeyv1.AuthSession) {
 	fmt.Fprintf(w, "id\t%s\n", s.GetId())
+	fmt.Fprintf(w, "site\t%s\n", s.GetSite())
 	fmt.Fprintf(w, "type\t%s\n", enumName(s.GetType().String()))
 	fmt.Fprintf(w, "state\t%s\n", enumName(s.GetState().String()))
 	if s.GetStateReason() != latchkeyv1.FailureReason_FAILURE_REASON_UNSPECIFIED {

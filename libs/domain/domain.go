@@ -5,6 +5,8 @@
 package domain
 
 import (
+	"fmt"
+
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 )
 
@@ -43,4 +45,35 @@ func RunEnded(s latchkeyv1.RunState) bool {
 		return true
 	}
 	return false
+}
+
+// DefaultSite is the site of a bundle deployed, a session created or a Run started
+// without naming one: where every project's one bundle lived before sites existed.
+const DefaultSite = "default"
+
+// Site returns name, or DefaultSite for the empty name.
+func Site(name string) string {
+	if name == "" {
+		return DefaultSite
+	}
+	return name
+}
+
+// CheckSite reports whether name can name a site: empty (the default), or lower-case
+// letters, digits and '-', at most 63 characters, not starting or ending with '-'
+// (a DNS label, so it is also a NATS KV key token).
+func CheckSite(name string) error {
+	if name == "" {
+		return nil
+	}
+	if len(name) > 63 {
+		return fmt.Errorf("site %.80q is longer than 63 characters", name)
+	}
+	for i, c := range name {
+		ok := c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' && i > 0 && i < len(name)-1
+		if !ok {
+			return fmt.Errorf("site %.80q may hold only lower-case letters, digits and '-' (not first or last)", name)
+		}
+	}
+	return nil
 }

@@ -87,8 +87,8 @@ func (g GRPC) SessionVars(ctx context.Context, project, session string) (map[str
 }
 
 // Bundle calls SessionStateService.GetBundle.
-func (g GRPC) Bundle(ctx context.Context, project string, version int64) ([]recipe.File, int64, error) {
-	resp, err := g.Registry.GetBundle(ctx, &registryv1.GetBundleRequest{ProjectId: project, Version: version})
+func (g GRPC) Bundle(ctx context.Context, project, site string, version int64) ([]recipe.File, int64, error) {
+	resp, err := g.Registry.GetBundle(ctx, &registryv1.GetBundleRequest{ProjectId: project, Site: site, Version: version})
 	if err != nil {
 		return nil, 0, backendError("reading bundle", err)
 	}

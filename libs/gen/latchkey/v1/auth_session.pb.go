@@ -176,7 +176,10 @@ type AuthSession struct {
 	CanLoginUnattended bool `protobuf:"varint,20,opt,name=can_login_unattended,json=canLoginUnattended,proto3" json:"can_login_unattended,omitempty"`
 	// How the browser presents itself to the site (User-Agent, locale), pinned like the
 	// proxy; unset: the default identity.
-	Browser       *BrowserIdentity `protobuf:"bytes,21,opt,name=browser,proto3" json:"browser,omitempty"`
+	Browser *BrowserIdentity `protobuf:"bytes,21,opt,name=browser,proto3" json:"browser,omitempty"`
+	// The site whose bundle (create, check and APIs) the session uses; set at creation
+	// and never changed. "default" unless created for another site.
+	Site          string `protobuf:"bytes,22,opt,name=site,proto3" json:"site,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -358,6 +361,13 @@ func (x *AuthSession) GetBrowser() *BrowserIdentity {
 	return nil
 }
 
+func (x *AuthSession) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
 type CreateAuthSessionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Optional; generated when empty.
@@ -376,7 +386,9 @@ type CreateAuthSessionRequest struct {
 	// See AuthSession.vars.
 	Vars map[string]string `protobuf:"bytes,9,rep,name=vars,proto3" json:"vars,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// See AuthSession.browser.
-	Browser       *BrowserIdentity `protobuf:"bytes,10,opt,name=browser,proto3" json:"browser,omitempty"`
+	Browser *BrowserIdentity `protobuf:"bytes,10,opt,name=browser,proto3" json:"browser,omitempty"`
+	// See AuthSession.site. Empty: "default". The site must have a bundle deployed.
+	Site          string `protobuf:"bytes,11,opt,name=site,proto3" json:"site,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -479,6 +491,13 @@ func (x *CreateAuthSessionRequest) GetBrowser() *BrowserIdentity {
 		return x.Browser
 	}
 	return nil
+}
+
+func (x *CreateAuthSessionRequest) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
 }
 
 type CreateAuthSessionResponse struct {
@@ -1345,7 +1364,7 @@ const file_latchkey_v1_auth_session_proto_rawDesc = "" +
 	"\bdisabled\x18\x02 \x01(\bR\bdisabled\"[\n" +
 	"\x10RecorderSettings\x12\x1b\n" +
 	"\tstart_url\x18\x01 \x01(\tR\bstartUrl\x12*\n" +
-	"\x11finish_url_prefix\x18\x02 \x01(\tR\x0ffinishUrlPrefix\"\xf4\b\n" +
+	"\x11finish_url_prefix\x18\x02 \x01(\tR\x0ffinishUrlPrefix\"\x88\t\n" +
 	"\vAuthSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -1371,13 +1390,14 @@ const file_latchkey_v1_auth_session_proto_rawDesc = "" +
 	"\x04etag\x18\x12 \x01(\x04R\x04etag\x126\n" +
 	"\x04vars\x18\x13 \x03(\v2\".latchkey.v1.AuthSession.VarsEntryR\x04vars\x120\n" +
 	"\x14can_login_unattended\x18\x14 \x01(\bR\x12canLoginUnattended\x126\n" +
-	"\abrowser\x18\x15 \x01(\v2\x1c.latchkey.v1.BrowserIdentityR\abrowser\x1a9\n" +
+	"\abrowser\x18\x15 \x01(\v2\x1c.latchkey.v1.BrowserIdentityR\abrowser\x12\x12\n" +
+	"\x04site\x18\x16 \x01(\tR\x04site\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a7\n" +
 	"\tVarsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x86\x06\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9a\x06\n" +
 	"\x18CreateAuthSessionRequest\x12&\n" +
 	"\x0fauth_session_id\x18\x01 \x01(\tR\rauthSessionId\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12,\n" +
@@ -1389,7 +1409,8 @@ const file_latchkey_v1_auth_session_proto_rawDesc = "" +
 	"\brecorder\x18\b \x01(\v2\x1d.latchkey.v1.RecorderSettingsR\brecorder\x12C\n" +
 	"\x04vars\x18\t \x03(\v2/.latchkey.v1.CreateAuthSessionRequest.VarsEntryR\x04vars\x126\n" +
 	"\abrowser\x18\n" +
-	" \x01(\v2\x1c.latchkey.v1.BrowserIdentityR\abrowser\x1a>\n" +
+	" \x01(\v2\x1c.latchkey.v1.BrowserIdentityR\abrowser\x12\x12\n" +
+	"\x04site\x18\v \x01(\tR\x04site\x1a>\n" +
 	"\x10CredentialsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +

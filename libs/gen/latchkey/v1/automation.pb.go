@@ -157,7 +157,9 @@ func (x *Automation) GetAlwaysAsks() bool {
 	return false
 }
 
-// Bundle is one deployed version.
+// Bundle is one deployed version of a site's automations. A project holds one bundle
+// history per site (one web app: its login, its check and its APIs); versions count
+// per site.
 type Bundle struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	ProjectId string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
@@ -168,7 +170,9 @@ type Bundle struct {
 	Digest     string                 `protobuf:"bytes,4,opt,name=digest,proto3" json:"digest,omitempty"`
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// Only in GetBundle.
-	Files         []*BundleFile `protobuf:"bytes,6,rep,name=files,proto3" json:"files,omitempty"`
+	Files []*BundleFile `protobuf:"bytes,6,rep,name=files,proto3" json:"files,omitempty"`
+	// The site the bundle belongs to: "default" unless deployed under another name.
+	Site          string `protobuf:"bytes,7,opt,name=site,proto3" json:"site,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -245,9 +249,20 @@ func (x *Bundle) GetFiles() []*BundleFile {
 	return nil
 }
 
+func (x *Bundle) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
 type DeployBundleRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Files         []*BundleFile          `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Files []*BundleFile          `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"`
+	// The site to deploy to: lower-case letters, digits and '-', at most 63 characters,
+	// starting with a letter or digit. Empty: "default" (where every project's bundle
+	// lived before sites existed).
+	Site          string `protobuf:"bytes,2,opt,name=site,proto3" json:"site,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -287,6 +302,13 @@ func (x *DeployBundleRequest) GetFiles() []*BundleFile {
 		return x.Files
 	}
 	return nil
+}
+
+func (x *DeployBundleRequest) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
 }
 
 type DeployBundleResponse struct {
@@ -336,7 +358,9 @@ func (x *DeployBundleResponse) GetBundle() *Bundle {
 type GetBundleRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// 0 for the newest.
-	Version       int64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Version int64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	// Empty: "default".
+	Site          string `protobuf:"bytes,2,opt,name=site,proto3" json:"site,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -376,6 +400,13 @@ func (x *GetBundleRequest) GetVersion() int64 {
 		return x.Version
 	}
 	return 0
+}
+
+func (x *GetBundleRequest) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
 }
 
 type GetBundleResponse struct {
@@ -423,9 +454,11 @@ func (x *GetBundleResponse) GetBundle() *Bundle {
 }
 
 type ListBundlesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	PageSize      int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	PageSize  int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Empty: "default".
+	Site          string `protobuf:"bytes,3,opt,name=site,proto3" json:"site,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -470,6 +503,13 @@ func (x *ListBundlesRequest) GetPageSize() int32 {
 func (x *ListBundlesRequest) GetPageToken() string {
 	if x != nil {
 		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListBundlesRequest) GetSite() string {
+	if x != nil {
+		return x.Site
 	}
 	return ""
 }
@@ -527,7 +567,9 @@ func (x *ListBundlesResponse) GetPageInfo() *PageInfo {
 }
 
 type ListAutomationsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty: "default".
+	Site          string `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -562,10 +604,18 @@ func (*ListAutomationsRequest) Descriptor() ([]byte, []int) {
 	return file_latchkey_v1_automation_proto_rawDescGZIP(), []int{9}
 }
 
+func (x *ListAutomationsRequest) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
 type ListAutomationsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Automations   []*Automation          `protobuf:"bytes,1,rep,name=automations,proto3" json:"automations,omitempty"`
 	BundleVersion int64                  `protobuf:"varint,2,opt,name=bundle_version,json=bundleVersion,proto3" json:"bundle_version,omitempty"`
+	Site          string                 `protobuf:"bytes,3,opt,name=site,proto3" json:"site,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -614,6 +664,148 @@ func (x *ListAutomationsResponse) GetBundleVersion() int64 {
 	return 0
 }
 
+func (x *ListAutomationsResponse) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+// Site is one web app of a project, with its own bundle history.
+type Site struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The newest deployed version.
+	BundleVersion int64 `protobuf:"varint,2,opt,name=bundle_version,json=bundleVersion,proto3" json:"bundle_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Site) Reset() {
+	*x = Site{}
+	mi := &file_latchkey_v1_automation_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Site) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Site) ProtoMessage() {}
+
+func (x *Site) ProtoReflect() protoreflect.Message {
+	mi := &file_latchkey_v1_automation_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Site.ProtoReflect.Descriptor instead.
+func (*Site) Descriptor() ([]byte, []int) {
+	return file_latchkey_v1_automation_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Site) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Site) GetBundleVersion() int64 {
+	if x != nil {
+		return x.BundleVersion
+	}
+	return 0
+}
+
+type ListSitesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSitesRequest) Reset() {
+	*x = ListSitesRequest{}
+	mi := &file_latchkey_v1_automation_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSitesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSitesRequest) ProtoMessage() {}
+
+func (x *ListSitesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_latchkey_v1_automation_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSitesRequest.ProtoReflect.Descriptor instead.
+func (*ListSitesRequest) Descriptor() ([]byte, []int) {
+	return file_latchkey_v1_automation_proto_rawDescGZIP(), []int{12}
+}
+
+type ListSitesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// By name.
+	Sites         []*Site `protobuf:"bytes,1,rep,name=sites,proto3" json:"sites,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSitesResponse) Reset() {
+	*x = ListSitesResponse{}
+	mi := &file_latchkey_v1_automation_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSitesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSitesResponse) ProtoMessage() {}
+
+func (x *ListSitesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_latchkey_v1_automation_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSitesResponse.ProtoReflect.Descriptor instead.
+func (*ListSitesResponse) Descriptor() ([]byte, []int) {
+	return file_latchkey_v1_automation_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ListSitesResponse) GetSites() []*Site {
+	if x != nil {
+		return x.Sites
+	}
+	return nil
+}
+
 var File_latchkey_v1_automation_proto protoreflect.FileDescriptor
 
 const file_latchkey_v1_automation_proto_rawDesc = "" +
@@ -631,7 +823,7 @@ const file_latchkey_v1_automation_proto_rawDesc = "" +
 	"\n" +
 	"step_count\x18\x04 \x01(\x05R\tstepCount\x12\x1f\n" +
 	"\valways_asks\x18\x05 \x01(\bR\n" +
-	"alwaysAsks\"\x80\x02\n" +
+	"alwaysAsks\"\x94\x02\n" +
 	"\x06Bundle\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12\x18\n" +
@@ -640,31 +832,44 @@ const file_latchkey_v1_automation_proto_rawDesc = "" +
 	"\x06digest\x18\x04 \x01(\tR\x06digest\x12;\n" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12-\n" +
-	"\x05files\x18\x06 \x03(\v2\x17.latchkey.v1.BundleFileR\x05files\"D\n" +
+	"\x05files\x18\x06 \x03(\v2\x17.latchkey.v1.BundleFileR\x05files\x12\x12\n" +
+	"\x04site\x18\a \x01(\tR\x04site\"X\n" +
 	"\x13DeployBundleRequest\x12-\n" +
-	"\x05files\x18\x01 \x03(\v2\x17.latchkey.v1.BundleFileR\x05files\"C\n" +
+	"\x05files\x18\x01 \x03(\v2\x17.latchkey.v1.BundleFileR\x05files\x12\x12\n" +
+	"\x04site\x18\x02 \x01(\tR\x04site\"C\n" +
 	"\x14DeployBundleResponse\x12+\n" +
-	"\x06bundle\x18\x01 \x01(\v2\x13.latchkey.v1.BundleR\x06bundle\",\n" +
+	"\x06bundle\x18\x01 \x01(\v2\x13.latchkey.v1.BundleR\x06bundle\"@\n" +
 	"\x10GetBundleRequest\x12\x18\n" +
-	"\aversion\x18\x01 \x01(\x03R\aversion\"@\n" +
+	"\aversion\x18\x01 \x01(\x03R\aversion\x12\x12\n" +
+	"\x04site\x18\x02 \x01(\tR\x04site\"@\n" +
 	"\x11GetBundleResponse\x12+\n" +
-	"\x06bundle\x18\x01 \x01(\v2\x13.latchkey.v1.BundleR\x06bundle\"P\n" +
+	"\x06bundle\x18\x01 \x01(\v2\x13.latchkey.v1.BundleR\x06bundle\"d\n" +
 	"\x12ListBundlesRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\"x\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x12\n" +
+	"\x04site\x18\x03 \x01(\tR\x04site\"x\n" +
 	"\x13ListBundlesResponse\x12-\n" +
 	"\abundles\x18\x01 \x03(\v2\x13.latchkey.v1.BundleR\abundles\x122\n" +
-	"\tpage_info\x18\x02 \x01(\v2\x15.latchkey.v1.PageInfoR\bpageInfo\"\x18\n" +
-	"\x16ListAutomationsRequest\"{\n" +
+	"\tpage_info\x18\x02 \x01(\v2\x15.latchkey.v1.PageInfoR\bpageInfo\",\n" +
+	"\x16ListAutomationsRequest\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\"\x8f\x01\n" +
 	"\x17ListAutomationsResponse\x129\n" +
 	"\vautomations\x18\x01 \x03(\v2\x17.latchkey.v1.AutomationR\vautomations\x12%\n" +
-	"\x0ebundle_version\x18\x02 \x01(\x03R\rbundleVersion2\xe4\x02\n" +
+	"\x0ebundle_version\x18\x02 \x01(\x03R\rbundleVersion\x12\x12\n" +
+	"\x04site\x18\x03 \x01(\tR\x04site\"A\n" +
+	"\x04Site\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
+	"\x0ebundle_version\x18\x02 \x01(\x03R\rbundleVersion\"\x12\n" +
+	"\x10ListSitesRequest\"<\n" +
+	"\x11ListSitesResponse\x12'\n" +
+	"\x05sites\x18\x01 \x03(\v2\x11.latchkey.v1.SiteR\x05sites2\xb0\x03\n" +
 	"\x11AutomationService\x12S\n" +
 	"\fDeployBundle\x12 .latchkey.v1.DeployBundleRequest\x1a!.latchkey.v1.DeployBundleResponse\x12J\n" +
 	"\tGetBundle\x12\x1d.latchkey.v1.GetBundleRequest\x1a\x1e.latchkey.v1.GetBundleResponse\x12P\n" +
 	"\vListBundles\x12\x1f.latchkey.v1.ListBundlesRequest\x1a .latchkey.v1.ListBundlesResponse\x12\\\n" +
-	"\x0fListAutomations\x12#.latchkey.v1.ListAutomationsRequest\x1a$.latchkey.v1.ListAutomationsResponseB\xad\x01\n" +
+	"\x0fListAutomations\x12#.latchkey.v1.ListAutomationsRequest\x1a$.latchkey.v1.ListAutomationsResponse\x12J\n" +
+	"\tListSites\x12\x1d.latchkey.v1.ListSitesRequest\x1a\x1e.latchkey.v1.ListSitesResponseB\xad\x01\n" +
 	"\x0fcom.latchkey.v1B\x0fAutomationProtoP\x01Z<github.com/latchkey/latchkey/libs/gen/latchkey/v1;latchkeyv1\xa2\x02\x03LXX\xaa\x02\vLatchkey.V1\xca\x02\vLatchkey\\V1\xe2\x02\x17Latchkey\\V1\\GPBMetadata\xea\x02\fLatchkey::V1b\x06proto3"
 
 var (
@@ -679,7 +884,7 @@ func file_latchkey_v1_automation_proto_rawDescGZIP() []byte {
 	return file_latchkey_v1_automation_proto_rawDescData
 }
 
-var file_latchkey_v1_automation_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_latchkey_v1_automation_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_latchkey_v1_automation_proto_goTypes = []any{
 	(*BundleFile)(nil),              // 0: latchkey.v1.BundleFile
 	(*Automation)(nil),              // 1: latchkey.v1.Automation
@@ -692,32 +897,38 @@ var file_latchkey_v1_automation_proto_goTypes = []any{
 	(*ListBundlesResponse)(nil),     // 8: latchkey.v1.ListBundlesResponse
 	(*ListAutomationsRequest)(nil),  // 9: latchkey.v1.ListAutomationsRequest
 	(*ListAutomationsResponse)(nil), // 10: latchkey.v1.ListAutomationsResponse
-	(*timestamppb.Timestamp)(nil),   // 11: google.protobuf.Timestamp
-	(*PageInfo)(nil),                // 12: latchkey.v1.PageInfo
+	(*Site)(nil),                    // 11: latchkey.v1.Site
+	(*ListSitesRequest)(nil),        // 12: latchkey.v1.ListSitesRequest
+	(*ListSitesResponse)(nil),       // 13: latchkey.v1.ListSitesResponse
+	(*timestamppb.Timestamp)(nil),   // 14: google.protobuf.Timestamp
+	(*PageInfo)(nil),                // 15: latchkey.v1.PageInfo
 }
 var file_latchkey_v1_automation_proto_depIdxs = []int32{
 	1,  // 0: latchkey.v1.Bundle.automations:type_name -> latchkey.v1.Automation
-	11, // 1: latchkey.v1.Bundle.create_time:type_name -> google.protobuf.Timestamp
+	14, // 1: latchkey.v1.Bundle.create_time:type_name -> google.protobuf.Timestamp
 	0,  // 2: latchkey.v1.Bundle.files:type_name -> latchkey.v1.BundleFile
 	0,  // 3: latchkey.v1.DeployBundleRequest.files:type_name -> latchkey.v1.BundleFile
 	2,  // 4: latchkey.v1.DeployBundleResponse.bundle:type_name -> latchkey.v1.Bundle
 	2,  // 5: latchkey.v1.GetBundleResponse.bundle:type_name -> latchkey.v1.Bundle
 	2,  // 6: latchkey.v1.ListBundlesResponse.bundles:type_name -> latchkey.v1.Bundle
-	12, // 7: latchkey.v1.ListBundlesResponse.page_info:type_name -> latchkey.v1.PageInfo
+	15, // 7: latchkey.v1.ListBundlesResponse.page_info:type_name -> latchkey.v1.PageInfo
 	1,  // 8: latchkey.v1.ListAutomationsResponse.automations:type_name -> latchkey.v1.Automation
-	3,  // 9: latchkey.v1.AutomationService.DeployBundle:input_type -> latchkey.v1.DeployBundleRequest
-	5,  // 10: latchkey.v1.AutomationService.GetBundle:input_type -> latchkey.v1.GetBundleRequest
-	7,  // 11: latchkey.v1.AutomationService.ListBundles:input_type -> latchkey.v1.ListBundlesRequest
-	9,  // 12: latchkey.v1.AutomationService.ListAutomations:input_type -> latchkey.v1.ListAutomationsRequest
-	4,  // 13: latchkey.v1.AutomationService.DeployBundle:output_type -> latchkey.v1.DeployBundleResponse
-	6,  // 14: latchkey.v1.AutomationService.GetBundle:output_type -> latchkey.v1.GetBundleResponse
-	8,  // 15: latchkey.v1.AutomationService.ListBundles:output_type -> latchkey.v1.ListBundlesResponse
-	10, // 16: latchkey.v1.AutomationService.ListAutomations:output_type -> latchkey.v1.ListAutomationsResponse
-	13, // [13:17] is the sub-list for method output_type
-	9,  // [9:13] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	11, // 9: latchkey.v1.ListSitesResponse.sites:type_name -> latchkey.v1.Site
+	3,  // 10: latchkey.v1.AutomationService.DeployBundle:input_type -> latchkey.v1.DeployBundleRequest
+	5,  // 11: latchkey.v1.AutomationService.GetBundle:input_type -> latchkey.v1.GetBundleRequest
+	7,  // 12: latchkey.v1.AutomationService.ListBundles:input_type -> latchkey.v1.ListBundlesRequest
+	9,  // 13: latchkey.v1.AutomationService.ListAutomations:input_type -> latchkey.v1.ListAutomationsRequest
+	12, // 14: latchkey.v1.AutomationService.ListSites:input_type -> latchkey.v1.ListSitesRequest
+	4,  // 15: latchkey.v1.AutomationService.DeployBundle:output_type -> latchkey.v1.DeployBundleResponse
+	6,  // 16: latchkey.v1.AutomationService.GetBundle:output_type -> latchkey.v1.GetBundleResponse
+	8,  // 17: latchkey.v1.AutomationService.ListBundles:output_type -> latchkey.v1.ListBundlesResponse
+	10, // 18: latchkey.v1.AutomationService.ListAutomations:output_type -> latchkey.v1.ListAutomationsResponse
+	13, // 19: latchkey.v1.AutomationService.ListSites:output_type -> latchkey.v1.ListSitesResponse
+	15, // [15:20] is the sub-list for method output_type
+	10, // [10:15] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_latchkey_v1_automation_proto_init() }
@@ -732,7 +943,7 @@ func file_latchkey_v1_automation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_latchkey_v1_automation_proto_rawDesc), len(file_latchkey_v1_automation_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

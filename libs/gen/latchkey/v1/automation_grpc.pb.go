@@ -23,6 +23,7 @@ const (
 	AutomationService_GetBundle_FullMethodName       = "/latchkey.v1.AutomationService/GetBundle"
 	AutomationService_ListBundles_FullMethodName     = "/latchkey.v1.AutomationService/ListBundles"
 	AutomationService_ListAutomations_FullMethodName = "/latchkey.v1.AutomationService/ListAutomations"
+	AutomationService_ListSites_FullMethodName       = "/latchkey.v1.AutomationService/ListSites"
 )
 
 // AutomationServiceClient is the client API for AutomationService service.
@@ -31,16 +32,19 @@ const (
 //
 // AutomationService deploys versioned bundles of automations (recipes) to a project.
 type AutomationServiceClient interface {
-	// DeployBundle validates a bundle and stores it as the project's newest version.
+	// DeployBundle validates a bundle and stores it as its site's newest version.
 	// An invalid bundle answers InvalidArgument naming the file, API and step, and
-	// changes nothing.
+	// changes nothing; other sites' bundles are never touched.
 	DeployBundle(ctx context.Context, in *DeployBundleRequest, opts ...grpc.CallOption) (*DeployBundleResponse, error)
 	// GetBundle returns one deployed version (the newest when version is 0).
 	GetBundle(ctx context.Context, in *GetBundleRequest, opts ...grpc.CallOption) (*GetBundleResponse, error)
 	// ListBundles lists deployed versions, newest first.
 	ListBundles(ctx context.Context, in *ListBundlesRequest, opts ...grpc.CallOption) (*ListBundlesResponse, error)
-	// ListAutomations lists the APIs of the newest bundle.
+	// ListAutomations lists the APIs of a site's newest bundle.
 	ListAutomations(ctx context.Context, in *ListAutomationsRequest, opts ...grpc.CallOption) (*ListAutomationsResponse, error)
+	// ListSites lists the project's sites (those with a deployed bundle) and their
+	// newest versions.
+	ListSites(ctx context.Context, in *ListSitesRequest, opts ...grpc.CallOption) (*ListSitesResponse, error)
 }
 
 type automationServiceClient struct {
@@ -91,22 +95,35 @@ func (c *automationServiceClient) ListAutomations(ctx context.Context, in *ListA
 	return out, nil
 }
 
+func (c *automationServiceClient) ListSites(ctx context.Context, in *ListSitesRequest, opts ...grpc.CallOption) (*ListSitesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSitesResponse)
+	err := c.cc.Invoke(ctx, AutomationService_ListSites_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AutomationServiceServer is the server API for AutomationService service.
 // All implementations must embed UnimplementedAutomationServiceServer
 // for forward compatibility.
 //
 // AutomationService deploys versioned bundles of automations (recipes) to a project.
 type AutomationServiceServer interface {
-	// DeployBundle validates a bundle and stores it as the project's newest version.
+	// DeployBundle validates a bundle and stores it as its site's newest version.
 	// An invalid bundle answers InvalidArgument naming the file, API and step, and
-	// changes nothing.
+	// changes nothing; other sites' bundles are never touched.
 	DeployBundle(context.Context, *DeployBundleRequest) (*DeployBundleResponse, error)
 	// GetBundle returns one deployed version (the newest when version is 0).
 	GetBundle(context.Context, *GetBundleRequest) (*GetBundleResponse, error)
 	// ListBundles lists deployed versions, newest first.
 	ListBundles(context.Context, *ListBundlesRequest) (*ListBundlesResponse, error)
-	// ListAutomations lists the APIs of the newest bundle.
+	// ListAutomations lists the APIs of a site's newest bundle.
 	ListAutomations(context.Context, *ListAutomationsRequest) (*ListAutomationsResponse, error)
+	// ListSites lists the project's sites (those with a deployed bundle) and their
+	// newest versions.
+	ListSites(context.Context, *ListSitesRequest) (*ListSitesResponse, error)
 	mustEmbedUnimplementedAutomationServiceServer()
 }
 
@@ -128,6 +145,9 @@ func (UnimplementedAutomationServiceServer) ListBundles(context.Context, *ListBu
 }
 func (UnimplementedAutomationServiceServer) ListAutomations(context.Context, *ListAutomationsRequest) (*ListAutomationsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAutomations not implemented")
+}
+func (UnimplementedAutomationServiceServer) ListSites(context.Context, *ListSitesRequest) (*ListSitesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSites not implemented")
 }
 func (UnimplementedAutomationServiceServer) mustEmbedUnimplementedAutomationServiceServer() {}
 func (UnimplementedAutomationServiceServer) testEmbeddedByValue()                           {}
@@ -222,6 +242,24 @@ func _AutomationService_ListAutomations_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AutomationService_ListSites_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSitesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AutomationServiceServer).ListSites(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AutomationService_ListSites_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AutomationServiceServer).ListSites(ctx, req.(*ListSitesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AutomationService_ServiceDesc is the grpc.ServiceDesc for AutomationService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -244,6 +282,10 @@ var AutomationService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListAutomations",
 			Handler:    _AutomationService_ListAutomations_Handler,
+		},
+		{
+			MethodName: "ListSites",
+			Handler:    _AutomationService_ListSites_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -161,8 +161,10 @@ type Run struct {
 	// apart from `attempt` and never use up `options.retries`; the site may have seen
 	// the API once per attempt plus once per platform retry.
 	PlatformRetries int32 `protobuf:"varint,25,opt,name=platform_retries,json=platformRetries,proto3" json:"platform_retries,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The site whose bundle the Run executes: its session's site, or the request's.
+	Site          string `protobuf:"bytes,26,opt,name=site,proto3" json:"site,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Run) Reset() {
@@ -370,6 +372,13 @@ func (x *Run) GetPlatformRetries() int32 {
 	return 0
 }
 
+func (x *Run) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
 // MoreInfoRequest is what a create asks the caller for (an SMS code, a choice).
 type MoreInfoRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -460,7 +469,10 @@ type StartRunRequest struct {
 	// started by Latchkey's own services (internal token only): the registry starts
 	// AUTHSESSION_CREATE when a session is created and AUTHSESSION_UPDATE when its
 	// credentials change.
-	Kind          RunKind `protobuf:"varint,7,opt,name=kind,proto3,enum=latchkey.v1.RunKind" json:"kind,omitempty"`
+	Kind RunKind `protobuf:"varint,7,opt,name=kind,proto3,enum=latchkey.v1.RunKind" json:"kind,omitempty"`
+	// For Runs without a session: the site whose bundle has the API (empty: "default").
+	// A Run on a session uses the session's site; naming another is InvalidArgument.
+	Site          string `protobuf:"bytes,8,opt,name=site,proto3" json:"site,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -542,6 +554,13 @@ func (x *StartRunRequest) GetKind() RunKind {
 		return x.Kind
 	}
 	return RunKind_RUN_KIND_UNSPECIFIED
+}
+
+func (x *StartRunRequest) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
 }
 
 type StartRunResponse struct {
@@ -1193,7 +1212,7 @@ const file_latchkey_v1_run_proto_rawDesc = "" +
 	"\x14validation_freshness\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x13validationFreshnessB\x10\n" +
 	"\x0e_auto_recreateB\x11\n" +
 	"\x0f_check_attemptsB\x12\n" +
-	"\x10_create_attempts\"\xa4\b\n" +
+	"\x10_create_attempts\"\xb8\b\n" +
 	"\x03Run\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -1225,13 +1244,14 @@ const file_latchkey_v1_run_proto_rawDesc = "" +
 	"\bend_time\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12'\n" +
 	"\x0fidempotency_key\x18\x17 \x01(\tR\x0eidempotencyKey\x12<\n" +
 	"\fbrowser_time\x18\x18 \x01(\v2\x19.google.protobuf.DurationR\vbrowserTime\x12)\n" +
-	"\x10platform_retries\x18\x19 \x01(\x05R\x0fplatformRetries\"\x96\x01\n" +
+	"\x10platform_retries\x18\x19 \x01(\x05R\x0fplatformRetries\x12\x12\n" +
+	"\x04site\x18\x1a \x01(\tR\x04site\"\x96\x01\n" +
 	"\x0fMoreInfoRequest\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x16\n" +
 	"\x06prompt\x18\x02 \x01(\tR\x06prompt\x12\x18\n" +
 	"\achoices\x18\x03 \x03(\tR\achoices\x12;\n" +
 	"\vexpire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\"\x93\x03\n" +
+	"expireTime\"\xa7\x03\n" +
 	"\x0fStartRunRequest\x12\x10\n" +
 	"\x03api\x18\x01 \x01(\tR\x03api\x12/\n" +
 	"\x06params\x18\x02 \x01(\v2\x17.google.protobuf.StructR\x06params\x12&\n" +
@@ -1239,7 +1259,8 @@ const file_latchkey_v1_run_proto_rawDesc = "" +
 	"\aoptions\x18\x04 \x01(\v2\x17.latchkey.v1.RunOptionsR\aoptions\x12O\n" +
 	"\vcredentials\x18\x05 \x03(\v2-.latchkey.v1.StartRunRequest.CredentialsEntryR\vcredentials\x12'\n" +
 	"\x0fidempotency_key\x18\x06 \x01(\tR\x0eidempotencyKey\x12(\n" +
-	"\x04kind\x18\a \x01(\x0e2\x14.latchkey.v1.RunKindR\x04kind\x1a>\n" +
+	"\x04kind\x18\a \x01(\x0e2\x14.latchkey.v1.RunKindR\x04kind\x12\x12\n" +
+	"\x04site\x18\b \x01(\tR\x04site\x1a>\n" +
 	"\x10CredentialsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"6\n" +

@@ -8,12 +8,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/latchkey/latchkey/libs/domain"
 	"github.com/latchkey/latchkey/libs/recipe"
 	"github.com/latchkey/latchkey/libs/runner/internal/sdk"
 )
 
-// bundleCache keeps parsed bundles by project and version. Numbered versions never
-// change; the newest (version 0) is re-read after ttl.
+// bundleCache keeps parsed bundles by project, site and version. Numbered versions
+// never change; the newest (version 0) is re-read after ttl.
 type bundleCache struct {
 	store sdk.BundleStore
 	ttl   time.Duration
@@ -23,6 +24,7 @@ type bundleCache struct {
 
 type bundleKey struct {
 	project string
+	site    string
 	version int64
 }
 
@@ -38,18 +40,19 @@ func newBundleCache(store sdk.BundleStore, ttl time.Duration) *bundleCache {
 
 // get returns the parsed bundle. A bundle that does not parse is a SCRIPT_ERROR naming
 // file, API, step and field.
-func (c *bundleCache) get(ctx context.Context, project string, version int64) (*recipe.Bundle, int64, error) {
+func (c *bundleCache) get(ctx context.Context, project, site string, version int64) (*recipe.Bundle, int64, error) {
 	if c.store == nil {
 		return nil, 0, sdk.Fail(reasonScript, "this runner has no recipes: no handler is registered for the API")
 	}
-	k := bundleKey{project, version}
+	site = domain.Site(site)
+	k := bundleKey{project, site, version}
 	c.mu.Lock()
 	e, ok := c.m[k]
 	c.mu.Unlock()
 	if ok && (version != 0 || time.Since(e.at) < c.ttl) {
 		return e.b, e.version, nil
 	}
-	files, got, err := c.store.Bundle(ctx, project, version)
+	files, got, err := c.store.Bundle(ctx, project, site, version)
 	if err != nil {
 		if sdk.IsInfra(err) {
 			return nil, 0, err
@@ -62,7 +65,7 @@ func (c *bundleCache) get(ctx context.Context, project string, version int64) (*
 	}
 	c.mu.Lock()
 	c.m[k] = bundleEntry{b: b, version: got, at: time.Now()}
-	c.m[bundleKey{project, got}] = bundleEntry{b: b, version: got, at: time.Now()}
+	c.m[bundleKey{project, site, got}] = bundleEntry{b: b, version: got, at: time.Now()}
 	c.mu.Unlock()
 	return b, got, nil
 }

@@ -131,7 +131,7 @@ func (b *testBackend) SessionVars(_ context.Context, project, session string) (m
 	return b.vars[project+"/"+session], nil
 }
 
-func (b *testBackend) Bundle(context.Context, string, int64) ([]recipe.File, int64, error) {
+func (b *testBackend) Bundle(context.Context, string, string, int64) ([]recipe.File, int64, error) {
 	return b.files, 1, nil
 }
 

@@ -30,7 +30,7 @@ func (r *Runner) program(ctx context.Context, task *runnerv1.RunnerTask, api str
 	if h := r.handler(api); h != nil {
 		return &program{api: api, handler: h, vars: maps.Clone(vars)}, nil
 	}
-	b, version, err := r.bundles.get(ctx, task.GetProjectId(), task.GetBundleVersion())
+	b, version, err := r.bundles.get(ctx, task.GetProjectId(), task.GetSite(), task.GetBundleVersion())
 	if err != nil {
 		return nil, err
 	}

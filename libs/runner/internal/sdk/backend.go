@@ -30,9 +30,9 @@ var ErrStateConflict = errors.New("a newer storage state revision exists")
 
 // BundleStore reads deployed bundles.
 type BundleStore interface {
-	// Bundle returns the files of a project's bundle version (0: the newest) and the
-	// version it is.
-	Bundle(ctx context.Context, project string, version int64) ([]recipe.File, int64, error)
+	// Bundle returns the files of a version (0: the newest) of the bundle of a
+	// project's site (empty: the default site) and the version it is.
+	Bundle(ctx context.Context, project, site string, version int64) ([]recipe.File, int64, error)
 }
 
 // Sealed names what a ciphertext is bound to: a ciphertext opens only with the same

@@ -63,10 +63,11 @@ func (j *Jobs) CreateJob(ctx context.Context, req *latchkeyv1.CreateJobRequest) 
 	if err := checkJob(in, time.Now()); err != nil {
 		return nil, err
 	}
-	if err := j.checkSession(ctx, proj, in.GetAuthSessionId(), "creating"); err != nil {
+	sess, err := j.checkSession(ctx, proj, in.GetAuthSessionId(), "creating")
+	if err != nil {
 		return nil, err
 	}
-	if _, err := j.orch.Load().BundleVersion(ctx, proj, in.GetApi()); err != nil {
+	if _, err := j.orch.Load().BundleVersion(ctx, proj, sess.GetSite(), in.GetApi()); err != nil {
 		return nil, err
 	}
 	job := &latchkeyv1.Job{
@@ -90,12 +91,12 @@ func (j *Jobs) CreateJob(ctx context.Context, req *latchkeyv1.CreateJobRequest) 
 // checkSession answers NotFound for a session not in the project and
 // FailedPrecondition (reason AUTH_SESSION_EXPIRED) for an EXPIRED one: Jobs on it
 // cannot be created, resumed or triggered until a person fixes it.
-func (j *Jobs) checkSession(ctx context.Context, proj, id, doing string) error {
-	err := j.orch.Load().CheckSession(ctx, proj, id, doing+" the job")
+func (j *Jobs) checkSession(ctx context.Context, proj, id, doing string) (*latchkeyv1.AuthSession, error) {
+	sess, err := j.orch.Load().CheckSession(ctx, proj, id, doing+" the job")
 	if errors.Is(err, orch.ErrSessionNotFound) && doing != "creating" {
-		return errs.New(errs.ErrPrecondition, "the job's auth session %q no longer exists: delete the job and create one on another session", id)
+		return nil, errs.New(errs.ErrPrecondition, "the job's auth session %q no longer exists: delete the job and create one on another session", id)
 	}
-	return err
+	return sess, err
 }
 
 // job reads one Job of the caller's project; another project's Job is NotFound.
@@ -194,7 +195,7 @@ func (j *Jobs) ResumeJob(ctx context.Context, req *latchkeyv1.ResumeJobRequest) 
 	if err != nil {
 		return nil, err
 	}
-	if err := j.checkSession(ctx, proj, job.GetAuthSessionId(), "resuming"); err != nil {
+	if _, err := j.checkSession(ctx, proj, job.GetAuthSessionId(), "resuming"); err != nil {
 		return nil, err
 	}
 	job, err = j.engine.Load().Resume(ctx, proj, req.GetJobId())
@@ -210,7 +211,7 @@ func (j *Jobs) TriggerJob(ctx context.Context, req *latchkeyv1.TriggerJobRequest
 	if err != nil {
 		return nil, err
 	}
-	if err := j.checkSession(ctx, proj, job.GetAuthSessionId(), "triggering"); err != nil {
+	if _, err := j.checkSession(ctx, proj, job.GetAuthSessionId(), "triggering"); err != nil {
 		return nil, err
 	}
 	jr, err := j.engine.Load().Trigger(ctx, proj, req.GetJobId())

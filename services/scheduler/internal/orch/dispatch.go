@@ -99,6 +99,7 @@ func (o *Orchestrator) sendAPITask(ctx context.Context, rec *schedulerv1.RunReco
 	task := &runnerv1.RunnerTask{
 		TaskId: taskID, RunId: run.GetId(), ProjectId: run.GetProjectId(), Kind: runnerv1.TaskKind_TASK_KIND_API,
 		Api: run.GetApi(), Params: run.GetParams(), BundleVersion: run.GetBundleVersion(), Attempt: attempt,
+		Site: run.GetSite(),
 	}
 	var checkID string
 	if sess != nil {
@@ -110,6 +111,7 @@ func (o *Orchestrator) sendAPITask(ctx context.Context, rec *schedulerv1.RunReco
 				Id: checkID, ProjectId: run.GetProjectId(), Kind: latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_VALIDATE,
 				State: latchkeyv1.RunState_RUN_STATE_RUNNING, Api: recipe.CheckAPI, AuthSessionId: run.GetAuthSessionId(),
 				ParentRunId: run.GetId(), TraceId: run.GetTraceId(), CreateTime: timestamppb.Now(), StartTime: timestamppb.Now(),
+				Site: run.GetSite(),
 			}}
 			if err := o.Store.Create(ctx, child); err != nil {
 				return err

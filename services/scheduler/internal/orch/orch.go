@@ -107,7 +107,7 @@ type Orchestrator struct {
 	Deps
 	prop    propagation.TextMapPropagator
 	now     func() time.Time
-	bundles sync.Map // project -> cachedBundle (start.go)
+	bundles sync.Map // project/site -> cachedBundle (start.go)
 }
 
 // New returns an orchestrator.

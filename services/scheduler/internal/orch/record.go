@@ -77,6 +77,7 @@ func (o *Orchestrator) dispatchRecord(ctx context.Context, rec *schedulerv1.RunR
 	return o.publishTask(ctx, &runnerv1.RunnerTask{
 		TaskId: taskID, RunId: runID, ProjectId: project, Kind: runnerv1.TaskKind_TASK_KIND_RECORD,
 		Api: recipe.CheckAPI, Session: ref, FreshContext: true, Attempt: 1, BundleVersion: run.GetBundleVersion(),
+		Site:     sess.GetSite(),
 		Deadline: timestamppb.New(end),
 		Record: &runnerv1.RecordSpec{
 			RecordingId: runID, StartUrl: sess.GetRecorder().GetStartUrl(), FinishUrlPrefix: sess.GetRecorder().GetFinishUrlPrefix(),

@@ -74,6 +74,7 @@ func (o *Orchestrator) startRecreate(ctx context.Context, apiRec *schedulerv1.Ru
 		Id: createID, ProjectId: api.GetProjectId(), Kind: latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_CREATE,
 		State: latchkeyv1.RunState_RUN_STATE_QUEUED, Api: recipe.CreateAPI, AuthSessionId: sess.GetId(),
 		ParentRunId: api.GetId(), Options: opts, TraceId: api.GetTraceId(), CreateTime: timestamppb.Now(),
+		Site: domain.Site(sess.GetSite()),
 	}}
 	if err := o.Store.Create(ctx, create); err != nil {
 		return err
@@ -146,7 +147,7 @@ func (o *Orchestrator) dispatchCreate(ctx context.Context, project, runID string
 	return o.publishTask(ctx, &runnerv1.RunnerTask{
 		TaskId: taskID, RunId: runID, ProjectId: project, Kind: runnerv1.TaskKind_TASK_KIND_CREATE,
 		Api: recipe.CreateAPI, Session: ref, Credentials: creds, FreshContext: true, Attempt: updated.GetCreateAttempts(),
-		BundleVersion: run.GetBundleVersion(),
+		BundleVersion: run.GetBundleVersion(), Site: sess.GetSite(),
 	})
 }
 
@@ -304,6 +305,7 @@ func (o *Orchestrator) sendVerify(ctx context.Context, rec *schedulerv1.RunRecor
 		Api:          recipe.CheckAPI,
 		Session:      &runnerv1.SessionRef{AuthSessionId: run.GetAuthSessionId(), Proxy: sess.GetProxy(), Browser: sess.GetBrowser()},
 		FreshContext: true, CandidateStateCiphertext: candidate, BundleVersion: run.GetBundleVersion(),
+		Site: sess.GetSite(),
 	})
 }
 

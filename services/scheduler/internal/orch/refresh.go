@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/latchkey/latchkey/libs/domain"
 	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
 	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
 	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
@@ -68,7 +69,7 @@ func (o *Orchestrator) refreshOne(ctx context.Context, sess *latchkeyv1.AuthSess
 		Run: &latchkeyv1.Run{
 			Id: id, ProjectId: sess.GetProjectId(), Kind: latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_VALIDATE,
 			State: latchkeyv1.RunState_RUN_STATE_RUNNING, Api: recipe.CheckAPI, AuthSessionId: sess.GetId(),
-			CreateTime: now, StartTime: now,
+			CreateTime: now, StartTime: now, Site: domain.Site(sess.GetSite()),
 		},
 	}
 	if err := o.Store.Create(ctx, rec); err != nil {
@@ -77,7 +78,7 @@ func (o *Orchestrator) refreshOne(ctx context.Context, sess *latchkeyv1.AuthSess
 	o.emit(ctx, rec, "refreshing")
 	return o.publishTask(ctx, &runnerv1.RunnerTask{
 		TaskId: taskID, RunId: id, ProjectId: sess.GetProjectId(), Kind: runnerv1.TaskKind_TASK_KIND_CHECK,
-		Api: recipe.CheckAPI, Session: sessionRef(sess),
+		Api: recipe.CheckAPI, Session: sessionRef(sess), Site: sess.GetSite(),
 	})
 }
 

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/latchkey/latchkey/libs/bus"
+	"github.com/latchkey/latchkey/libs/domain"
 	"github.com/latchkey/latchkey/libs/errs"
 	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
 	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
@@ -85,7 +86,11 @@ func (o *Orchestrator) Start(ctx context.Context, project string, req *latchkeyv
 	if kind == latchkeyv1.RunKind_RUN_KIND_UNSPECIFIED {
 		kind = latchkeyv1.RunKind_RUN_KIND_API
 	}
-	version, err := o.BundleVersion(ctx, project, req.GetApi())
+	site, err := runSite(req, sess)
+	if err != nil {
+		return nil, err
+	}
+	version, err := o.BundleVersion(ctx, project, site, req.GetApi())
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +133,7 @@ func (o *Orchestrator) Start(ctx context.Context, project string, req *latchkeyv
 		Run: &latchkeyv1.Run{
 			Id: runID, ProjectId: project, Kind: kind, State: latchkeyv1.RunState_RUN_STATE_QUEUED, Api: req.GetApi(),
 			Params: req.GetParams(), AuthSessionId: req.GetAuthSessionId(), Options: req.GetOptions(),
-			BundleVersion: version, CreateTime: timestamppb.New(now), IdempotencyKey: req.GetIdempotencyKey(),
+			BundleVersion: version, Site: site, CreateTime: timestamppb.New(now), IdempotencyKey: req.GetIdempotencyKey(),
 			TraceId: trace.SpanContextFromContext(ctx).TraceID().String(), JobRunId: opt.JobRunID,
 		},
 	}
@@ -173,16 +178,36 @@ func checkSession(req *latchkeyv1.StartRunRequest, sess *latchkeyv1.AuthSession)
 	return nil
 }
 
-// BundleVersion returns the newest deployed bundle version that has api. It is cached
-// for bundleTTL per project.
-func (o *Orchestrator) BundleVersion(ctx context.Context, project, api string) (int64, error) {
-	if v, ok := o.bundles.Load(project); ok && o.now().Before(v.(cachedBundle).expires) {
+// runSite is the site whose bundle a Run executes: its session's, else the request's.
+func runSite(req *latchkeyv1.StartRunRequest, sess *latchkeyv1.AuthSession) (string, error) {
+	if err := domain.CheckSite(req.GetSite()); err != nil {
+		return "", invalid("%v", err)
+	}
+	if sess == nil {
+		return domain.Site(req.GetSite()), nil
+	}
+	site := domain.Site(sess.GetSite())
+	if req.GetSite() != "" && domain.Site(req.GetSite()) != site {
+		return "", invalid("auth session %q belongs to site %q, not %q: leave site empty, or name a session of that site", sess.GetId(), site, req.GetSite())
+	}
+	return site, nil
+}
+
+// BundleVersion returns the newest deployed version of the site's bundle that has
+// api. It is cached for bundleTTL per project and site.
+func (o *Orchestrator) BundleVersion(ctx context.Context, project, site, api string) (int64, error) {
+	site = domain.Site(site)
+	key := project + "/" + site
+	if v, ok := o.bundles.Load(key); ok && o.now().Before(v.(cachedBundle).expires) {
 		if b := v.(cachedBundle); b.apis[api] {
 			return b.version, nil
 		}
 	}
-	resp, err := o.Registry.GetBundle(ctx, &registryv1.GetBundleRequest{ProjectId: project})
+	resp, err := o.Registry.GetBundle(ctx, &registryv1.GetBundleRequest{ProjectId: project, Site: site})
 	if err = errs.FromStatus(err); errors.Is(err, errs.ErrNotFound) {
+		if site != domain.DefaultSite {
+			return 0, errs.New(errs.ErrPrecondition, "no automations are deployed for site %q in this project: deploy a bundle to it first (latchkey automations deploy -site %s DIR)", site, site).WithCause(ErrNoBundle)
+		}
 		return 0, errs.New(errs.ErrPrecondition, "no automations are deployed in this project: deploy a bundle first (latchkey automations deploy DIR)").WithCause(ErrNoBundle)
 	}
 	if err != nil {
@@ -192,9 +217,9 @@ func (o *Orchestrator) BundleVersion(ctx context.Context, project, api string) (
 	for _, a := range resp.GetBundle().GetAutomations() {
 		b.apis[a.GetName()] = true
 	}
-	o.bundles.Store(project, b)
+	o.bundles.Store(key, b)
 	if !b.apis[api] {
-		return 0, errs.New(errs.ErrNotFound, "no API named %q in bundle version %d", api, b.version).WithCause(ErrAPINotFound)
+		return 0, errs.New(errs.ErrNotFound, "no API named %q in version %d of site %q's bundle", api, b.version, site).WithCause(ErrAPINotFound)
 	}
 	return b.version, nil
 }
@@ -307,16 +332,16 @@ func (o *Orchestrator) EmitRejected(ctx context.Context, project, runID, api, wh
 // (ErrSessionNotFound) or that is EXPIRED (ErrSessionExpired, with reason
 // AUTH_SESSION_EXPIRED); before says what the caller was about to do ("resuming the
 // job"). Jobs check their session with it before they are created, resumed or fired.
-func (o *Orchestrator) CheckSession(ctx context.Context, project, id, before string) error {
+func (o *Orchestrator) CheckSession(ctx context.Context, project, id, before string) (*latchkeyv1.AuthSession, error) {
 	sess, err := o.session(ctx, project, id)
 	if errors.Is(err, errs.ErrNotFound) || errors.Is(err, errs.ErrInvalid) {
-		return sessionNotFound(id)
+		return nil, sessionNotFound(id)
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if sess.GetState() == latchkeyv1.SessionState_SESSION_STATE_EXPIRED {
-		return sessionExpired(sess, before)
+		return nil, sessionExpired(sess, before)
 	}
-	return nil
+	return sess, nil
 }

@@ -78,7 +78,7 @@ func (a SessionState) PutStorageState(ctx context.Context, req *registryv1.PutSt
 // GetBundle returns a deployed bundle with its files (0: the newest).
 func (a SessionState) GetBundle(ctx context.Context, req *registryv1.GetBundleRequest) (*registryv1.GetBundleResponse, error) {
 	return handle(ctx, a.API, req, func(ctx context.Context, st *store.Store, req *registryv1.GetBundleRequest) (*registryv1.GetBundleResponse, error) {
-		b, err := st.GetBundle(ctx, req.GetProjectId(), req.GetVersion())
+		b, err := st.GetBundle(ctx, req.GetProjectId(), req.GetSite(), req.GetVersion())
 		if err != nil {
 			return nil, err
 		}

@@ -45,7 +45,7 @@ func (a AuthSessions) create(ctx context.Context, st *store.Store, req *latchkey
 	if err := checkCreate(req); err != nil {
 		return nil, err
 	}
-	if err := a.requireAuthAPIs(ctx, st, project, req.GetType()); err != nil {
+	if err := a.requireAuthAPIs(ctx, st, project, req.GetSite(), req.GetType()); err != nil {
 		return nil, err
 	}
 	id := req.GetAuthSessionId()
@@ -57,6 +57,7 @@ func (a AuthSessions) create(ctx context.Context, st *store.Store, req *latchkey
 			Id: id, ProjectId: project, DisplayName: req.GetDisplayName(), Type: req.GetType(),
 			State: latchkeyv1.SessionState_SESSION_STATE_PENDING, Labels: req.GetLabels(), Proxy: publicProxy(req.GetProxy()),
 			Refresh: req.GetRefresh(), Recorder: req.GetRecorder(), Vars: req.GetVars(), Browser: req.GetBrowser(),
+			Site: domain.Site(req.GetSite()),
 		},
 		ProxyHasPassword: req.GetProxy().GetPassword() != "",
 	})
@@ -79,18 +80,21 @@ func (a AuthSessions) create(ctx context.Context, st *store.Store, req *latchkey
 	return &latchkeyv1.CreateAuthSessionResponse{AuthSession: out, CreateRunId: runID}, nil
 }
 
-// requireAuthAPIs refuses a session the project's newest bundle cannot log in or check.
-func (a AuthSessions) requireAuthAPIs(ctx context.Context, st *store.Store, project string, typ latchkeyv1.SessionType) error {
+// requireAuthAPIs refuses a session the site's newest bundle cannot log in or check.
+func (a AuthSessions) requireAuthAPIs(ctx context.Context, st *store.Store, project, site string, typ latchkeyv1.SessionType) error {
 	need := []string{recipe.CreateAPI, recipe.CheckAPI}
 	if typ == latchkeyv1.SessionType_SESSION_TYPE_RECORDER {
 		need = need[1:]
 	}
-	b, err := st.GetBundle(ctx, project, 0)
+	b, err := st.GetBundle(ctx, project, site, 0)
 	if err != nil && !errorsIsNotFound(err) {
 		return err
 	}
 	for _, api := range need {
 		if !slices.ContainsFunc(b.GetAutomations(), func(au *latchkeyv1.Automation) bool { return au.GetName() == api }) {
+			if site = domain.Site(site); site != domain.DefaultSite {
+				return errs.New(errs.ErrPrecondition, "the automations of site %q do not define %s: deploy a bundle with auth-sessions/create and auth-sessions/check to it first (`latchkey automations deploy -site %s DIR`)", site, api, site)
+			}
 			return errs.New(errs.ErrPrecondition, "the project's automations do not define %s: deploy a bundle with auth-sessions/create and auth-sessions/check first (`latchkey automations deploy DIR`)", api)
 		}
 	}

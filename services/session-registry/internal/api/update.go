@@ -62,6 +62,8 @@ func checkUpdate(in *latchkeyv1.AuthSession, paths []string) ([]string, error) {
 		switch {
 		case p == "type":
 			return nil, invalid("the type of a session is fixed at creation; create a new session to change it")
+		case p == "site":
+			return nil, invalid("the site of a session is fixed at creation (its state belongs to that site's login); create a new session on the other site")
 		case !slices.Contains(updatable, p):
 			return nil, invalid("update_mask path %.80q cannot be updated: use %v", p, updatable)
 		}

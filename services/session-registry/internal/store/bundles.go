@@ -13,7 +13,10 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/latchkey/latchkey/libs/bus"
+	"github.com/latchkey/latchkey/libs/domain"
 	"github.com/latchkey/latchkey/libs/errs"
 	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
@@ -24,12 +27,45 @@ import (
 // value (NATS messages are at most 1 MiB by default).
 const MaxBundleBytes = 768 << 10
 
-// DeployBundle validates files with libs/recipe and stores them as the project's next
-// version. requireAuth demands auth-sessions/create and auth-sessions/check (the
-// project has sessions). An invalid bundle answers ErrInvalid naming file, API and
-// step, and stores nothing.
-func (s *Store) DeployBundle(ctx context.Context, projectID string, files []*latchkeyv1.BundleFile, requireAuth bool) (*latchkeyv1.Bundle, error) {
+// Sites: a project keeps one bundle history per site. The default site's keys are the
+// ones every project's single bundle had before sites existed (<project>.head and
+// <project>.<version>), so existing projects need no migration; another site's are
+// <project>.<site>.head and <project>.<site>.<version>. Token counts keep the two
+// apart whatever a site is named.
+
+// headKey is the LK_AUTOMATIONS key of a site's BundleHead.
+func headKey(projectID, site string) string {
+	if site = domain.Site(site); site == domain.DefaultSite {
+		return projectID + ".head"
+	}
+	return projectID + "." + site + ".head"
+}
+
+// versionKey is the LK_AUTOMATIONS key of one version of a site's bundle.
+func versionKey(projectID, site string, version int64) string {
+	v := strconv.FormatInt(version, 10)
+	if site = domain.Site(site); site == domain.DefaultSite {
+		return projectID + "." + v
+	}
+	return projectID + "." + site + "." + v
+}
+
+func checkSite(site string) error {
+	if err := domain.CheckSite(site); err != nil {
+		return errs.New(errs.ErrInvalid, "%v", err)
+	}
+	return nil
+}
+
+// DeployBundle validates files with libs/recipe and stores them as the site's next
+// version; other sites are not touched. requireAuth demands auth-sessions/create and
+// auth-sessions/check (the site has sessions). An invalid bundle answers ErrInvalid
+// naming file, API and step, and stores nothing.
+func (s *Store) DeployBundle(ctx context.Context, projectID, site string, files []*latchkeyv1.BundleFile, requireAuth bool) (*latchkeyv1.Bundle, error) {
 	if err := CheckID("project id", projectID); err != nil {
+		return nil, err
+	}
+	if err := checkSite(site); err != nil {
 		return nil, err
 	}
 	total := 0
@@ -49,7 +85,7 @@ func (s *Store) DeployBundle(ctx context.Context, projectID string, files []*lat
 		return nil, fmt.Errorf("parsing bundle: %w", err)
 	}
 	b := &latchkeyv1.Bundle{
-		ProjectId: projectID, Automations: automationsOf(parsed), Digest: digest(files),
+		ProjectId: projectID, Site: domain.Site(site), Automations: automationsOf(parsed), Digest: digest(files),
 		CreateTime: timestamppb.New(s.opts.Now()),
 	}
 	for _, f := range files {
@@ -67,7 +103,7 @@ func (s *Store) DeployBundle(ctx context.Context, projectID string, files []*lat
 // it, the version is withdrawn and the deploy starts over, so the head only grows and
 // never names a bundle another deploy wrote.
 func (s *Store) storeNextVersion(ctx context.Context, b *latchkeyv1.Bundle) error {
-	headKey := b.GetProjectId() + ".head"
+	headKey := headKey(b.GetProjectId(), b.GetSite())
 	for range bus.DefaultUpdateAttempts {
 		head := &registryv1.BundleHead{}
 		rev, err := getProto(ctx, s.bundles, headKey, head)
@@ -114,7 +150,7 @@ func (s *Store) createVersion(ctx context.Context, b *latchkeyv1.Bundle, v int64
 		if err != nil {
 			return "", err
 		}
-		vkey := versionKey(b.GetProjectId(), v)
+		vkey := versionKey(b.GetProjectId(), b.GetSite(), v)
 		_, err = s.bundles.Create(ctx, vkey, val)
 		if err == nil {
 			return vkey, nil
@@ -145,10 +181,6 @@ func (s *Store) moveHead(ctx context.Context, headKey string, next *registryv1.B
 	return false, fmt.Errorf("moving bundle head: %w", err)
 }
 
-func versionKey(projectID string, version int64) string {
-	return projectID + "." + strconv.FormatInt(version, 10)
-}
-
 func automationsOf(b *recipe.Bundle) []*latchkeyv1.Automation {
 	out := make([]*latchkeyv1.Automation, 0, len(b.APIs))
 	for _, api := range b.APIs {
@@ -175,58 +207,73 @@ func digest(files []*latchkeyv1.BundleFile) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// BundleHeadVersion returns the newest deployed version, 0 when none.
-func (s *Store) BundleHeadVersion(ctx context.Context, projectID string) (int64, error) {
-	if err := CheckID("project id", projectID); err != nil {
-		return 0, err
-	}
-	head := &registryv1.BundleHead{}
-	if _, err := getProto(ctx, s.bundles, projectID+".head", head); err != nil && !isNotFound(err) {
-		return 0, fmt.Errorf("reading bundle head: %w", err)
-	}
-	return head.GetVersion(), nil
+// BundleHeadVersion returns the site's newest deployed version, 0 when none.
+func (s *Store) BundleHeadVersion(ctx context.Context, projectID, site string) (int64, error) {
+	head, err := s.bundleHead(ctx, projectID, site)
+	return head.GetVersion(), err
 }
 
-// GetBundle returns a version with its files; 0 means the newest.
-func (s *Store) GetBundle(ctx context.Context, projectID string, version int64) (*latchkeyv1.Bundle, error) {
+func (s *Store) bundleHead(ctx context.Context, projectID, site string) (*registryv1.BundleHead, error) {
 	if err := CheckID("project id", projectID); err != nil {
 		return nil, err
 	}
+	if err := checkSite(site); err != nil {
+		return nil, err
+	}
+	head := &registryv1.BundleHead{}
+	if _, err := getProto(ctx, s.bundles, headKey(projectID, site), head); err != nil && !isNotFound(err) {
+		return nil, fmt.Errorf("reading bundle head: %w", err)
+	}
+	return head, nil
+}
+
+// GetBundle returns a version of the site's bundle with its files; 0 means the newest.
+func (s *Store) GetBundle(ctx context.Context, projectID, site string, version int64) (*latchkeyv1.Bundle, error) {
 	if version < 0 {
 		return nil, errs.New(errs.ErrInvalid, "version must be positive, or 0 for the newest")
 	}
 	if version == 0 {
-		v, err := s.BundleHeadVersion(ctx, projectID)
+		v, err := s.BundleHeadVersion(ctx, projectID, site)
 		if err != nil {
 			return nil, err
 		}
 		if v == 0 {
-			return nil, errs.New(errs.ErrNotFound, "no bundle is deployed in project %q: deploy one with `latchkey automations deploy DIR`", projectID)
+			if domain.Site(site) == domain.DefaultSite {
+				return nil, errs.New(errs.ErrNotFound, "no bundle is deployed in project %q: deploy one with `latchkey automations deploy DIR`", projectID)
+			}
+			return nil, errs.New(errs.ErrNotFound, "no bundle is deployed for site %q in project %q: deploy one with `latchkey automations deploy -site %s DIR`", site, projectID, site)
 		}
 		version = v
+	} else if err := CheckID("project id", projectID); err != nil {
+		return nil, err
+	} else if err := checkSite(site); err != nil {
+		return nil, err
 	}
 	b := &latchkeyv1.Bundle{}
-	if _, err := getProto(ctx, s.bundles, versionKey(projectID, version), b); err != nil {
+	if _, err := getProto(ctx, s.bundles, versionKey(projectID, site, version), b); err != nil {
 		if isNotFound(err) {
-			return nil, errs.New(errs.ErrNotFound, "bundle version %d not found in project %q", version, projectID)
+			return nil, errs.New(errs.ErrNotFound, "bundle version %d not found for site %q in project %q", version, domain.Site(site), projectID)
 		}
 		return nil, fmt.Errorf("reading bundle: %w", err)
+	}
+	if b.GetSite() == "" {
+		b.Site = domain.DefaultSite // stored before sites existed
 	}
 	return b, nil
 }
 
-// ListBundles lists deployed versions newest first, without their files.
-func (s *Store) ListBundles(ctx context.Context, projectID string, page Page) ([]*latchkeyv1.Bundle, string, error) {
+// ListBundles lists the site's deployed versions newest first, without their files.
+func (s *Store) ListBundles(ctx context.Context, projectID, site string, page Page) ([]*latchkeyv1.Bundle, string, error) {
 	size, err := page.size()
 	if err != nil {
 		return nil, "", err
 	}
-	scope := "bundles/" + projectID
+	scope := "bundles/" + projectID + "/" + domain.Site(site)
 	after, err := page.after(scope)
 	if err != nil {
 		return nil, "", err
 	}
-	from, err := s.BundleHeadVersion(ctx, projectID)
+	from, err := s.BundleHeadVersion(ctx, projectID, site)
 	if err != nil {
 		return nil, "", err
 	}
@@ -242,7 +289,7 @@ func (s *Store) ListBundles(ctx context.Context, projectID string, page Page) ([
 		if len(out) == size {
 			return out, nextToken(scope, strconv.FormatInt(v+1, 10)), nil
 		}
-		b, err := s.GetBundle(ctx, projectID, v)
+		b, err := s.GetBundle(ctx, projectID, site, v)
 		if errors.Is(err, errs.ErrNotFound) {
 			continue
 		}
@@ -256,17 +303,53 @@ func (s *Store) ListBundles(ctx context.Context, projectID string, page Page) ([
 	return out, "", nil
 }
 
-// MarkUnattended sets can_login_unattended on sessions of project read through the
-// public API: false for RECORDER sessions and, when the newest bundle's create recipe
-// always asks the caller, for every session; true otherwise (no bundle yet counts as
-// unattended: nothing says otherwise).
-func (s *Store) MarkUnattended(ctx context.Context, project string, sessions ...*latchkeyv1.AuthSession) error {
-	head := &registryv1.BundleHead{}
-	if _, err := getProto(ctx, s.bundles, project+".head", head); err != nil && !isNotFound(err) {
-		return fmt.Errorf("reading bundle head: %w", err)
+// ListSites lists the project's sites that have a deployed bundle, by name.
+func (s *Store) ListSites(ctx context.Context, projectID string) ([]*latchkeyv1.Site, error) {
+	if err := CheckID("project id", projectID); err != nil {
+		return nil, err
 	}
+	var out []*latchkeyv1.Site
+	add := func(name string, e jetstream.KeyValueEntry) error {
+		head := &registryv1.BundleHead{}
+		if err := proto.Unmarshal(e.Value(), head); err != nil {
+			return fmt.Errorf("reading bundle head %s: %w", e.Key(), err)
+		}
+		out = append(out, &latchkeyv1.Site{Name: name, BundleVersion: head.GetVersion()})
+		return nil
+	}
+	err := bus.Scan(ctx, s.bundles, headKey(projectID, ""), false, func(e jetstream.KeyValueEntry) error { return add(domain.DefaultSite, e) })
+	if err != nil {
+		return nil, err
+	}
+	err = bus.Scan(ctx, s.bundles, projectID+".*.head", false, func(e jetstream.KeyValueEntry) error {
+		return add(strings.Split(e.Key(), ".")[1], e)
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(x, y *latchkeyv1.Site) int { return strings.Compare(x.GetName(), y.GetName()) })
+	return out, nil
+}
+
+// MarkUnattended sets can_login_unattended on sessions of project read through the
+// public API: false for RECORDER sessions and, when the newest bundle of the session's
+// site has a create recipe that always asks the caller, for every session of that
+// site; true otherwise (no bundle yet counts as unattended: nothing says otherwise).
+// It reads each site's head once.
+func (s *Store) MarkUnattended(ctx context.Context, project string, sessions ...*latchkeyv1.AuthSession) error {
+	asks := map[string]bool{}
 	for _, a := range sessions {
-		a.CanLoginUnattended = a.GetType() != latchkeyv1.SessionType_SESSION_TYPE_RECORDER && !head.GetCreateAlwaysAsks()
+		site := domain.Site(a.GetSite())
+		always, ok := asks[site]
+		if !ok {
+			head, err := s.bundleHead(ctx, project, site)
+			if err != nil {
+				return err
+			}
+			always = head.GetCreateAlwaysAsks()
+			asks[site] = always
+		}
+		a.CanLoginUnattended = a.GetType() != latchkeyv1.SessionType_SESSION_TYPE_RECORDER && !always
 	}
 	return nil
 }

@@ -150,7 +150,7 @@ func (s *Store) PurgeProject(ctx context.Context, id string) error {
 		{s.keys, "p." + id + ".*"},
 		{s.sessions, id + ".*"},
 		{s.states, id + ".>"},
-		{s.bundles, id + ".*"},
+		{s.bundles, id + ".>"}, // default site: <project>.<v>; others: <project>.<site>.<v>
 	}
 	if err := s.purgeKeyIndex(ctx, id); err != nil {
 		return err

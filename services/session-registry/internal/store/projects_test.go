@@ -79,8 +79,10 @@ func TestPurgeProjectLeavesNothing(t *testing.T) {
 		if _, err := e.s.PutState(ctx, p, "s1", bytes.Repeat([]byte("c"), 20), PutOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := e.s.DeployBundle(ctx, p, portalBundle(t), false); err != nil {
-			t.Fatal(err)
+		for _, site := range []string{"", "crm"} {
+			if _, err := e.s.DeployBundle(ctx, p, site, portalBundle(t), false); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	if was, err := e.s.SetProjectDeleting(ctx, "gone", true); err != nil || was {

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/latchkey/latchkey/libs/bus"
+	"github.com/latchkey/latchkey/libs/domain"
 	"github.com/latchkey/latchkey/libs/errs"
 	eventsv1 "github.com/latchkey/latchkey/libs/gen/latchkey/events/v1"
 	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
@@ -33,6 +34,7 @@ type Session struct {
 func (s Session) Public() *latchkeyv1.AuthSession {
 	a := proto.CloneOf(s.Rec.GetSession())
 	a.Etag = s.Etag
+	a.Site = domain.Site(a.GetSite()) // sessions stored before sites existed
 	if a.GetProxy() != nil {
 		a.Proxy.Password = ""
 	}
@@ -189,10 +191,19 @@ func (s *Store) DeleteSession(ctx context.Context, projectID, id string) (Sessio
 	return cur, nil
 }
 
-// HasSessions reports whether the project has any session.
-func (s *Store) HasSessions(ctx context.Context, projectID string) (bool, error) {
+// HasSessions reports whether the project has a session on site.
+func (s *Store) HasSessions(ctx context.Context, projectID, site string) (bool, error) {
 	errFound := errors.New("found")
-	err := bus.Scan(ctx, s.sessions, projectID+".*", true, func(jetstream.KeyValueEntry) error { return errFound })
+	err := bus.Scan(ctx, s.sessions, projectID+".*", false, func(e jetstream.KeyValueEntry) error {
+		rec := &registryv1.SessionRecord{}
+		if err := proto.Unmarshal(e.Value(), rec); err != nil {
+			return fmt.Errorf("reading session %s: %w", e.Key(), err)
+		}
+		if domain.Site(rec.GetSession().GetSite()) == domain.Site(site) {
+			return errFound
+		}
+		return nil
+	})
 	if errors.Is(err, errFound) {
 		return true, nil
 	}

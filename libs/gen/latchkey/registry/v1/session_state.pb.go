@@ -532,7 +532,9 @@ type GetBundleRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	ProjectId string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
 	// 0 for the newest.
-	Version       int64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Version int64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// Empty: "default".
+	Site          string `protobuf:"bytes,3,opt,name=site,proto3" json:"site,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -579,6 +581,13 @@ func (x *GetBundleRequest) GetVersion() int64 {
 		return x.Version
 	}
 	return 0
+}
+
+func (x *GetBundleRequest) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
 }
 
 type GetBundleResponse struct {
@@ -991,11 +1000,12 @@ const file_latchkey_registry_v1_session_state_proto_rawDesc = "" +
 	"\n" +
 	"known_good\x18\x05 \x01(\bR\tknownGood\"5\n" +
 	"\x17PutStorageStateResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x03R\brevision\"K\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\"_\n" +
 	"\x10GetBundleRequest\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x03R\aversion\"@\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\x12\x12\n" +
+	"\x04site\x18\x03 \x01(\tR\x04site\"@\n" +
 	"\x11GetBundleResponse\x12+\n" +
 	"\x06bundle\x18\x01 \x01(\v2\x13.latchkey.v1.BundleR\x06bundle\"f\n" +
 	" ListSessionsDueForRefreshRequest\x12,\n" +

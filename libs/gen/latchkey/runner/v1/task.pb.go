@@ -355,7 +355,9 @@ type RunnerTask struct {
 	// Attempt number of this task for its Run, from 1.
 	Attempt int32 `protobuf:"varint,15,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// For RECORD tasks: where the person logs in and when they are done.
-	Record        *RecordSpec `protobuf:"bytes,16,opt,name=record,proto3" json:"record,omitempty"`
+	Record *RecordSpec `protobuf:"bytes,16,opt,name=record,proto3" json:"record,omitempty"`
+	// The site bundle_version belongs to; empty: "default".
+	Site          string `protobuf:"bytes,17,opt,name=site,proto3" json:"site,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -500,6 +502,13 @@ func (x *RunnerTask) GetRecord() *RecordSpec {
 		return x.Record
 	}
 	return nil
+}
+
+func (x *RunnerTask) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
 }
 
 // RecordSpec tells a RECORD task which live view it hosts and where the person logs in.
@@ -928,7 +937,7 @@ const file_latchkey_runner_v1_task_proto_rawDesc = "" +
 	"ciphertext\x18\x02 \x01(\fH\x00R\n" +
 	"ciphertext\x12*\n" +
 	"\x11ciphertext_run_id\x18\x03 \x01(\tR\x0fciphertextRunIdB\b\n" +
-	"\x06source\"\xa7\x05\n" +
+	"\x06source\"\xbb\x05\n" +
 	"\n" +
 	"RunnerTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x15\n" +
@@ -950,7 +959,8 @@ const file_latchkey_runner_v1_task_proto_rawDesc = "" +
 	"\bdeadline\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12<\n" +
 	"\x1acandidate_state_ciphertext\x18\x0e \x01(\fR\x18candidateStateCiphertext\x12\x18\n" +
 	"\aattempt\x18\x0f \x01(\x05R\aattempt\x126\n" +
-	"\x06record\x18\x10 \x01(\v2\x1e.latchkey.runner.v1.RecordSpecR\x06record\"x\n" +
+	"\x06record\x18\x10 \x01(\v2\x1e.latchkey.runner.v1.RecordSpecR\x06record\x12\x12\n" +
+	"\x04site\x18\x11 \x01(\tR\x04site\"x\n" +
 	"\n" +
 	"RecordSpec\x12!\n" +
 	"\frecording_id\x18\x01 \x01(\tR\vrecordingId\x12\x1b\n" +

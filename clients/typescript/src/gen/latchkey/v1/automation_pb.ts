@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file latchkey/v1/automation.proto.
  */
 export const file_latchkey_v1_automation: GenFile = /*@__PURE__*/
-  fileDesc("ChxsYXRjaGtleS92MS9hdXRvbWF0aW9uLnByb3RvEgtsYXRjaGtleS52MSIrCgpCdW5kbGVGaWxlEgwKBHBhdGgYASABKAkSDwoHY29udGVudBgCIAEoDCJmCgpBdXRvbWF0aW9uEgwKBG5hbWUYASABKAkSDAoEZmlsZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRISCgpzdGVwX2NvdW50GAQgASgFEhMKC2Fsd2F5c19hc2tzGAUgASgIIsQBCgZCdW5kbGUSEgoKcHJvamVjdF9pZBgBIAEoCRIPCgd2ZXJzaW9uGAIgASgDEiwKC2F1dG9tYXRpb25zGAMgAygLMhcubGF0Y2hrZXkudjEuQXV0b21hdGlvbhIOCgZkaWdlc3QYBCABKAkSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiYKBWZpbGVzGAYgAygLMhcubGF0Y2hrZXkudjEuQnVuZGxlRmlsZSI9ChNEZXBsb3lCdW5kbGVSZXF1ZXN0EiYKBWZpbGVzGAEgAygLMhcubGF0Y2hrZXkudjEuQnVuZGxlRmlsZSI7ChREZXBsb3lCdW5kbGVSZXNwb25zZRIjCgZidW5kbGUYASABKAsyEy5sYXRjaGtleS52MS5CdW5kbGUiIwoQR2V0QnVuZGxlUmVxdWVzdBIPCgd2ZXJzaW9uGAEgASgDIjgKEUdldEJ1bmRsZVJlc3BvbnNlEiMKBmJ1bmRsZRgBIAEoCzITLmxhdGNoa2V5LnYxLkJ1bmRsZSI7ChJMaXN0QnVuZGxlc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiZQoTTGlzdEJ1bmRsZXNSZXNwb25zZRIkCgdidW5kbGVzGAEgAygLMhMubGF0Y2hrZXkudjEuQnVuZGxlEigKCXBhZ2VfaW5mbxgCIAEoCzIVLmxhdGNoa2V5LnYxLlBhZ2VJbmZvIhgKFkxpc3RBdXRvbWF0aW9uc1JlcXVlc3QiXwoXTGlzdEF1dG9tYXRpb25zUmVzcG9uc2USLAoLYXV0b21hdGlvbnMYASADKAsyFy5sYXRjaGtleS52MS5BdXRvbWF0aW9uEhYKDmJ1bmRsZV92ZXJzaW9uGAIgASgDMuQCChFBdXRvbWF0aW9uU2VydmljZRJTCgxEZXBsb3lCdW5kbGUSIC5sYXRjaGtleS52MS5EZXBsb3lCdW5kbGVSZXF1ZXN0GiEubGF0Y2hrZXkudjEuRGVwbG95QnVuZGxlUmVzcG9uc2USSgoJR2V0QnVuZGxlEh0ubGF0Y2hrZXkudjEuR2V0QnVuZGxlUmVxdWVzdBoeLmxhdGNoa2V5LnYxLkdldEJ1bmRsZVJlc3BvbnNlElAKC0xpc3RCdW5kbGVzEh8ubGF0Y2hrZXkudjEuTGlzdEJ1bmRsZXNSZXF1ZXN0GiAubGF0Y2hrZXkudjEuTGlzdEJ1bmRsZXNSZXNwb25zZRJcCg9MaXN0QXV0b21hdGlvbnMSIy5sYXRjaGtleS52MS5MaXN0QXV0b21hdGlvbnNSZXF1ZXN0GiQubGF0Y2hrZXkudjEuTGlzdEF1dG9tYXRpb25zUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_latchkey_v1_common]);
+  fileDesc("ChxsYXRjaGtleS92MS9hdXRvbWF0aW9uLnByb3RvEgtsYXRjaGtleS52MSIrCgpCdW5kbGVGaWxlEgwKBHBhdGgYASABKAkSDwoHY29udGVudBgCIAEoDCJmCgpBdXRvbWF0aW9uEgwKBG5hbWUYASABKAkSDAoEZmlsZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRISCgpzdGVwX2NvdW50GAQgASgFEhMKC2Fsd2F5c19hc2tzGAUgASgIItIBCgZCdW5kbGUSEgoKcHJvamVjdF9pZBgBIAEoCRIPCgd2ZXJzaW9uGAIgASgDEiwKC2F1dG9tYXRpb25zGAMgAygLMhcubGF0Y2hrZXkudjEuQXV0b21hdGlvbhIOCgZkaWdlc3QYBCABKAkSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiYKBWZpbGVzGAYgAygLMhcubGF0Y2hrZXkudjEuQnVuZGxlRmlsZRIMCgRzaXRlGAcgASgJIksKE0RlcGxveUJ1bmRsZVJlcXVlc3QSJgoFZmlsZXMYASADKAsyFy5sYXRjaGtleS52MS5CdW5kbGVGaWxlEgwKBHNpdGUYAiABKAkiOwoURGVwbG95QnVuZGxlUmVzcG9uc2USIwoGYnVuZGxlGAEgASgLMhMubGF0Y2hrZXkudjEuQnVuZGxlIjEKEEdldEJ1bmRsZVJlcXVlc3QSDwoHdmVyc2lvbhgBIAEoAxIMCgRzaXRlGAIgASgJIjgKEUdldEJ1bmRsZVJlc3BvbnNlEiMKBmJ1bmRsZRgBIAEoCzITLmxhdGNoa2V5LnYxLkJ1bmRsZSJJChJMaXN0QnVuZGxlc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSDAoEc2l0ZRgDIAEoCSJlChNMaXN0QnVuZGxlc1Jlc3BvbnNlEiQKB2J1bmRsZXMYASADKAsyEy5sYXRjaGtleS52MS5CdW5kbGUSKAoJcGFnZV9pbmZvGAIgASgLMhUubGF0Y2hrZXkudjEuUGFnZUluZm8iJgoWTGlzdEF1dG9tYXRpb25zUmVxdWVzdBIMCgRzaXRlGAEgASgJIm0KF0xpc3RBdXRvbWF0aW9uc1Jlc3BvbnNlEiwKC2F1dG9tYXRpb25zGAEgAygLMhcubGF0Y2hrZXkudjEuQXV0b21hdGlvbhIWCg5idW5kbGVfdmVyc2lvbhgCIAEoAxIMCgRzaXRlGAMgASgJIiwKBFNpdGUSDAoEbmFtZRgBIAEoCRIWCg5idW5kbGVfdmVyc2lvbhgCIAEoAyISChBMaXN0U2l0ZXNSZXF1ZXN0IjUKEUxpc3RTaXRlc1Jlc3BvbnNlEiAKBXNpdGVzGAEgAygLMhEubGF0Y2hrZXkudjEuU2l0ZTKwAwoRQXV0b21hdGlvblNlcnZpY2USUwoMRGVwbG95QnVuZGxlEiAubGF0Y2hrZXkudjEuRGVwbG95QnVuZGxlUmVxdWVzdBohLmxhdGNoa2V5LnYxLkRlcGxveUJ1bmRsZVJlc3BvbnNlEkoKCUdldEJ1bmRsZRIdLmxhdGNoa2V5LnYxLkdldEJ1bmRsZVJlcXVlc3QaHi5sYXRjaGtleS52MS5HZXRCdW5kbGVSZXNwb25zZRJQCgtMaXN0QnVuZGxlcxIfLmxhdGNoa2V5LnYxLkxpc3RCdW5kbGVzUmVxdWVzdBogLmxhdGNoa2V5LnYxLkxpc3RCdW5kbGVzUmVzcG9uc2USXAoPTGlzdEF1dG9tYXRpb25zEiMubGF0Y2hrZXkudjEuTGlzdEF1dG9tYXRpb25zUmVxdWVzdBokLmxhdGNoa2V5LnYxLkxpc3RBdXRvbWF0aW9uc1Jlc3BvbnNlEkoKCUxpc3RTaXRlcxIdLmxhdGNoa2V5LnYxLkxpc3RTaXRlc1JlcXVlc3QaHi5sYXRjaGtleS52MS5MaXN0U2l0ZXNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp, file_latchkey_v1_common]);
 
 /**
  * BundleFile is one file of a bundle.
@@ -89,7 +89,9 @@ export const AutomationSchema: GenMessage<Automation> = /*@__PURE__*/
   messageDesc(file_latchkey_v1_automation, 1);
 
 /**
- * Bundle is one deployed version.
+ * Bundle is one deployed version of a site's automations. A project holds one bundle
+ * history per site (one web app: its login, its check and its APIs); versions count
+ * per site.
  *
  * @generated from message latchkey.v1.Bundle
  */
@@ -129,6 +131,13 @@ export type Bundle = Message<"latchkey.v1.Bundle"> & {
    * @generated from field: repeated latchkey.v1.BundleFile files = 6;
    */
   files: BundleFile[];
+
+  /**
+   * The site the bundle belongs to: "default" unless deployed under another name.
+   *
+   * @generated from field: string site = 7;
+   */
+  site: string;
 };
 
 /**
@@ -146,6 +155,15 @@ export type DeployBundleRequest = Message<"latchkey.v1.DeployBundleRequest"> & {
    * @generated from field: repeated latchkey.v1.BundleFile files = 1;
    */
   files: BundleFile[];
+
+  /**
+   * The site to deploy to: lower-case letters, digits and '-', at most 63 characters,
+   * starting with a letter or digit. Empty: "default" (where every project's bundle
+   * lived before sites existed).
+   *
+   * @generated from field: string site = 2;
+   */
+  site: string;
 };
 
 /**
@@ -182,6 +200,13 @@ export type GetBundleRequest = Message<"latchkey.v1.GetBundleRequest"> & {
    * @generated from field: int64 version = 1;
    */
   version: bigint;
+
+  /**
+   * Empty: "default".
+   *
+   * @generated from field: string site = 2;
+   */
+  site: string;
 };
 
 /**
@@ -221,6 +246,13 @@ export type ListBundlesRequest = Message<"latchkey.v1.ListBundlesRequest"> & {
    * @generated from field: string page_token = 2;
    */
   pageToken: string;
+
+  /**
+   * Empty: "default".
+   *
+   * @generated from field: string site = 3;
+   */
+  site: string;
 };
 
 /**
@@ -256,6 +288,12 @@ export const ListBundlesResponseSchema: GenMessage<ListBundlesResponse> = /*@__P
  * @generated from message latchkey.v1.ListAutomationsRequest
  */
 export type ListAutomationsRequest = Message<"latchkey.v1.ListAutomationsRequest"> & {
+  /**
+   * Empty: "default".
+   *
+   * @generated from field: string site = 1;
+   */
+  site: string;
 };
 
 /**
@@ -278,6 +316,11 @@ export type ListAutomationsResponse = Message<"latchkey.v1.ListAutomationsRespon
    * @generated from field: int64 bundle_version = 2;
    */
   bundleVersion: bigint;
+
+  /**
+   * @generated from field: string site = 3;
+   */
+  site: string;
 };
 
 /**
@@ -288,15 +331,73 @@ export const ListAutomationsResponseSchema: GenMessage<ListAutomationsResponse> 
   messageDesc(file_latchkey_v1_automation, 10);
 
 /**
+ * Site is one web app of a project, with its own bundle history.
+ *
+ * @generated from message latchkey.v1.Site
+ */
+export type Site = Message<"latchkey.v1.Site"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The newest deployed version.
+   *
+   * @generated from field: int64 bundle_version = 2;
+   */
+  bundleVersion: bigint;
+};
+
+/**
+ * Describes the message latchkey.v1.Site.
+ * Use `create(SiteSchema)` to create a new message.
+ */
+export const SiteSchema: GenMessage<Site> = /*@__PURE__*/
+  messageDesc(file_latchkey_v1_automation, 11);
+
+/**
+ * @generated from message latchkey.v1.ListSitesRequest
+ */
+export type ListSitesRequest = Message<"latchkey.v1.ListSitesRequest"> & {
+};
+
+/**
+ * Describes the message latchkey.v1.ListSitesRequest.
+ * Use `create(ListSitesRequestSchema)` to create a new message.
+ */
+export const ListSitesRequestSchema: GenMessage<ListSitesRequest> = /*@__PURE__*/
+  messageDesc(file_latchkey_v1_automation, 12);
+
+/**
+ * @generated from message latchkey.v1.ListSitesResponse
+ */
+export type ListSitesResponse = Message<"latchkey.v1.ListSitesResponse"> & {
+  /**
+   * By name.
+   *
+   * @generated from field: repeated latchkey.v1.Site sites = 1;
+   */
+  sites: Site[];
+};
+
+/**
+ * Describes the message latchkey.v1.ListSitesResponse.
+ * Use `create(ListSitesResponseSchema)` to create a new message.
+ */
+export const ListSitesResponseSchema: GenMessage<ListSitesResponse> = /*@__PURE__*/
+  messageDesc(file_latchkey_v1_automation, 13);
+
+/**
  * AutomationService deploys versioned bundles of automations (recipes) to a project.
  *
  * @generated from service latchkey.v1.AutomationService
  */
 export const AutomationService: GenService<{
   /**
-   * DeployBundle validates a bundle and stores it as the project's newest version.
+   * DeployBundle validates a bundle and stores it as its site's newest version.
    * An invalid bundle answers InvalidArgument naming the file, API and step, and
-   * changes nothing.
+   * changes nothing; other sites' bundles are never touched.
    *
    * @generated from rpc latchkey.v1.AutomationService.DeployBundle
    */
@@ -326,7 +427,7 @@ export const AutomationService: GenService<{
     output: typeof ListBundlesResponseSchema;
   },
   /**
-   * ListAutomations lists the APIs of the newest bundle.
+   * ListAutomations lists the APIs of a site's newest bundle.
    *
    * @generated from rpc latchkey.v1.AutomationService.ListAutomations
    */
@@ -334,6 +435,17 @@ export const AutomationService: GenService<{
     methodKind: "unary";
     input: typeof ListAutomationsRequestSchema;
     output: typeof ListAutomationsResponseSchema;
+  },
+  /**
+   * ListSites lists the project's sites (those with a deployed bundle) and their
+   * newest versions.
+   *
+   * @generated from rpc latchkey.v1.AutomationService.ListSites
+   */
+  listSites: {
+    methodKind: "unary";
+    input: typeof ListSitesRequestSchema;
+    output: typeof ListSitesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_latchkey_v1_automation, 0);
