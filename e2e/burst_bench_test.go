@@ -164,7 +164,7 @@ func BenchmarkWarmRunsVsBareLoop(b *testing.B) {
 		// Warm both sides: as many warm contexts for the session as Runs run at once.
 		w.startConcurrently(b, 2*conc, conc, "list-invoices", sess.GetId())
 		var mu sync.Mutex
-		var overhead []time.Duration
+		var overhead, browserTime, bareTimes []time.Duration
 		lkRun := func(int) {
 			began := time.Now()
 			resp, err := w.runs.StartRun(b.Context(), &latchkeyv1.StartRunRequest{Api: "list-invoices", AuthSessionId: sess.GetId()})
@@ -180,12 +180,17 @@ func BenchmarkWarmRunsVsBareLoop(b *testing.B) {
 			}
 			mu.Lock()
 			overhead = append(overhead, total-run.GetBrowserTime().AsDuration())
+			browserTime = append(browserTime, run.GetBrowserTime().AsDuration())
 			mu.Unlock()
 		}
 		bareRun := func(worker int) {
+			began := time.Now()
 			if err := bareWarmRun(tabs[worker], w.portalURL); err != nil {
 				b.Errorf("bare loop: %v", err)
 			}
+			mu.Lock()
+			bareTimes = append(bareTimes, time.Since(began))
+			mu.Unlock()
 		}
 		var lkTime, bareTime time.Duration
 		for range rounds {
@@ -193,8 +198,10 @@ func BenchmarkWarmRunsVsBareLoop(b *testing.B) {
 			bareTime += inParallel(runs/rounds, conc, bareRun)
 		}
 		lkRate, bareRate := runs/lkTime.Seconds(), runs/bareTime.Seconds()
-		b.Logf("concurrency %d: latchkey %.1f Runs/s, bare loop %.1f Runs/s, ratio %.2f; overhead p50 %.1f ms p99 %.1f ms",
-			conc, lkRate, bareRate, lkRate/bareRate, ms(pct(overhead, 50)), ms(pct(overhead, 99)))
+		b.Logf("concurrency %d: latchkey %.1f Runs/s, bare loop %.1f Runs/s, ratio %.2f; overhead p50 %.1f ms p99 %.1f ms; "+
+			"p50 of the runner's browser time %.1f ms, of a bare iteration %.1f ms",
+			conc, lkRate, bareRate, lkRate/bareRate, ms(pct(overhead, 50)), ms(pct(overhead, 99)), ms(pct(browserTime, 50)), ms(pct(bareTimes, 50)))
+		b.Logf("  runner browser time p10/p50/p90/max %s; overhead %s; bare iteration %s", spread(browserTime), spread(overhead), spread(bareTimes))
 		b.ReportMetric(lkRate/bareRate, fmt.Sprintf("ratio-c%d", conc))
 		b.ReportMetric(ms(pct(overhead, 50)), fmt.Sprintf("overhead-p50-ms-c%d", conc))
 		b.ReportMetric(ms(pct(overhead, 99)), fmt.Sprintf("overhead-p99-ms-c%d", conc))
@@ -249,4 +256,9 @@ func inParallel(n, conc int, f func(worker int)) time.Duration {
 	}
 	wg.Wait()
 	return time.Since(began)
+}
+
+// spread is p10/p50/p90/max of d in milliseconds.
+func spread(d []time.Duration) string {
+	return fmt.Sprintf("%.0f/%.0f/%.0f/%.0f ms", ms(pct(d, 10)), ms(pct(d, 50)), ms(pct(d, 90)), ms(pct(d, 100)))
 }

@@ -17,11 +17,26 @@ import (
 // the localStorage, sessionStorage (of this tab) and IndexedDB of every origin it was
 // given or visited.
 func (bc *Context) Capture(ctx context.Context, visited []string) (*latchkeyv1.StorageState, error) {
-	res, err := chromedp.CallBrowser(ctx, storage.GetCookies, storage.GetCookiesParams{BrowserContextID: bc.bcID})
-	if err != nil {
-		return nil, fmt.Errorf("reading cookies: %w", err)
+	// The cookies (from the browser) and the shown origin's web storage (from the
+	// tab) are read at once: two round trips to different targets, one wait.
+	type cookies struct {
+		res storage.GetCookiesResult
+		err error
 	}
-	st := &latchkeyv1.StorageState{Cookies: CookiesFromCDP(res.Cookies)}
+	got := make(chan cookies, 1)
+	go func() {
+		res, err := chromedp.CallBrowser(ctx, storage.GetCookies, storage.GetCookiesParams{BrowserContextID: bc.bcID})
+		got <- cookies{res, err}
+	}()
+	// Read the origin the tab shows first, in one call, so most captures load no
+	// document.
+	here, _ := chromedp.Run(ctx, chromedp.Evaluate[originSnapshot](readOriginScript, chromedp.EvalAwaitPromise))
+	c := <-got
+	if c.err != nil {
+		return nil, fmt.Errorf("reading cookies: %w", c.err)
+	}
+	st := &latchkeyv1.StorageState{Cookies: CookiesFromCDP(c.res.Cookies)}
+	var err error
 	for _, o := range visited {
 		bc.storageOrigins[o] = true
 	}
@@ -29,9 +44,6 @@ func (bc *Context) Capture(ctx context.Context, visited []string) (*latchkeyv1.S
 	for o := range bc.storageOrigins {
 		origins = append(origins, o)
 	}
-	// Read the origin the tab shows first, in one call, so most captures load no
-	// document.
-	here, _ := chromedp.Run(ctx, chromedp.Evaluate[originSnapshot](readOriginScript, chromedp.EvalAwaitPromise))
 	cur := here.Origin
 	slices.SortFunc(origins, func(a, b string) int {
 		switch {

@@ -113,6 +113,12 @@ type Context struct {
 	// shown is the origin of the document the tab's main frame shows, as its last
 	// navigation committed ("" before the first), so OnOrigin costs no round trip.
 	shown string
+	// intercepting: the Fetch domain pauses every request of the tab (a proxy that
+	// needs credentials). Otherwise it is enabled only while a synthetic document
+	// loads: an enabled Fetch domain slows every request the site's pages make
+	// (measured: a same-origin fetch 7.7-8.2 ms without, 10.4-10.7 ms with a pattern
+	// that matches nothing, headless Chromium 156, 2026-12-04).
+	intercepting bool
 }
 
 // Tab is the chromedp context of the tab. It ends when the tab closes or its browser
@@ -237,15 +243,20 @@ func (bc *Context) open(ctx context.Context, pin Pin) error {
 		return err
 	}
 	proxy := pin.Proxy
-	auth := proxy != nil && proxy.Username != ""
 	paused := chromedp.Events(bc.tab, fetch.RequestPaused)
 	go bc.serve(paused)
-	pattern := "*" + SyntheticPath
-	if auth {
-		pattern = "*"
-		go bc.answerAuth(chromedp.Events(bc.tab, fetch.AuthRequired), proxy)
+	if proxy == nil || proxy.Username == "" {
+		return nil // Fetch is enabled while a synthetic document loads (OnOrigin)
 	}
-	_, err := chromedp.Call(bc.tab, fetch.Enable, fetch.EnableParams{
+	go bc.answerAuth(chromedp.Events(bc.tab, fetch.AuthRequired), proxy)
+	bc.intercepting = true
+	return interceptSynthetic(bc.tab, "*", true)
+}
+
+// interceptSynthetic enables the Fetch domain for requests matching pattern, so serve
+// answers the synthetic documents, and, with auth, the proxy's challenges.
+func interceptSynthetic(ctx context.Context, pattern string, auth bool) error {
+	_, err := chromedp.Call(ctx, fetch.Enable, fetch.EnableParams{
 		Patterns:           []*fetch.RequestPattern{{URLPattern: pattern}},
 		HandleAuthRequests: &auth,
 	})

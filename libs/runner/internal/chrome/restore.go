@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/fetch"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/storage"
 	"github.com/chromedp/chromedp"
@@ -71,6 +72,12 @@ func (bc *Context) OnOrigin(ctx context.Context, origin string) error {
 	bc.mu.Unlock()
 	if shown == origin {
 		return nil
+	}
+	if !bc.intercepting {
+		if err := interceptSynthetic(ctx, "*"+SyntheticPath, false); err != nil {
+			return err
+		}
+		defer func() { _, _ = chromedp.Call(bc.tab, fetch.Disable, cdp.Empty{}) }()
 	}
 	return chromedp.Do(ctx, chromedp.Navigate(origin+SyntheticPath))
 }

@@ -91,6 +91,32 @@ func (o *Orchestrator) dispatchAPI(ctx context.Context, project, runID string, f
 // sendAPITask records the attempt (and its validate child Run) and publishes the task.
 func (o *Orchestrator) sendAPITask(ctx context.Context, rec *schedulerv1.RunRecord, from schedulerv1.Stage, sess *latchkeyv1.AuthSession, next step) error {
 	run := rec.GetRun()
+	task, err := o.prepareAPITask(ctx, rec, sess, next)
+	if err != nil {
+		return err
+	}
+	updated, err := o.Store.Update(ctx, run.GetProjectId(), run.GetId(), func(r *schedulerv1.RunRecord) error {
+		// The stage and the task both: two copies of one result handled at once find
+		// the Run DISPATCHED, but only the first finds the task they answer.
+		if r.GetStage() != from || r.GetTaskId() != rec.GetTaskId() || domain.RunEnded(r.GetRun().GetState()) {
+			return errStale
+		}
+		markDispatched(r, task, next)
+		return nil
+	})
+	if err != nil {
+		// Another copy of the message (a redelivery, the sweep) dispatched first: the
+		// check child made for this dispatch will never run.
+		o.finishChild(ctx, run.GetProjectId(), task.GetCheckRunId(), latchkeyv1.CheckOutcome_CHECK_OUTCOME_UNSPECIFIED, "superseded: another dispatch of the same attempt ran instead")
+		return err
+	}
+	return o.publishAPITask(ctx, updated, task)
+}
+
+// prepareAPITask builds the task of an API attempt and, when it checks first, stores
+// its validate child Run.
+func (o *Orchestrator) prepareAPITask(ctx context.Context, rec *schedulerv1.RunRecord, sess *latchkeyv1.AuthSession, next step) (*runnerv1.RunnerTask, error) {
+	run := rec.GetRun()
 	taskID := NewID("task")
 	attempt := max(run.GetAttempt(), 1) // the attempt a recheck or a resend belongs to
 	if next == nextAttempt {
@@ -101,58 +127,56 @@ func (o *Orchestrator) sendAPITask(ctx context.Context, rec *schedulerv1.RunReco
 		Api: run.GetApi(), Params: run.GetParams(), BundleVersion: run.GetBundleVersion(), Attempt: attempt,
 		Site: run.GetSite(),
 	}
-	var checkID string
-	if sess != nil {
-		task.Session = sessionRef(sess)
-		if !o.freshlyValidated(run, sess) {
-			checkID = NewID("run")
-			task.CheckFirst, task.CheckRunId = true, checkID
-			child := &schedulerv1.RunRecord{Stage: schedulerv1.Stage_STAGE_DISPATCHED, TaskId: taskID, TraceContext: rec.GetTraceContext(), Run: &latchkeyv1.Run{
-				Id: checkID, ProjectId: run.GetProjectId(), Kind: latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_VALIDATE,
-				State: latchkeyv1.RunState_RUN_STATE_RUNNING, Api: recipe.CheckAPI, AuthSessionId: run.GetAuthSessionId(),
-				ParentRunId: run.GetId(), TraceId: run.GetTraceId(), CreateTime: timestamppb.Now(), StartTime: timestamppb.Now(),
-				Site: run.GetSite(),
-			}}
-			if err := o.Store.Create(ctx, child); err != nil {
-				return err
-			}
-		}
+	if sess == nil {
+		return task, nil
 	}
-	updated, err := o.Store.Update(ctx, run.GetProjectId(), run.GetId(), func(r *schedulerv1.RunRecord) error {
-		// The stage and the task both: two copies of one result handled at once find
-		// the Run DISPATCHED, but only the first finds the task they answer.
-		if r.GetStage() != from || r.GetTaskId() != rec.GetTaskId() || domain.RunEnded(r.GetRun().GetState()) {
-			return errStale
-		}
-		r.Stage, r.TaskId, r.ChildRunId = schedulerv1.Stage_STAGE_DISPATCHED, taskID, checkID
-		if checkID != "" {
-			r.Run.ChildRunIds = append(r.Run.ChildRunIds, checkID)
-		}
-		switch next {
-		case nextAttempt:
-			r.Run.Attempt++
-			r.CheckAttempts = 0
-		case recheck:
-			r.CheckAttempts++
-		}
-		r.NotBefore = nil
-		if r.Run.State == latchkeyv1.RunState_RUN_STATE_QUEUED {
-			r.Run.State, r.Run.StartTime = latchkeyv1.RunState_RUN_STATE_RUNNING, timestamppb.Now()
-		}
-		return nil
-	})
-	if err != nil {
-		// Another copy of the message (a redelivery, the sweep) dispatched first: the
-		// check child made for this dispatch will never run.
-		o.finishChild(ctx, run.GetProjectId(), checkID, latchkeyv1.CheckOutcome_CHECK_OUTCOME_UNSPECIFIED, "superseded: another dispatch of the same attempt ran instead")
-		return err
+	task.Session = sessionRef(sess)
+	if o.freshlyValidated(run, sess) {
+		return task, nil
 	}
-	if updated.GetRuntimeCredentialsCached() {
-		if creds, err := o.runtimeCredentials(ctx, updated); err == nil && creds != nil {
+	checkID := NewID("run")
+	task.CheckFirst, task.CheckRunId = true, checkID
+	now := timestamppb.Now()
+	child := &schedulerv1.RunRecord{Stage: schedulerv1.Stage_STAGE_DISPATCHED, TaskId: taskID, TraceContext: rec.GetTraceContext(), Run: &latchkeyv1.Run{
+		Id: checkID, ProjectId: run.GetProjectId(), Kind: latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_VALIDATE,
+		State: latchkeyv1.RunState_RUN_STATE_RUNNING, Api: recipe.CheckAPI, AuthSessionId: run.GetAuthSessionId(),
+		ParentRunId: run.GetId(), TraceId: run.GetTraceId(), CreateTime: now, StartTime: now,
+		Site: run.GetSite(),
+	}}
+	if err := o.Store.Create(ctx, child); err != nil {
+		return nil, err
+	}
+	return task, nil
+}
+
+// markDispatched records on r that task, an attempt counted as next says, is out.
+func markDispatched(r *schedulerv1.RunRecord, task *runnerv1.RunnerTask, next step) {
+	checkID := task.GetCheckRunId()
+	r.Stage, r.TaskId, r.ChildRunId = schedulerv1.Stage_STAGE_DISPATCHED, task.GetTaskId(), checkID
+	if checkID != "" {
+		r.Run.ChildRunIds = append(r.Run.ChildRunIds, checkID)
+	}
+	switch next {
+	case nextAttempt:
+		r.Run.Attempt++
+		r.CheckAttempts = 0
+	case recheck:
+		r.CheckAttempts++
+	}
+	r.NotBefore = nil
+	if r.Run.State == latchkeyv1.RunState_RUN_STATE_QUEUED {
+		r.Run.State, r.Run.StartTime = latchkeyv1.RunState_RUN_STATE_RUNNING, timestamppb.Now()
+	}
+}
+
+// publishAPITask sends the task rec now records as dispatched.
+func (o *Orchestrator) publishAPITask(ctx context.Context, rec *schedulerv1.RunRecord, task *runnerv1.RunnerTask) error {
+	if rec.GetRuntimeCredentialsCached() {
+		if creds, err := o.runtimeCredentials(ctx, rec); err == nil && creds != nil {
 			task.Credentials = creds
 		}
 	}
-	o.emit(ctx, updated, "running")
+	o.emit(ctx, rec, "running")
 	return o.publishTask(ctx, task)
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/latchkey/latchkey/libs/domain"
 	"github.com/latchkey/latchkey/libs/errs"
 	registryv1 "github.com/latchkey/latchkey/libs/gen/latchkey/registry/v1"
+	runnerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/runner/v1"
 	schedulerv1 "github.com/latchkey/latchkey/libs/gen/latchkey/scheduler/v1"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/libs/logging"
@@ -144,9 +145,31 @@ func (o *Orchestrator) Start(ctx context.Context, project string, req *latchkeyv
 		}
 		rec.RuntimeCredentialsCached = true
 	}
+	// A Run on a READY session is stored already dispatched: one KV write, where a
+	// queued record and then its dispatch took two writes and two reads on the path
+	// every warm Run takes.
+	var task *runnerv1.RunnerTask
+	if kind == latchkeyv1.RunKind_RUN_KIND_API && sess.GetState() == latchkeyv1.SessionState_SESSION_STATE_READY {
+		if task, err = o.prepareAPITask(ctx, rec, sess, nextAttempt); err != nil {
+			o.releaseKey(ctx, project, req)
+			return nil, fmt.Errorf("storing the check's run: %w", err)
+		}
+		markDispatched(rec, task, nextAttempt)
+	}
 	if err := o.Store.Create(ctx, rec); err != nil {
 		o.releaseKey(ctx, project, req)
+		o.finishChild(ctx, project, task.GetCheckRunId(), latchkeyv1.CheckOutcome_CHECK_OUTCOME_UNSPECIFIED, "the Run could not be stored")
 		return nil, fmt.Errorf("storing run: %w", err)
+	}
+	if task != nil {
+		queued := proto.CloneOf(rec)
+		queued.Run.State, queued.Run.StartTime = latchkeyv1.RunState_RUN_STATE_QUEUED, nil
+		o.emit(ctx, queued, "queued")
+		if err := o.publishAPITask(ctx, rec, task); err != nil {
+			// The Run is stored as dispatched; the sweep sends its task again.
+			o.Log.WarnContext(ctx, "dispatching run failed; the sweep will retry", "run_id", runID, "error", err)
+		}
+		return rec.GetRun(), nil
 	}
 	o.emit(ctx, rec, "queued")
 	if err := o.Begin(ctx, rec, sess); err != nil && !ErrStale(err) {
