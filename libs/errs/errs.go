@@ -19,6 +19,8 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -188,11 +190,30 @@ func Status(ctx context.Context, log *slog.Logger, service, method string, err e
 		return status.Error(codes.Canceled, "the call was canceled")
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, "the call ran out of time")
+	case natsTransient(err):
+		if log != nil {
+			log.WarnContext(ctx, "request not served: NATS JetStream is briefly unavailable", "method", method, "error", err)
+		}
+		return status.Errorf(codes.Unavailable, "the %s's storage is briefly unavailable; try again", service)
 	}
 	if log != nil {
 		log.ErrorContext(ctx, "request failed", "method", method, "error", err)
 	}
 	return status.Errorf(codes.Internal, "internal error in the %s; it has been logged", service)
+}
+
+// natsTransient reports a NATS or JetStream failure that passes by itself: JetStream
+// answering 503 ("JetStream system temporarily unavailable": no meta leader yet, or a
+// stream's leader being elected after a node was lost), no responders, a request that
+// timed out, no answer from a stream. The caller may try again, so it is Unavailable,
+// not Internal.
+func natsTransient(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Code == 503
+	}
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrConnectionReconnecting)
 }
 
 // FromStatus turns a gRPC status error from another Latchkey service into an Error of

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -121,5 +123,26 @@ func TestServerInterceptorPassesStatuses(t *testing.T) {
 	}
 	if c := status.Code(serverError(t.Context(), nil, "x", "/m", New(ErrStale, "lost the race"))); c != codes.Aborted {
 		t.Fatalf("got %s", c)
+	}
+}
+
+// NATS JetStream that is briefly out of reach (a node lost, a leader being elected)
+// answers Unavailable, which clients retry, not Internal.
+func TestTransientNATSErrorsAreUnavailable(t *testing.T) {
+	t.Parallel()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, err := range []error{
+		fmt.Errorf("reading session: %w", &jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}),
+		fmt.Errorf("storing run: %w", nats.ErrNoResponders),
+		fmt.Errorf("publishing: %w", jetstream.ErrNoStreamResponse),
+		fmt.Errorf("reading: %w", nats.ErrTimeout),
+	} {
+		if c := status.Code(Status(t.Context(), log, "session registry", "/m", err)); c != codes.Unavailable {
+			t.Errorf("%v answered %s, want Unavailable", err, c)
+		}
+	}
+	notFound := fmt.Errorf("reading: %w", &jetstream.APIError{Code: 404, ErrorCode: 10059, Description: "stream not found"})
+	if c := status.Code(Status(t.Context(), log, "session registry", "/m", notFound)); c != codes.Internal {
+		t.Errorf("a lasting JetStream refusal answered %s, want Internal", c)
 	}
 }
