@@ -18,9 +18,8 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -190,7 +189,7 @@ func Status(ctx context.Context, log *slog.Logger, service, method string, err e
 		return status.Error(codes.Canceled, "the call was canceled")
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, "the call ran out of time")
-	case natsTransient(err):
+	case isTransient(err):
 		if log != nil {
 			log.WarnContext(ctx, "request not served: NATS JetStream is briefly unavailable", "method", method, "error", err)
 		}
@@ -202,18 +201,18 @@ func Status(ctx context.Context, log *slog.Logger, service, method string, err e
 	return status.Errorf(codes.Internal, "internal error in the %s; it has been logged", service)
 }
 
-// natsTransient reports a NATS or JetStream failure that passes by itself: JetStream
-// answering 503 ("JetStream system temporarily unavailable": no meta leader yet, or a
-// stream's leader being elected after a node was lost), no responders, a request that
-// timed out, no answer from a stream. The caller may try again, so it is Unavailable,
-// not Internal.
-func natsTransient(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		return apiErr.Code == 503
-	}
-	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrConnectionReconnecting)
+// transient tells a failure of the infrastructure that passes by itself; libs/bus
+// sets it to recognise NATS JetStream's (bus.Transient), so this package, which Go
+// clients import too, does not depend on NATS.
+var transient atomic.Pointer[func(error) bool]
+
+// SetTransient makes Status answer Unavailable, which callers retry, for the errors f
+// reports as passing failures of the infrastructure rather than Internal.
+func SetTransient(f func(error) bool) { transient.Store(&f) }
+
+func isTransient(err error) bool {
+	f := transient.Load()
+	return f != nil && (*f)(err)
 }
 
 // FromStatus turns a gRPC status error from another Latchkey service into an Error of

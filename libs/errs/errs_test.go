@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -126,23 +124,17 @@ func TestServerInterceptorPassesStatuses(t *testing.T) {
 	}
 }
 
-// NATS JetStream that is briefly out of reach (a node lost, a leader being elected)
-// answers Unavailable, which clients retry, not Internal.
-func TestTransientNATSErrorsAreUnavailable(t *testing.T) {
-	t.Parallel()
+// A failure SetTransient recognises answers Unavailable, which clients retry, not
+// Internal (libs/bus registers NATS JetStream's; TestTransientJetStreamErrors).
+func TestTransientErrorsAreUnavailable(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	for _, err := range []error{
-		fmt.Errorf("reading session: %w", &jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}),
-		fmt.Errorf("storing run: %w", nats.ErrNoResponders),
-		fmt.Errorf("publishing: %w", jetstream.ErrNoStreamResponse),
-		fmt.Errorf("reading: %w", nats.ErrTimeout),
-	} {
-		if c := status.Code(Status(t.Context(), log, "session registry", "/m", err)); c != codes.Unavailable {
-			t.Errorf("%v answered %s, want Unavailable", err, c)
-		}
+	passing := errors.New("leader election")
+	SetTransient(func(err error) bool { return errors.Is(err, passing) })
+	t.Cleanup(func() { SetTransient(func(error) bool { return false }) })
+	if c := status.Code(Status(t.Context(), log, "session registry", "/m", fmt.Errorf("reading: %w", passing))); c != codes.Unavailable {
+		t.Errorf("a passing failure answered %s, want Unavailable", c)
 	}
-	notFound := fmt.Errorf("reading: %w", &jetstream.APIError{Code: 404, ErrorCode: 10059, Description: "stream not found"})
-	if c := status.Code(Status(t.Context(), log, "session registry", "/m", notFound)); c != codes.Internal {
-		t.Errorf("a lasting JetStream refusal answered %s, want Internal", c)
+	if c := status.Code(Status(t.Context(), log, "session registry", "/m", errors.New("broken"))); c != codes.Internal {
+		t.Errorf("another failure answered %s, want Internal", c)
 	}
 }
