@@ -9,7 +9,6 @@ import (
 	"reflect"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -258,10 +257,8 @@ func notReady(ctx context.Context, err error) bool {
 			// Every declaration creates what is missing, so this never lasts.
 			return true
 		}
-		return apiErr.Code == 503 // "JetStream system temporarily unavailable"
 	}
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
+	return Transient(err) || errors.Is(err, context.DeadlineExceeded)
 }
 
 func streamConfigs(o Options) []jetstream.StreamConfig {

@@ -23,7 +23,7 @@ func (a Automations) DeployBundle(ctx context.Context, req *latchkeyv1.DeployBun
 		if err != nil {
 			return nil, err
 		}
-		if err := checkSite(req.GetSite()); err != nil {
+		if err := store.CheckSite(req.GetSite()); err != nil {
 			return nil, err
 		}
 		hasSessions, err := st.HasSessions(ctx, project, req.GetSite())

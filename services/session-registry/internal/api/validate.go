@@ -6,7 +6,6 @@ import (
 	"regexp"
 	"time"
 
-	"github.com/latchkey/latchkey/libs/domain"
 	"github.com/latchkey/latchkey/libs/errs"
 	latchkeyv1 "github.com/latchkey/latchkey/libs/gen/latchkey/v1"
 	"github.com/latchkey/latchkey/services/session-registry/internal/store"
@@ -182,7 +181,7 @@ func checkCreate(req *latchkeyv1.CreateAuthSessionRequest) error {
 	}
 	for _, err := range []error{
 		store.CheckDisplayName(req.GetDisplayName()), checkLabels(req.GetLabels()), checkVars(req.GetVars()),
-		checkProxy(req.GetProxy()), checkRefresh(req.GetRefresh()), checkBrowser(req.GetBrowser()), checkSite(req.GetSite()),
+		checkProxy(req.GetProxy()), checkRefresh(req.GetRefresh()), checkBrowser(req.GetBrowser()), store.CheckSite(req.GetSite()),
 		checkRecorder(req.GetRecorder(), typ == latchkeyv1.SessionType_SESSION_TYPE_RECORDER),
 	} {
 		if err != nil {
@@ -197,14 +196,6 @@ func checkStates(states []latchkeyv1.SessionState) error {
 		if _, ok := latchkeyv1.SessionState_name[int32(s)]; !ok || s == latchkeyv1.SessionState_SESSION_STATE_UNSPECIFIED {
 			return invalid("states: %s is not a session state (PENDING, READY, RECREATING, EXPIRED)", fmt.Sprint(s))
 		}
-	}
-	return nil
-}
-
-// checkSite refuses a site name no bundle can be deployed under.
-func checkSite(site string) error {
-	if err := domain.CheckSite(site); err != nil {
-		return invalid("%v", err)
 	}
 	return nil
 }

@@ -50,7 +50,8 @@ func versionKey(projectID, site string, version int64) string {
 	return projectID + "." + site + "." + v
 }
 
-func checkSite(site string) error {
+// CheckSite refuses a name no site can have (domain.CheckSite) as ErrInvalid.
+func CheckSite(site string) error {
 	if err := domain.CheckSite(site); err != nil {
 		return errs.New(errs.ErrInvalid, "%v", err)
 	}
@@ -65,7 +66,7 @@ func (s *Store) DeployBundle(ctx context.Context, projectID, site string, files 
 	if err := CheckID("project id", projectID); err != nil {
 		return nil, err
 	}
-	if err := checkSite(site); err != nil {
+	if err := CheckSite(site); err != nil {
 		return nil, err
 	}
 	total := 0
@@ -217,7 +218,7 @@ func (s *Store) bundleHead(ctx context.Context, projectID, site string) (*regist
 	if err := CheckID("project id", projectID); err != nil {
 		return nil, err
 	}
-	if err := checkSite(site); err != nil {
+	if err := CheckSite(site); err != nil {
 		return nil, err
 	}
 	head := &registryv1.BundleHead{}
@@ -229,6 +230,12 @@ func (s *Store) bundleHead(ctx context.Context, projectID, site string) (*regist
 
 // GetBundle returns a version of the site's bundle with its files; 0 means the newest.
 func (s *Store) GetBundle(ctx context.Context, projectID, site string, version int64) (*latchkeyv1.Bundle, error) {
+	if err := CheckID("project id", projectID); err != nil {
+		return nil, err
+	}
+	if err := CheckSite(site); err != nil {
+		return nil, err
+	}
 	if version < 0 {
 		return nil, errs.New(errs.ErrInvalid, "version must be positive, or 0 for the newest")
 	}
@@ -244,10 +251,6 @@ func (s *Store) GetBundle(ctx context.Context, projectID, site string, version i
 			return nil, errs.New(errs.ErrNotFound, "no bundle is deployed for site %q in project %q: deploy one with `latchkey automations deploy -site %s DIR`", site, projectID, site)
 		}
 		version = v
-	} else if err := CheckID("project id", projectID); err != nil {
-		return nil, err
-	} else if err := checkSite(site); err != nil {
-		return nil, err
 	}
 	b := &latchkeyv1.Bundle{}
 	if _, err := getProto(ctx, s.bundles, versionKey(projectID, site, version), b); err != nil {
