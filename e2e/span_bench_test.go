@@ -41,12 +41,19 @@ func BenchmarkWarmRunSpans(b *testing.B) {
 		eventuallyWith(b, 30*time.Second, func() (bool, string) {
 			var err error
 			got, err = telemetry.FetchTrace(b.Context(), j.Query, id)
-			return err == nil && slices.ContainsFunc(got, func(s telemetry.Span) bool { return s.Name == "capture state" }), fmt.Sprintf("trace %s: %d spans, %v", id, len(got), err)
+			return err == nil && has(got, "browser-runner", "capture state") && has(got, "scheduler", "task result"), fmt.Sprintf("trace %s: %d spans, %v", id, len(got), err)
 		}, func() string { return "" })
 		for _, s := range got {
 			k := strings.TrimPrefix(s.Service, "latchkey-") + " | " + s.Name
 			spans[k] = append(spans[k], s.Duration)
 		}
+		// The hand-offs between services on the Run's path: what the overhead is made of
+		// besides the spans themselves.
+		start, _ := find(got, "scheduler", "latchkey.v1.RunService/StartRun")
+		task, _ := find(got, "browser-runner", "runner task")
+		result, _ := find(got, "scheduler", "task result")
+		spans["gap | StartRun end to runner task start"] = append(spans["gap | StartRun end to runner task start"], task.Start.Sub(start.Start.Add(start.Duration)))
+		spans["gap | runner task end to scheduler task result start"] = append(spans["gap | runner task end to scheduler task result start"], result.Start.Sub(task.Start.Add(task.Duration)))
 	}
 	total := func(d []time.Duration) (t time.Duration) {
 		for _, x := range d {
@@ -63,4 +70,20 @@ func BenchmarkWarmRunSpans(b *testing.B) {
 		d := spans[k]
 		b.Logf("%-75s n=%3d mean %6.2f ms p50 %6.2f p90 %6.2f", k, len(d), ms(total(d)/time.Duration(len(d))), ms(pct(d, 50)), ms(pct(d, 90)))
 	}
+}
+
+// find returns the first span of service (without its "latchkey-" prefix) named name.
+func find(spans []telemetry.Span, service, name string) (telemetry.Span, bool) {
+	for _, s := range spans {
+		if strings.TrimPrefix(s.Service, "latchkey-") == service && s.Name == name {
+			return s, true
+		}
+	}
+	return telemetry.Span{}, false
+}
+
+// has reports whether spans hold one of service named name.
+func has(spans []telemetry.Span, service, name string) bool {
+	_, ok := find(spans, service, name)
+	return ok
 }

@@ -21,6 +21,17 @@ import (
 
 // finish ends a Run (no-op when it has ended already) and publishes its last event.
 func (o *Orchestrator) finish(ctx context.Context, project, runID string, state latchkeyv1.RunState, reason latchkeyv1.FailureReason, msg string, output *structpb.Value, also ...func(*schedulerv1.RunRecord)) error {
+	rec, err := o.end(ctx, project, runID, state, reason, msg, output, also...)
+	if err != nil || rec == nil {
+		return err
+	}
+	o.announce(ctx, rec)
+	return nil
+}
+
+// end stores a Run as ended and returns its record, or nil when it had ended already.
+// announce must follow.
+func (o *Orchestrator) end(ctx context.Context, project, runID string, state latchkeyv1.RunState, reason latchkeyv1.FailureReason, msg string, output *structpb.Value, also ...func(*schedulerv1.RunRecord)) (*schedulerv1.RunRecord, error) {
 	rec, err := o.Store.Update(ctx, project, runID, func(r *schedulerv1.RunRecord) error {
 		if domain.RunEnded(r.GetRun().GetState()) {
 			return store.ErrNoChange
@@ -39,23 +50,29 @@ func (o *Orchestrator) finish(ctx context.Context, project, runID string, state 
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if rec.GetStage() != schedulerv1.Stage_STAGE_DONE || rec.GetRun().GetState() != state {
-		return nil // it had ended already
+		return nil, nil // it had ended already
 	}
+	return rec, nil
+}
+
+// announce tells of a Run end stores: its last event, the cancel signal of a canceled
+// Run, the log line and the RunEnded hook.
+func (o *Orchestrator) announce(ctx context.Context, rec *schedulerv1.RunRecord) {
+	run := rec.GetRun()
 	if rec.GetRuntimeCredentialsCached() {
-		o.forgetRuntimeCredentials(ctx, runID)
+		o.forgetRuntimeCredentials(ctx, run.GetId())
 	}
-	o.emit(ctx, rec, eventName(state))
-	if rec.GetRun().GetState() == latchkeyv1.RunState_RUN_STATE_CANCELED {
-		if subj, err := bus.CancelSubject(runID); err == nil {
+	o.emit(ctx, rec, eventName(run.GetState()))
+	if run.GetState() == latchkeyv1.RunState_RUN_STATE_CANCELED {
+		if subj, err := bus.CancelSubject(run.GetId()); err == nil {
 			_ = o.NC.Publish(subj, nil)
 		}
 	}
-	o.Log.InfoContext(ctx, "run ended", "run_id", runID, "kind", rec.GetRun().GetKind().String(), "state", state.String(), "reason", reason.String())
-	o.runEnded(ctx, rec.GetRun())
-	return nil
+	o.Log.InfoContext(ctx, "run ended", "run_id", run.GetId(), "kind", run.GetKind().String(), "state", run.GetState().String(), "reason", run.GetFailureReason().String())
+	o.runEnded(ctx, run)
 }
 
 func eventName(s latchkeyv1.RunState) string {
@@ -72,24 +89,34 @@ func eventName(s latchkeyv1.RunState) string {
 
 // finishChild ends the validate child Run of an API attempt from the check's outcome.
 func (o *Orchestrator) finishChild(ctx context.Context, project, childID string, outcome latchkeyv1.CheckOutcome, msg string) {
-	if childID == "" {
-		return
+	if rec := o.endChild(ctx, project, childID, outcome, msg); rec != nil {
+		o.announce(ctx, rec)
 	}
-	var err error
+}
+
+// endChild stores the validate child Run ended from the check's outcome and returns
+// its record to announce; nil when there is none, it had ended already, or the store
+// failed (logged: the child is the record of a check, the API Run goes on).
+func (o *Orchestrator) endChild(ctx context.Context, project, childID string, outcome latchkeyv1.CheckOutcome, msg string) *schedulerv1.RunRecord {
+	if childID == "" {
+		return nil
+	}
+	state, reason := latchkeyv1.RunState_RUN_STATE_FAILED, latchkeyv1.FailureReason_FAILURE_REASON_TRANSIENT
 	switch outcome {
 	case latchkeyv1.CheckOutcome_CHECK_OUTCOME_VALID:
-		err = o.finish(ctx, project, childID, latchkeyv1.RunState_RUN_STATE_SUCCEEDED, 0, "", nil)
+		state, reason, msg = latchkeyv1.RunState_RUN_STATE_SUCCEEDED, 0, ""
 	case latchkeyv1.CheckOutcome_CHECK_OUTCOME_INVALID:
-		err = o.finish(ctx, project, childID, latchkeyv1.RunState_RUN_STATE_FAILED, latchkeyv1.FailureReason_FAILURE_REASON_AUTH_SESSION_EXPIRED, "the check found the session logged out", nil)
+		reason, msg = latchkeyv1.FailureReason_FAILURE_REASON_AUTH_SESSION_EXPIRED, "the check found the session logged out"
 	default:
 		if msg == "" {
 			msg = "the check could not tell whether the session is logged in"
 		}
-		err = o.finish(ctx, project, childID, latchkeyv1.RunState_RUN_STATE_FAILED, latchkeyv1.FailureReason_FAILURE_REASON_TRANSIENT, msg, nil)
 	}
+	rec, err := o.end(ctx, project, childID, state, reason, msg, nil)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		o.Log.WarnContext(ctx, "ending validate run failed", "run_id", childID, "error", err)
 	}
+	return rec
 }
 
 // Runtime credentials are sealed by the vault for (project, domain.KindRuntimeCredentials,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -60,15 +61,13 @@ func (o *Orchestrator) HandleResult(ctx context.Context, res *runnerv1.TaskResul
 }
 
 func (o *Orchestrator) apiResult(ctx context.Context, rec *schedulerv1.RunRecord, res *runnerv1.TaskResult) error {
+	if res.GetStatus() == runnerv1.TaskStatus_TASK_STATUS_SUCCEEDED {
+		return o.apiSucceeded(ctx, rec, res)
+	}
 	run := rec.GetRun()
 	project, id := run.GetProjectId(), run.GetId()
 	o.finishChild(ctx, project, rec.GetChildRunId(), res.GetCheckOutcome(), res.GetFailureMessage())
 	switch res.GetStatus() {
-	case runnerv1.TaskStatus_TASK_STATUS_SUCCEEDED:
-		o.writeBack(ctx, rec, res)
-		return o.finish(ctx, project, id, latchkeyv1.RunState_RUN_STATE_SUCCEEDED, 0, "", res.GetOutput(), func(r *schedulerv1.RunRecord) {
-			r.Run.BrowserTime = res.GetBrowserTime()
-		})
 	case runnerv1.TaskStatus_TASK_STATUS_NEEDS_AUTH:
 		return o.needsAuth(ctx, rec, res.GetBaseStateRevision())
 	case runnerv1.TaskStatus_TASK_STATUS_INCONCLUSIVE:
@@ -94,6 +93,32 @@ func (o *Orchestrator) apiResult(ctx context.Context, rec *schedulerv1.RunRecord
 		}
 		return o.finish(ctx, project, id, latchkeyv1.RunState_RUN_STATE_FAILED, reason, res.GetFailureMessage(), nil)
 	}
+}
+
+// apiSucceeded ends a Run whose check and API passed. Its validate child and the Run
+// are stored ended at once (two keys: one KV round trip of waiting, not two, on every
+// warm Run) and announced child first, so whoever sees the Run end finds its check
+// ended too.
+func (o *Orchestrator) apiSucceeded(ctx context.Context, rec *schedulerv1.RunRecord, res *runnerv1.TaskResult) error {
+	run := rec.GetRun()
+	o.writeBack(ctx, rec, res)
+	var child *schedulerv1.RunRecord
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		child = o.endChild(ctx, run.GetProjectId(), rec.GetChildRunId(), res.GetCheckOutcome(), res.GetFailureMessage())
+	})
+	ended, err := o.end(ctx, run.GetProjectId(), run.GetId(), latchkeyv1.RunState_RUN_STATE_SUCCEEDED, 0, "", res.GetOutput(), func(r *schedulerv1.RunRecord) {
+		r.Run.BrowserTime = res.GetBrowserTime()
+	})
+	wg.Wait()
+	if child != nil { // even when the Run's own write failed: its redelivery finds the child ended
+		o.announce(ctx, child)
+	}
+	if err != nil || ended == nil {
+		return err
+	}
+	o.announce(ctx, ended)
+	return nil
 }
 
 // retriable reports whether an API failure may be retried automatically.
