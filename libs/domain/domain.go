@@ -59,6 +59,28 @@ func Site(name string) string {
 	return name
 }
 
+// SiteOf names a site of a project in a message: `project "acme"` for the default
+// site, `site "crm" of project "acme"` for another; "this project" stands for the
+// project when it is "".
+func SiteOf(project, site string) string {
+	of := "this project"
+	if project != "" {
+		of = fmt.Sprintf("project %q", project)
+	}
+	if Site(site) == DefaultSite {
+		return of
+	}
+	return fmt.Sprintf("site %q of %s", site, of)
+}
+
+// DeployCommand is the CLI command that deploys a bundle to site.
+func DeployCommand(site string) string {
+	if Site(site) == DefaultSite {
+		return "latchkey automations deploy DIR"
+	}
+	return "latchkey automations deploy -site " + site + " DIR"
+}
+
 // CheckSite reports whether name can name a site: empty (the default), or lower-case
 // letters, digits and '-', at most 63 characters, not starting or ending with '-'
 // (a DNS label, so it is also a NATS KV key token).

@@ -228,10 +228,7 @@ func (o *Orchestrator) BundleVersion(ctx context.Context, project, site, api str
 	}
 	resp, err := o.Registry.GetBundle(ctx, &registryv1.GetBundleRequest{ProjectId: project, Site: site})
 	if err = errs.FromStatus(err); errors.Is(err, errs.ErrNotFound) {
-		if site != domain.DefaultSite {
-			return 0, errs.New(errs.ErrPrecondition, "no automations are deployed for site %q in this project: deploy a bundle to it first (latchkey automations deploy -site %s DIR)", site, site).WithCause(ErrNoBundle)
-		}
-		return 0, errs.New(errs.ErrPrecondition, "no automations are deployed in this project: deploy a bundle first (latchkey automations deploy DIR)").WithCause(ErrNoBundle)
+		return 0, errs.New(errs.ErrPrecondition, "no automations are deployed to %s: deploy a bundle first (`%s`)", domain.SiteOf("", site), domain.DeployCommand(site)).WithCause(ErrNoBundle)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("reading bundle: %w", err)

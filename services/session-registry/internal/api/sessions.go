@@ -92,10 +92,7 @@ func (a AuthSessions) requireAuthAPIs(ctx context.Context, st *store.Store, proj
 	}
 	for _, api := range need {
 		if !slices.ContainsFunc(b.GetAutomations(), func(au *latchkeyv1.Automation) bool { return au.GetName() == api }) {
-			if site = domain.Site(site); site != domain.DefaultSite {
-				return errs.New(errs.ErrPrecondition, "the automations of site %q do not define %s: deploy a bundle with auth-sessions/create and auth-sessions/check to it first (`latchkey automations deploy -site %s DIR`)", site, api, site)
-			}
-			return errs.New(errs.ErrPrecondition, "the project's automations do not define %s: deploy a bundle with auth-sessions/create and auth-sessions/check first (`latchkey automations deploy DIR`)", api)
+			return errs.New(errs.ErrPrecondition, "the automations deployed to %s do not define %s: deploy a bundle with auth-sessions/create and auth-sessions/check first (`%s`)", domain.SiteOf("", site), api, domain.DeployCommand(site))
 		}
 	}
 	return nil

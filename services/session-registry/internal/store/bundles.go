@@ -245,10 +245,7 @@ func (s *Store) GetBundle(ctx context.Context, projectID, site string, version i
 			return nil, err
 		}
 		if v == 0 {
-			if domain.Site(site) == domain.DefaultSite {
-				return nil, errs.New(errs.ErrNotFound, "no bundle is deployed in project %q: deploy one with `latchkey automations deploy DIR`", projectID)
-			}
-			return nil, errs.New(errs.ErrNotFound, "no bundle is deployed for site %q in project %q: deploy one with `latchkey automations deploy -site %s DIR`", site, projectID, site)
+			return nil, errs.New(errs.ErrNotFound, "no bundle is deployed to %s: deploy one with `%s`", domain.SiteOf(projectID, site), domain.DeployCommand(site))
 		}
 		version = v
 	}
