@@ -137,6 +137,7 @@ func BenchmarkWarmRunsVsBareLoop(b *testing.B) {
 	if err := chromedp.Do(browserCtx); err != nil {
 		b.Fatal(err)
 	}
+	barePID := chromedp.FromContext(browserCtx).Browser.Process().Pid
 	// One logged-in browser context with a tab per concurrent loop.
 	loggedIn, cancelLogged := chromedp.NewContext(browserCtx, chromedp.WithNewBrowserContext())
 	defer cancelLogged()
@@ -193,15 +194,29 @@ func BenchmarkWarmRunsVsBareLoop(b *testing.B) {
 			mu.Unlock()
 		}
 		var lkTime, bareTime time.Duration
+		var lkCPU, bareCPU cpuTimes
 		for range rounds {
+			c0 := readCPU(barePID)
 			lkTime += inParallel(runs/rounds, conc, lkRun)
+			c1 := readCPU(barePID)
 			bareTime += inParallel(runs/rounds, conc, bareRun)
+			c2 := readCPU(barePID)
+			lkCPU, bareCPU = lkCPU.add(c1.sub(c0)), bareCPU.add(c2.sub(c1))
 		}
 		lkRate, bareRate := runs/lkTime.Seconds(), runs/bareTime.Seconds()
 		b.Logf("concurrency %d: latchkey %.1f Runs/s, bare loop %.1f Runs/s, ratio %.2f; overhead p50 %.1f ms p99 %.1f ms; "+
 			"p50 of the runner's browser time %.1f ms, of a bare iteration %.1f ms",
 			conc, lkRate, bareRate, lkRate/bareRate, ms(pct(overhead, 50)), ms(pct(overhead, 99)), ms(pct(browserTime, 50)), ms(pct(bareTimes, 50)))
 		b.Logf("  runner browser time p10/p50/p90/max %s; overhead %s; bare iteration %s", spread(browserTime), spread(overhead), spread(bareTimes))
+		// Each side's CPU per Run: its browser's across both sides' rounds (a browser
+		// goes on working — garbage collection, unloading pages — after its round
+		// ends), and the Go process's during its own rounds (the services, NATS and
+		// the portal for Latchkey; the portal and chromedp for the bare loop).
+		perRun := func(d time.Duration) float64 { return ms(d) / runs }
+		lkBrowser, bareBrowser := lkCPU.children+bareCPU.children, lkCPU.tree+bareCPU.tree
+		b.Logf("  CPU per Run: latchkey %.1f ms (the runner's Chromium and redis %.1f, Go %.1f), bare loop %.1f ms (its Chromium %.1f, Go %.1f)",
+			perRun(lkBrowser+lkCPU.self), perRun(lkBrowser), perRun(lkCPU.self), perRun(bareBrowser+bareCPU.self), perRun(bareBrowser), perRun(bareCPU.self))
+		b.ReportMetric(perRun(lkBrowser+lkCPU.self)/perRun(bareBrowser+bareCPU.self), fmt.Sprintf("cpu-per-run-ratio-c%d", conc))
 		b.ReportMetric(lkRate/bareRate, fmt.Sprintf("ratio-c%d", conc))
 		b.ReportMetric(ms(pct(overhead, 50)), fmt.Sprintf("overhead-p50-ms-c%d", conc))
 		b.ReportMetric(ms(pct(overhead, 99)), fmt.Sprintf("overhead-p99-ms-c%d", conc))

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,32 +16,42 @@ import (
 
 // BenchmarkWarmRunSpans says where a warm Run's time goes (run it with -v: go test
 // -run '^$' -bench BenchmarkWarmRunSpans -benchtime 1x -v ./e2e/, or the table is cut
-// to its first lines): 40 list-invoices Runs one
-// after another on a READY session, traced into a real Jaeger, and every span name's
-// count, mean, p50 and p90 across them, the largest total first. It is the breakdown
+// to its first lines): 40 list-invoices Runs on a READY session, one at a time and
+// then two at a time, traced into a real Jaeger, and every span name's count, mean,
+// p50 and p90 across them, the largest total first, with the hand-offs between
+// services. It is the breakdown
 // BenchmarkWarmRunsVsBareLoop's ratio needs (tracing export costs a little itself).
 func BenchmarkWarmRunSpans(b *testing.B) {
 	j := testkit.Jaeger(b)
 	w := newWorld(b, stacktest.Options{Args: []string{"-log-level", "warn"}, Env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": j.OTLP}})
 	sess := w.readySession(b)
-	for range 5 { // warm contexts, caches and connections
-		w.wait(b, w.start(b, "list-invoices", sess.GetId(), nil).GetId())
+	for _, conc := range []int{1, 2} {
+		b.Run(fmt.Sprintf("c=%d", conc), func(b *testing.B) { warmRunSpans(b, w, j.Query, sess.GetId(), conc) })
 	}
+}
+
+// warmRunSpans traces 40 warm Runs, conc at a time, and prints their spans.
+func warmRunSpans(b *testing.B, w *world, jaeger, session string, conc int) {
+	w.startConcurrently(b, 2*conc, conc, "list-invoices", session) // warm contexts, caches and connections
+	var mu sync.Mutex
 	var traces []string
-	for range max(b.N, 40) {
-		run := w.wait(b, w.start(b, "list-invoices", sess.GetId(), nil).GetId())
-		if run.GetState() != latchkeyv1.RunState_RUN_STATE_SUCCEEDED {
-			b.Fatalf("run %s: %s", run.GetState(), run.GetFailureMessage())
+	inParallel(max(b.N, 40), conc, func(int) {
+		run, err := w.startAndWatch(b.Context(), "list-invoices", session)
+		if err != nil || run.GetState() != latchkeyv1.RunState_RUN_STATE_SUCCEEDED {
+			b.Errorf("run %s (%v): %s", run.GetState(), err, run.GetFailureMessage())
+			return
 		}
+		mu.Lock()
 		traces = append(traces, run.GetTraceId())
-	}
+		mu.Unlock()
+	})
 	spans := map[string][]time.Duration{}
 	for _, id := range traces {
 		var got []telemetry.Span
 		// Spans reach Jaeger in batches a few seconds after they end.
 		eventuallyWith(b, 30*time.Second, func() (bool, string) {
 			var err error
-			got, err = telemetry.FetchTrace(b.Context(), j.Query, id)
+			got, err = telemetry.FetchTrace(b.Context(), jaeger, id)
 			return err == nil && has(got, "browser-runner", "capture state") && has(got, "scheduler", "task result"), fmt.Sprintf("trace %s: %d spans, %v", id, len(got), err)
 		}, func() string { return "" })
 		for _, s := range got {
