@@ -117,3 +117,89 @@ func TestSessionStorageAndIndexedDBRoundTrip(t *testing.T) {
 		return ok, "exported state lacks the tokens, the visit count or the kv database as imported: " + string(e.GetStorageStateJson())
 	})
 }
+
+// TestIndexedDBInAWarmContext: a warm context reads IndexedDB at a capture only where
+// it changed, so the Runs in between must keep it in the state they write back (not
+// drop it), and a change made after them must be captured. The portal's app counts
+// its visits in IndexedDB; list-invoices never touches it.
+func TestIndexedDBInAWarmContext(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, stacktest.Options{})
+	w.deploy(t, spaAPI)
+	sess := w.readySession(t)
+	run := func(api string) *latchkeyv1.Run {
+		t.Helper()
+		r := w.wait(t, w.start(t, api, sess.GetId(), nil).GetId())
+		if r.GetState() != latchkeyv1.RunState_RUN_STATE_SUCCEEDED {
+			t.Fatalf("%s: %s %s", api, r.GetState(), r.GetFailureMessage())
+		}
+		return r
+	}
+	// visits is the count the session's stored state holds, once its revision is
+	// newer than after.
+	visits := func(after int64) (float64, int64) {
+		t.Helper()
+		var n float64
+		var rev int64
+		w.eventually(t, 30*time.Second, func() (bool, string) {
+			got, err := w.sessions.GetAuthSession(t.Context(), &latchkeyv1.GetAuthSessionRequest{AuthSessionId: sess.GetId()})
+			if err != nil {
+				return false, err.Error()
+			}
+			if rev = got.GetAuthSession().GetStateRevision(); rev <= after {
+				return false, "no newer state written back"
+			}
+			e, err := w.sessions.ExportStorageState(t.Context(), &latchkeyv1.ExportStorageStateRequest{AuthSessionId: sess.GetId()})
+			if err != nil {
+				return false, err.Error()
+			}
+			var st struct {
+				Origins []struct {
+					IndexedDB []struct {
+						Name   string
+						Stores []struct {
+							Records []struct{ Value map[string]any }
+						}
+					} `json:"indexedDB"`
+				}
+			}
+			if err := json.Unmarshal(e.GetStorageStateJson(), &st); err != nil {
+				return false, err.Error()
+			}
+			for _, o := range st.Origins {
+				for _, db := range o.IndexedDB {
+					for _, s := range db.Stores {
+						for _, r := range s.Records {
+							if db.Name == "app" && r.Value["id"] == "visits" {
+								n, _ = r.Value["n"].(float64)
+								return true, ""
+							}
+						}
+					}
+				}
+			}
+			return false, "the stored state has no visits record: " + string(e.GetStorageStateJson())
+		})
+		return n, rev
+	}
+	if got := run("spa").GetOutput().GetStructValue().GetFields()["visits"].GetStringValue(); got != "1" {
+		t.Fatalf("first visit counted %q, want 1", got)
+	}
+	n, rev := visits(0)
+	if n != 1 {
+		t.Fatalf("stored visits %v after the first visit, want 1", n)
+	}
+	// Runs that leave IndexedDB alone write back their rotated cookies: the state keeps
+	// the database.
+	run("list-invoices")
+	run("list-invoices")
+	if n, rev = visits(rev); n != 1 {
+		t.Fatalf("stored visits %v after two Runs that did not touch IndexedDB, want 1", n)
+	}
+	if got := run("spa").GetOutput().GetStructValue().GetFields()["visits"].GetStringValue(); got != "2" {
+		t.Fatalf("second visit counted %q, want 2", got)
+	}
+	if n, _ = visits(rev); n != 2 {
+		t.Fatalf("stored visits %v after the second visit in the warm context, want 2", n)
+	}
+}

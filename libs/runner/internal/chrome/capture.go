@@ -17,6 +17,16 @@ import (
 // the localStorage, sessionStorage (of this tab) and IndexedDB of every origin it was
 // given or visited.
 func (bc *Context) Capture(ctx context.Context, visited []string) (*latchkeyv1.StorageState, error) {
+	for _, o := range visited {
+		bc.storageOrigins[o] = true
+	}
+	// IndexedDB is read only where it may have changed since the jar last read it.
+	readIDB := make(map[string]bool, len(bc.storageOrigins))
+	origins := make([]string, 0, len(bc.storageOrigins))
+	for o := range bc.storageOrigins {
+		origins = append(origins, o)
+		readIDB[o] = bc.indexedDBChanged(ctx, o)
+	}
 	// The cookies (from the browser) and the shown origin's web storage (from the
 	// tab) are read at once: two round trips to different targets, one wait.
 	type cookies struct {
@@ -30,20 +40,16 @@ func (bc *Context) Capture(ctx context.Context, visited []string) (*latchkeyv1.S
 	}()
 	// Read the origin the tab shows first, in one call, so most captures load no
 	// document.
-	here, _ := chromedp.Run(ctx, chromedp.Evaluate[originSnapshot](readOriginScript, chromedp.EvalAwaitPromise))
+	bc.mu.Lock()
+	shown := bc.shown
+	bc.mu.Unlock()
+	here, _ := chromedp.Run(ctx, chromedp.Evaluate[originSnapshot](readOriginExpr(readIDB[shown]), chromedp.EvalAwaitPromise))
 	c := <-got
 	if c.err != nil {
 		return nil, fmt.Errorf("reading cookies: %w", c.err)
 	}
 	st := &latchkeyv1.StorageState{Cookies: CookiesFromCDP(c.res.Cookies)}
 	var err error
-	for _, o := range visited {
-		bc.storageOrigins[o] = true
-	}
-	origins := make([]string, 0, len(bc.storageOrigins))
-	for o := range bc.storageOrigins {
-		origins = append(origins, o)
-	}
 	cur := here.Origin
 	slices.SortFunc(origins, func(a, b string) int {
 		switch {
@@ -56,16 +62,22 @@ func (bc *Context) Capture(ctx context.Context, visited []string) (*latchkeyv1.S
 	})
 	for _, o := range origins {
 		snap := here
-		if o != cur || here.Local == nil {
-			if snap, err = bc.readOrigin(ctx, o); err != nil {
+		if o != cur || here.Local == nil || readIDB[o] && !here.IDBRead {
+			if snap, err = bc.readOrigin(ctx, o, readIDB[o]); err != nil {
 				return nil, err
 			}
 		}
 		snap.Origin = o
 		os := snapshotFromJS(snap)
-		if snap.Error != "" {
+		switch {
+		case snap.Error != "":
 			// IndexedDB could not be read: keep what the jar last held rather than
-			// write back a state that looks as if the site deleted its databases.
+			// write back a state that looks as if the site deleted its databases,
+			// and read it next time.
+			os.IndexedDb = indexedDBOf(bc.State, o)
+			bc.Jar.noteIndexedDBChange(o)
+		case !snap.IDBRead:
+			// Unchanged since the jar's state was read or restored.
 			os.IndexedDb = indexedDBOf(bc.State, o)
 		}
 		if len(os.LocalStorage)+len(os.SessionStorage)+len(os.IndexedDb) > 0 {
@@ -74,6 +86,29 @@ func (bc *Context) Capture(ctx context.Context, visited []string) (*latchkeyv1.S
 	}
 	Normalize(st)
 	return st, nil
+}
+
+// indexedDBChanged reports whether a capture must read origin's IndexedDB: when this
+// tab does not hear of its changes yet (it starts to, Storage.trackIndexedDBForStorageKey,
+// and reads it once, so a change made before it listened is read too), or when a
+// change was heard since the last read. Otherwise the jar's state holds it as it is.
+// Chromium reports a change before the page that made it sees its transaction
+// complete (checked on Chromium 156), so a capture after the page's step never misses
+// it. A browser without the method keeps every capture reading.
+func (bc *Context) indexedDBChanged(ctx context.Context, origin string) bool {
+	bc.mu.Lock()
+	tracked := bc.idbTracked[origin]
+	bc.mu.Unlock()
+	changed := bc.Jar.takeIndexedDBChange(origin)
+	if tracked {
+		return changed
+	}
+	if _, err := chromedp.Call(ctx, storage.TrackIndexedDBForStorageKey, storage.TrackIndexedDBForStorageKeyParams{StorageKey: origin + "/"}); err == nil {
+		bc.mu.Lock()
+		bc.idbTracked[origin] = true
+		bc.mu.Unlock()
+	}
+	return true
 }
 
 // indexedDBOf is origin's IndexedDB in st.

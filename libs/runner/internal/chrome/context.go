@@ -9,6 +9,7 @@ import (
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/fetch"
 	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/storage"
 	"github.com/chromedp/cdproto/target"
 	"github.com/chromedp/chromedp"
 
@@ -85,6 +86,31 @@ type Jar struct {
 	Stored *latchkeyv1.StorageState
 	// storageOrigins are the origins whose localStorage the jar was given or saw.
 	storageOrigins map[string]bool
+
+	// idbMu guards idbChanged. It is taken on the tabs' event loops, so it is never
+	// held across a call to the browser.
+	idbMu sync.Mutex
+	// idbChanged are the origins whose IndexedDB changed since a capture last read it
+	// (Storage.indexedDBListUpdated and indexedDBContentUpdated, heard by any tab).
+	idbChanged map[string]bool
+}
+
+// noteIndexedDBChange records that origin's IndexedDB changed.
+func (j *Jar) noteIndexedDBChange(origin string) {
+	j.idbMu.Lock()
+	j.idbChanged[origin] = true
+	j.idbMu.Unlock()
+}
+
+// takeIndexedDBChange reports whether origin's IndexedDB changed since the last call
+// for it, and forgets the change: a change heard from now on is one the caller's read
+// may not have seen.
+func (j *Jar) takeIndexedDBChange(origin string) bool {
+	j.idbMu.Lock()
+	defer j.idbMu.Unlock()
+	changed := j.idbChanged[origin]
+	delete(j.idbChanged, origin)
+	return changed
 }
 
 // Lock serializes the state work of the tasks in the jar's tabs.
@@ -113,6 +139,9 @@ type Context struct {
 	// shown is the origin of the document the tab's main frame shows, as its last
 	// navigation committed ("" before the first), so OnOrigin costs no round trip.
 	shown string
+	// idbTracked are the origins whose IndexedDB changes this tab hears of
+	// (Storage.trackIndexedDBForStorageKey).
+	idbTracked map[string]bool
 	// intercepting: the Fetch domain pauses every request of the tab (a proxy that
 	// needs credentials). Otherwise it is enabled only while a synthetic document
 	// loads: an enabled Fetch domain slows every request the site's pages make
@@ -167,8 +196,8 @@ func (p *Pool) NewContext(ctx context.Context, session string, pin Pin) (*Contex
 		})
 	}
 	tab, cancel := chromedp.NewContext(b.ctx, chromedp.WithNewBrowserContext(opts...))
-	jar := &Jar{b: b, session: session, pin: pin, owner: cancel, tabs: 1, busy: 1, storageOrigins: map[string]bool{}}
-	bc := &Context{Jar: jar, b: b, tab: tab, cancel: cancel, owner: true, visited: map[string]bool{}}
+	jar := &Jar{b: b, session: session, pin: pin, owner: cancel, tabs: 1, busy: 1, storageOrigins: map[string]bool{}, idbChanged: map[string]bool{}}
+	bc := &Context{Jar: jar, b: b, tab: tab, cancel: cancel, owner: true, visited: map[string]bool{}, idbTracked: map[string]bool{}}
 	if err := bc.open(ctx, pin); err != nil {
 		bc.cancel()
 		p.released(b)
@@ -197,7 +226,7 @@ func (p *Pool) SiblingTab(ctx context.Context, jar *Jar, pin Pin) (*Context, boo
 	jar.busy++
 	p.mu.Unlock()
 	tab, cancel := chromedp.NewContext(jar.b.ctx, chromedp.WithExistingBrowserContext(jar.bcID))
-	bc := &Context{Jar: jar, b: jar.b, tab: tab, cancel: cancel, visited: map[string]bool{}}
+	bc := &Context{Jar: jar, b: jar.b, tab: tab, cancel: cancel, visited: map[string]bool{}, idbTracked: map[string]bool{}}
 	if err := bc.open(ctx, jar.pin); err != nil {
 		p.closeTab(bc)
 		if jar.b.dead.Load() || !jar.b.alive() {
@@ -300,11 +329,21 @@ func (bc *Context) answerAuth(events func(func(fetch.EventAuthRequired, error) b
 	}
 }
 
-// onEvent records the origins the tab's frames navigate to. It runs on the tab's
-// message loop: it must return fast.
+// onEvent records the origins the tab's frames navigate to, and the IndexedDB changes
+// of the origins it tracks. It runs on the tab's message loop: it must return fast.
 func (bc *Context) onEvent(ev any) {
-	nav, ok := ev.(*page.EventFrameNavigated)
-	if !ok || nav.Frame == nil {
+	var nav *page.EventFrameNavigated
+	switch e := ev.(type) {
+	case *storage.EventIndexedDBListUpdated:
+		bc.Jar.noteIndexedDBChange(storageKeyOrigin(e.Origin, e.StorageKey))
+		return
+	case *storage.EventIndexedDBContentUpdated:
+		bc.Jar.noteIndexedDBChange(storageKeyOrigin(e.Origin, e.StorageKey))
+		return
+	case *page.EventFrameNavigated:
+		nav = e
+	}
+	if nav == nil || nav.Frame == nil {
 		return
 	}
 	o := OriginOf(nav.Frame.URL)
@@ -316,6 +355,15 @@ func (bc *Context) onEvent(ev any) {
 	if o != "" && !strings.HasSuffix(nav.Frame.URL, SyntheticPath) {
 		bc.visited[o] = true
 	}
+}
+
+// storageKeyOrigin is the origin of a first-party storage key ("https://a.example/"),
+// or origin when the event names one.
+func storageKeyOrigin(origin, key string) string {
+	if origin != "" {
+		return origin
+	}
+	return strings.TrimSuffix(key, "/")
 }
 
 // Visit records an origin the task reached other than by navigating (a request step).

@@ -51,6 +51,9 @@ func (bc *Context) Restore(ctx context.Context, st *latchkeyv1.StorageState, cle
 	}
 	slices.Sort(origins)
 	for _, o := range origins {
+		// Read at the next capture: a database another tab holds open is not
+		// replaced, so the jar's state may not be what the origin holds.
+		bc.Jar.noteIndexedDBChange(o)
 		if err := bc.writeOrigin(ctx, o, want[o]); err != nil {
 			return err
 		}
