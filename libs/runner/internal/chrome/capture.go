@@ -16,7 +16,7 @@ import (
 // Capture reads the state the context holds: every cookie of the browser context and
 // the localStorage, sessionStorage (of this tab) and IndexedDB of every origin it was
 // given or visited.
-func (bc *Context) Capture(ctx context.Context, visited []string) (*latchkeyv1.StorageState, error) {
+func (bc *Context) Capture(ctx context.Context, visited []string) (_ *latchkeyv1.StorageState, err error) {
 	for _, o := range visited {
 		bc.storageOrigins[o] = true
 	}
@@ -27,6 +27,15 @@ func (bc *Context) Capture(ctx context.Context, visited []string) (*latchkeyv1.S
 		origins = append(origins, o)
 		readIDB[o] = bc.indexedDBChanged(ctx, o)
 	}
+	defer func() {
+		if err != nil { // nothing was captured: the changes taken above are still to read
+			for o, read := range readIDB {
+				if read {
+					bc.Jar.noteIndexedDBChange(o)
+				}
+			}
+		}
+	}()
 	// The cookies (from the browser) and the shown origin's web storage (from the
 	// tab) are read at once: two round trips to different targets, one wait.
 	type cookies struct {
@@ -49,7 +58,6 @@ func (bc *Context) Capture(ctx context.Context, visited []string) (*latchkeyv1.S
 		return nil, fmt.Errorf("reading cookies: %w", c.err)
 	}
 	st := &latchkeyv1.StorageState{Cookies: CookiesFromCDP(c.res.Cookies)}
-	var err error
 	cur := here.Origin
 	slices.SortFunc(origins, func(a, b string) int {
 		switch {
