@@ -93,9 +93,10 @@ func TestCaptureHearsIndexedDBWritesOfSiblingTabs(t *testing.T) {
 	if got := capture(a); got != "two" {
 		t.Fatalf("after the sibling tab's write was reported: token %q, want two", got)
 	}
-	// A tab's own write is reported before the page sees it complete, and the capture
-	// asks the browser for the cookies before it decides: in 300 tries on a loaded VM
-	// (2026-12-04) no capture missed it. Should one, the next capture reads it.
+	// A tab's own write is reported about when the page sees it complete, in no
+	// promised order; the capture asks the browser for the cookies before it decides,
+	// and in 300 tries on a loaded VM (2026-12-04) none missed it. Should one, the
+	// report still comes and the next capture reads it.
 	put(a, "three")
 	if got := capture(a); got != "three" {
 		t.Logf("the capture right after this tab's write missed it (token %q): the report came later", got)
