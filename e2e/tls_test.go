@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,10 +59,13 @@ func TestTLSEverywhere(t *testing.T) {
 
 	p, portalURL := portaltest.Start(t, portal.Config{})
 	services := []string{"vault", "registry", "scheduler", "runner"}
-	addr, relayed := map[string]string{}, map[string]string{}
+	// Each service listens on a port of its own choosing (a port picked in advance can
+	// be taken by another listener meanwhile); its relay passes connections on once it
+	// is known.
+	addr, relayed, listening := map[string]string{}, map[string]string{}, map[string]*atomic.Pointer[string]{}
 	for _, s := range services {
-		addr[s] = freeAddr(t)
-		relayed[s] = wire.relay(t, addr[s])
+		listening[s] = &atomic.Pointer[string]{}
+		relayed[s] = wire.relayTo(t, listening[s].Load)
 	}
 	env := map[string]string{
 		"LATCHKEY_NATS_URL":       "tls://" + wire.relay(t, nats.ClientURL()[strings.Index(nats.ClientURL(), "://")+3:]),
@@ -81,7 +85,10 @@ func TestTLSEverywhere(t *testing.T) {
 		for k, v := range env {
 			e[k] = v
 		}
-		stacks[s] = stacktest.Start(t, stacktest.Options{Services: []string{s}, Env: e, Args: []string{"-grpc-addr", addr[s]}})
+		stacks[s] = stacktest.Start(t, stacktest.Options{Services: []string{s}, Env: e, Args: []string{"-grpc-addr", "127.0.0.1:0"}})
+		a := stacks[s].GRPCAddr()
+		addr[s] = a
+		listening[s].Store(&a)
 	}
 
 	withCA, err := server.ClientTLSConfig(pki.CA(), "", "")
@@ -250,16 +257,6 @@ func deployPortalBundle(t *testing.T, c *client.Client) {
 }
 
 // freeAddr is a free 127.0.0.1 address for a listener started next.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // recording is every byte its relays passed, both ways.
 type recording struct{ testkit.SyncBuffer }
 
@@ -270,6 +267,13 @@ func (r *recording) len() int { return len(r.String()) }
 // relay listens on a new 127.0.0.1 port and passes every connection to target,
 // recording what crosses it; it stops when the test ends.
 func (r *recording) relay(t *testing.T, target string) string {
+	t.Helper()
+	return r.relayTo(t, func() *string { return &target })
+}
+
+// relayTo is relay to the address target returns when a connection comes; while it
+// returns nil the connection is closed, as a port nobody listens on would refuse it.
+func (r *recording) relayTo(t *testing.T, target func() *string) string {
 	t.Helper()
 	l, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
@@ -284,7 +288,12 @@ func (r *recording) relay(t *testing.T, target string) string {
 			if err != nil {
 				return
 			}
-			out, err := (&net.Dialer{}).DialContext(ctx, "tcp", target)
+			to := target()
+			if to == nil {
+				in.Close()
+				continue
+			}
+			out, err := (&net.Dialer{}).DialContext(ctx, "tcp", *to)
 			if err != nil {
 				in.Close()
 				continue
