@@ -68,16 +68,13 @@ func TestCaptureHearsIndexedDBWritesOfSiblingTabs(t *testing.T) {
 		return tokenIn(st)
 	}
 	// heard waits until the jar has been told of a change to the origin's IndexedDB.
-	heard := func() bool {
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+	heard := func(whose string) {
+		t.Helper()
+		testkit.Eventually(t, 10*time.Second, func() (bool, string) {
 			a.idbMu.Lock()
-			changed := a.idbChanged[srv.URL]
-			a.idbMu.Unlock()
-			if changed {
-				return true
-			}
-		}
-		return false
+			defer a.idbMu.Unlock()
+			return a.idbChanged[srv.URL], whose + " write was never reported to the jar"
+		})
 	}
 	put(a, "one")
 	if got := capture(a); got != "one" {
@@ -87,9 +84,7 @@ func TestCaptureHearsIndexedDBWritesOfSiblingTabs(t *testing.T) {
 		t.Fatalf("a capture with no write in between: token %q, want one (kept from the jar's state)", got)
 	}
 	put(b, "two")
-	if !heard() {
-		t.Fatal("the sibling tab's write was never reported to the jar")
-	}
+	heard("the sibling tab's")
 	if got := capture(a); got != "two" {
 		t.Fatalf("after the sibling tab's write was reported: token %q, want two", got)
 	}
@@ -100,9 +95,7 @@ func TestCaptureHearsIndexedDBWritesOfSiblingTabs(t *testing.T) {
 	put(a, "three")
 	if got := capture(a); got != "three" {
 		t.Logf("the capture right after this tab's write missed it (token %q): the report came later", got)
-		if !heard() {
-			t.Fatal("this tab's write was never reported to the jar")
-		}
+		heard("this tab's")
 		if got := capture(a); got != "three" {
 			t.Fatalf("after this tab's write was reported: token %q, want three", got)
 		}
