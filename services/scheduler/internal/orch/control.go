@@ -124,7 +124,7 @@ func (o *Orchestrator) Sweep(ctx context.Context, stuckAfter time.Duration) erro
 				err = o.endOrphanCheck(rctx, rec)
 			}
 		case rec.GetStage() == schedulerv1.Stage_STAGE_UNSPECIFIED:
-			err = o.Begin(rctx, rec, nil)
+			err = o.Begin(rctx, rec)
 		case rec.GetStage() == schedulerv1.Stage_STAGE_WAITING_SESSION:
 			err = o.WakeSessionIfDone(rctx, rec)
 		case rec.GetStage() == schedulerv1.Stage_STAGE_BACKING_OFF:

@@ -16,18 +16,15 @@ import (
 	"github.com/latchkey/latchkey/libs/recipe"
 )
 
-// Begin starts driving a Run whose record was just created. sess, when the caller has
-// just read it, saves reading it again; nil reads it.
-func (o *Orchestrator) Begin(ctx context.Context, rec *schedulerv1.RunRecord, sess *latchkeyv1.AuthSession) error {
+// Begin starts driving a Run whose record was stored QUEUED (an API Run on a READY
+// session is stored already dispatched by Start instead).
+func (o *Orchestrator) Begin(ctx context.Context, rec *schedulerv1.RunRecord) error {
 	run := rec.GetRun()
 	switch run.GetKind() {
 	case latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_CREATE, latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_UPDATE:
 		return o.dispatchCreate(ctx, run.GetProjectId(), run.GetId(), schedulerv1.Stage_STAGE_UNSPECIFIED)
 	case latchkeyv1.RunKind_RUN_KIND_AUTHSESSION_RECORD:
 		return o.dispatchRecord(ctx, rec) // record.go
-	}
-	if sess != nil && sess.GetState() == latchkeyv1.SessionState_SESSION_STATE_READY {
-		return o.sendAPITask(ctx, rec, schedulerv1.Stage_STAGE_UNSPECIFIED, sess, nextAttempt)
 	}
 	return o.dispatchAPI(ctx, run.GetProjectId(), run.GetId(), schedulerv1.Stage_STAGE_UNSPECIFIED, "", nextAttempt)
 }

@@ -104,9 +104,11 @@ func (o *Orchestrator) apiSucceeded(ctx context.Context, rec *schedulerv1.RunRec
 	o.writeBack(ctx, rec, res)
 	var child *schedulerv1.RunRecord
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		child = o.endChild(ctx, run.GetProjectId(), rec.GetChildRunId(), res.GetCheckOutcome(), res.GetFailureMessage())
-	})
+	if id := rec.GetChildRunId(); id != "" {
+		wg.Go(func() {
+			child = o.endChild(ctx, run.GetProjectId(), id, res.GetCheckOutcome(), res.GetFailureMessage())
+		})
+	}
 	ended, err := o.end(ctx, run.GetProjectId(), run.GetId(), latchkeyv1.RunState_RUN_STATE_SUCCEEDED, 0, "", res.GetOutput(), func(r *schedulerv1.RunRecord) {
 		r.Run.BrowserTime = res.GetBrowserTime()
 	})

@@ -172,7 +172,7 @@ func (o *Orchestrator) Start(ctx context.Context, project string, req *latchkeyv
 		return rec.GetRun(), nil
 	}
 	o.emit(ctx, rec, "queued")
-	if err := o.Begin(ctx, rec, sess); err != nil && !ErrStale(err) {
+	if err := o.Begin(ctx, rec); err != nil && !ErrStale(err) {
 		// The Run is stored; the sweep dispatches it again.
 		o.Log.WarnContext(ctx, "dispatching run failed; the sweep will retry", "run_id", runID, "error", err)
 	}
